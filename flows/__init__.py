@@ -1,0 +1,1 @@
+"""Prefect flows of bce-eval: wiring only; the computation lives in :mod:`tasks`."""

@@ -1,0 +1,31 @@
+"""``bce-eval demo``: the seed article's examples and the partitioned demo dataset, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.evaluate import evaluate_flow
+from flows.settings import EvaluateSettings
+from tasks.report import format_seed_listing, format_summary
+from tasks.tracking import ui_command
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@flow(name="bce-demo")
+def demo_flow() -> str:
+    """Evaluate the seed's 10 points and the demo dataset; return what to print."""
+    seed = evaluate_flow(
+        EvaluateSettings(data=str(DATA / "seed_points.parquet"), label="y", features=["x"], run_name="seed article: 10 points")
+    )
+    demo = evaluate_flow(
+        EvaluateSettings(data=str(DATA / "demo"), label="label", features=["f1", "f2", "f3"], run_name="demo: regions")
+    )
+    return "\n\n".join(
+        [
+            format_seed_listing(seed),
+            format_summary(demo, "data/demo", 6, ui_command(demo.tracking_uri)),
+        ]
+    )

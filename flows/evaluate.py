@@ -1,0 +1,112 @@
+"""The evaluation flow: DATA → scan → check → score → loss → reduce → merge → report.
+
+Wiring only: every step is a task from :mod:`tasks`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from flows.settings import EvaluateSettings
+from tasks.dataset import collect_training_data_task, discover_dataset_task, group_files
+from tasks.model import (
+    ModelInfoTags,
+    describe_model_task,
+    fit_model_task,
+    load_model_task,
+    make_scorer,
+    model_features_task,
+    stored_scorer,
+)
+from tasks.plots import make_figures_task, sample_scores_task
+from tasks.reduce import reduce_chunk_task, summarize_records_task
+from tasks.report import (
+    Evaluation,
+    ModelInfo,
+    build_evaluation_log_task,
+    publish_prefect_artifacts_task,
+    with_partition_label,
+)
+from tasks.tracking import log_evaluation_task, resolve_tracking_uri, ui_command
+
+
+def _default_run_name(settings: EvaluateSettings, model: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return f"{Path(settings.data).name} · {model} · {stamp}"
+
+
+@flow(name="bce-evaluate", log_prints=True)
+def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
+    """Evaluate a binary classifier by BCE per partition and overall, and log it to MLflow."""
+    logger = get_run_logger()
+    tracking_uri = resolve_tracking_uri()
+    features = list(settings.features)
+    extra: list[str] = []
+    model = fitted = None
+    info_tags: ModelInfoTags = {}
+
+    # 1. the model (or the stored scores) decides which columns the scan needs
+    if settings.score_col:
+        extra = [settings.score_col]
+        model_info = ModelInfo(f"stored {settings.score_kind} column {settings.score_col!r}")
+    elif settings.model_uri:
+        info_tags = describe_model_task(settings.model_uri)
+        features = features or (model_features_task(settings.model_uri) or [])
+        model = load_model_task(settings.model_uri)
+        model_info = ModelInfo(f"{type(model).__name__} from {settings.model_uri}", uri=settings.model_uri)
+
+    # 2. scan and check (footers only)
+    dataset = discover_dataset_task(settings.data, settings.label, features, settings.partition_by, extra)
+
+    # 3. fit when no model was given
+    if model is None and not settings.score_col:
+        X, y = collect_training_data_task(dataset)
+        model = fitted = fit_model_task(X, y, settings.model_params)
+        model_info = ModelInfo("LogisticRegression fitted on this data", params=model.get_params())
+    scorer = stored_scorer(settings.score_col, settings.score_kind) if settings.score_col else make_scorer(model, dataset.features)
+
+    # 4. score, check and reduce, a chunk of whole partitions per task
+    chunks = group_files(dataset, settings.chunk_rows)
+    records, hists = [], []
+    started, rows_done = time.monotonic(), 0
+    for i, chunk in enumerate(chunks, 1):
+        rec, hist = reduce_chunk_task(dataset, scorer, chunk)
+        records.append(rec)
+        hists.append(hist)
+        rows_done += sum(f.num_rows for f in chunk)
+        if len(chunks) > 1 and time.monotonic() - started > 2:
+            logger.info(f"scored {i}/{len(chunks)} chunks, {rows_done:,}/{dataset.num_rows:,} rows")
+
+    # 5. merge into the per-partition table and the overall row
+    table, overall = summarize_records_task(records, hists, list(dataset.partition_by))
+    table = with_partition_label(table, dataset.partition_by)
+
+    # 6. report: plots, the MLflow run, Prefect artifacts
+    sample = sample_scores_task(dataset, scorer, settings.sample_rows)
+    linear = None
+    if scorer.expression is not None and len(dataset.features) == 1:
+        linear = (float(model.coef_.ravel()[0]), float(model.intercept_.ravel()[0]))
+    figures = make_figures_task(sample, table, overall["bce"], dataset.features, linear, bool(dataset.partition_by))
+    run_name = settings.run_name or _default_run_name(settings, type(model).__name__ if model is not None else "stored scores")
+    log = build_evaluation_log_task(
+        dataset=dataset,
+        table=table,
+        overall=overall,
+        model=model_info,
+        experiment=settings.experiment,
+        run_name=run_name,
+        figures=figures,
+        sample=sample,
+        fitted_model=fitted,
+        max_partition_metrics=settings.max_partition_metrics,
+        tags={**info_tags, "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or "")},
+    )
+    run_id, experiment_id = log_evaluation_task(log, tracking_uri)
+    evaluation = Evaluation(table, overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample)
+    publish_prefect_artifacts_task(evaluation, Path(settings.data).name, ui_command(tracking_uri))
+    return evaluation

@@ -1,0 +1,137 @@
+"""Process set-up for the CLI: quiet local defaults, the Prefect server, clean error output.
+
+Nothing here runs at import time; :func:`prepare_environment` is called first thing by the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from tasks.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_QUIET_MESSAGES = ("Starting temporary server", "Stopping temporary server", "See https://www.prefect.io/docs")
+
+
+def prepare_environment() -> None:
+    """Local, quiet defaults (each one only where the user has not set it)."""
+    defaults = {
+        "PREFECT_HOME": str(REPO_ROOT / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
+def debug_log_path() -> Path:
+    """Where full tracebacks go (the terminal shows one line)."""
+    return Path(os.environ.get("PREFECT_HOME", REPO_ROOT / ".prefect")) / "bce-eval-debug.log"
+
+
+class _ConsoleFilter(logging.Filter):
+    """Hide tracebacks of bad input and the temporary server's chatter from the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith(_QUIET_MESSAGES):
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        # the CLI prints bad input as its last line; the traceback stays in the debug log
+        return not isinstance(exc, InputError)
+
+
+def install_log_filters(verbose: bool) -> None:
+    """Keep the console readable; keep every traceback in the debug log file."""
+    from prefect import flow  # noqa: F401 - importing prefect.main configures its log handlers first
+
+    root = logging.getLogger()
+    file_handler = logging.FileHandler(debug_log_path(), encoding="utf-8")
+    file_handler.setLevel(logging.DEBUG)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("", "prefect"):
+        logging.getLogger(name).addHandler(file_handler)
+    if verbose:
+        return
+    for logger in (root, logging.getLogger("prefect"), logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")):
+        for handler in logger.handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.addFilter(_ConsoleFilter())
+
+
+class PrefectServer:
+    """Use ``PREFECT_API_URL`` when set; otherwise start Prefect's temporary server.
+
+    The server starts in a thread while the caller imports the heavy libraries, and is stopped
+    explicitly (logs drained first) so nothing is printed after the CLI's last line.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._started = False
+
+    def _start(self) -> None:
+        try:
+            from prefect.settings import PREFECT_API_URL
+
+            if PREFECT_API_URL.value():
+                return
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()
+            self._started = True
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by wait()
+            self._error = exc
+
+    def __enter__(self) -> "PrefectServer":
+        self._thread = threading.Thread(target=self._start, name="prefect-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self) -> None:
+        """Block until the server answers (re-raising a start-up failure as a clear error)."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise RuntimeError(f"Prefect's temporary server did not start: {self._error}") from self._error
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if "prefect" in sys.modules:
+            _drain_prefect_workers()
+        if self._started:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().stop()
+
+
+def _drain_prefect_workers() -> None:
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:
+            pass
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())

@@ -1,0 +1,33 @@
+"""The one settings model per flow (built by the CLI, or by a deployment's parameters)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class EvaluateSettings(BaseModel):
+    """Parameters of one evaluation: what data, which model, where the results go."""
+
+    data: str = Field(description="A Parquet file, a folder of them, or a hive-partitioned tree.")
+    label: str = Field(description="The 0/1 (or boolean) label column.")
+    features: list[str] = Field(default_factory=list, description="Feature columns, in the model's order.")
+    partition_by: list[str] = Field(default_factory=list, description="Partition columns (default: hive keys).")
+    model_uri: str | None = Field(default=None, description="Evaluate this MLflow model instead of fitting one.")
+    score_col: str | None = Field(default=None, description="Evaluate predictions stored in this column.")
+    score_kind: Literal["logit", "probability"] = "probability"
+    model_params: dict[str, Any] = Field(default_factory=dict, description="LogisticRegression overrides.")
+    experiment: str = "bce-evaluation"
+    run_name: str | None = None
+    chunk_rows: int = Field(default=4_000_000, gt=0, description="Rows scored per pass (whole partitions).")
+    sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
+    top_partitions: int = Field(default=5, ge=0, description="Worst partitions shown in the summary.")
+    max_partition_metrics: int = Field(default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions.")
+
+    @field_validator("features", "partition_by", mode="before")
+    @classmethod
+    def _split_commas(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [c.strip() for c in v.split(",") if c.strip()]
+        return v

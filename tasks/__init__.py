@@ -1,0 +1,1 @@
+"""Plain, typed computation for bce-eval, each with a thin Prefect task beside it."""

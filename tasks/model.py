@@ -1,0 +1,181 @@
+"""Fit a classifier, load one from MLflow, and turn it into a scorer for the streaming reduce.
+
+A scorer says how to get each row's score from its features, and whether that score is a logit
+(exact BCE) or a probability (BCE clipped like scikit-learn, see :mod:`tasks.bce`):
+
+- linear models (``LogisticRegression`` and any binary ``LinearClassifierMixin``) become one
+  Polars expression ``Σ wᵢ·xᵢ + b``, evaluated inside the scan;
+- any other classifier is called on numpy batches: ``decision_function`` when it has one (a logit
+  for binary classifiers), else ``predict_proba``;
+- stored predictions are a column of the data, already a logit or a probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from tasks._prefect import as_task
+from tasks.errors import InputError
+
+ScoreKind = Literal["logit", "probability"]
+ModelInfoTags = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How the reduce gets a score per row.
+
+    Exactly one of ``expression`` (a Polars expression over the feature columns), ``model`` (an
+    object scored on numpy batches) or ``column`` (stored predictions) is set.
+    """
+
+    kind: ScoreKind
+    features: tuple[str, ...]
+    expression: pl.Expr | None = None
+    model: Any = None
+    column: str | None = None
+    description: str = ""
+
+    def score_numpy(self, X: np.ndarray) -> np.ndarray:
+        """Scores of a float64 feature matrix (for models scored outside Polars)."""
+        if self.model is None:
+            raise TypeError("score_numpy needs a model scorer")
+        if self.kind == "logit":
+            return np.asarray(self.model.decision_function(X), dtype=np.float64).ravel()
+        return np.asarray(self.model.predict_proba(X), dtype=np.float64)[:, 1]
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, **params: Any) -> Any:
+    """Fit scikit-learn's ``LogisticRegression`` with its defaults (overridden by ``params``)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(**params).fit(X, y)
+
+
+def check_binary_model(model: Any, source: str) -> None:
+    """Raise :class:`InputError` unless ``model`` is a fitted binary classifier with 0/1 classes."""
+    classes = getattr(model, "classes_", None)
+    if classes is None or not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):
+        raise InputError(
+            f"{source}: {type(model).__name__} is not a fitted scikit-learn classifier "
+            "(it needs classes_ and predict_proba or decision_function)."
+        )
+    values = [v.item() if hasattr(v, "item") else v for v in classes]
+    if len(values) != 2 or sorted(int(v) for v in values) != [0, 1]:
+        raise InputError(f"{source}: the model's classes are {values}, expected the binary classes [0, 1].")
+
+
+def _is_linear(model: Any) -> bool:
+    from sklearn.linear_model._base import LinearClassifierMixin
+
+    return isinstance(model, LinearClassifierMixin) and np.ndim(getattr(model, "coef_", None)) == 2
+
+
+def make_scorer(model: Any, features: tuple[str, ...] | list[str]) -> Scorer:
+    """A :class:`Scorer` for a fitted binary classifier on the named feature columns."""
+    features = tuple(features)
+    n_in = getattr(model, "n_features_in_", None)
+    if n_in is not None and n_in != len(features):
+        raise InputError(
+            f"the model takes {n_in} features but {len(features)} were given ({', '.join(features)}); "
+            "pass the columns it was trained on with --features."
+        )
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and tuple(str(n) for n in names) != features:
+        raise InputError(
+            f"the model was trained on columns {list(names)} but --features gives {list(features)}; "
+            "pass the same columns in the same order."
+        )
+    if _is_linear(model):
+        w = np.asarray(model.coef_, dtype=np.float64).ravel()
+        b = float(np.asarray(model.intercept_, dtype=np.float64).ravel()[0])
+        expr = pl.lit(b, dtype=pl.Float64)
+        for name, wi in zip(features, w):
+            expr = expr + pl.col(name).cast(pl.Float64) * float(wi)
+        return Scorer("logit", features, expression=expr, description=f"linear logit of {type(model).__name__}")
+    if hasattr(model, "decision_function"):
+        return Scorer("logit", features, model=model, description=f"{type(model).__name__}.decision_function")
+    return Scorer(
+        "probability", features, model=model, description=f"{type(model).__name__}.predict_proba (clipped at eps)"
+    )
+
+
+def stored_scorer(column: str, kind: ScoreKind) -> Scorer:
+    """A :class:`Scorer` reading predictions already stored in ``column``."""
+    if kind not in ("logit", "probability"):
+        raise InputError(f"--score-kind must be 'logit' or 'probability', not {kind!r}.")
+    return Scorer(kind, (), column=column, description=f"stored {kind} column {column!r}")
+
+
+def load_model(model_uri: str) -> Any:
+    """Load a scikit-learn model from MLflow (``runs:/…``, ``models:/name/1``, ``models:/name@alias``)."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.sklearn.load_model(model_uri)
+    except MlflowException as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--model-uri {model_uri}: cannot load the model ({first}).") from exc
+    except OSError as exc:
+        raise InputError(f"--model-uri {model_uri}: cannot load the model ({exc}).") from exc
+
+
+def model_feature_names(model_uri: str) -> list[str] | None:
+    """The input column names in the logged model's signature, if it has one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    try:
+        sig = get_model_info(model_uri).signature
+    except (MlflowException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--model-uri {model_uri}: cannot read the model ({first}).") from exc
+    if sig is None or sig.inputs is None:
+        return None
+    names = sig.inputs.input_names()
+    return [str(n) for n in names] if names and all(isinstance(n, str) for n in names) else None
+
+
+def describe_model_uri(model_uri: str) -> dict[str, str]:
+    """Registry name, version and source run of a ``models:/`` or ``runs:/`` URI, as tags."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    info: dict[str, str] = {"model_uri": model_uri}
+    client = mlflow.MlflowClient()
+    try:
+        if model_uri.startswith("models:/"):
+            ref = model_uri[len("models:/") :].strip("/")
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+                info["model_alias"] = alias
+            else:
+                name, version = ref.split("/", 1)
+                mv = client.get_model_version(name, version)
+            info.update(model_name=mv.name, model_version=str(mv.version))
+            if mv.run_id:
+                info["model_source_run_id"] = mv.run_id
+        elif model_uri.startswith("runs:/"):
+            info["model_source_run_id"] = model_uri[len("runs:/") :].split("/", 1)[0]
+    except (MlflowException, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--model-uri {model_uri}: cannot resolve it in the registry ({first}).") from exc
+    return info
+
+
+def fit_model(X: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> Any:
+    """Fit the default classifier (scikit-learn's ``LogisticRegression``) on X, y."""
+    return fit_logistic(X, y, **params)
+
+
+fit_model_task = as_task(fit_model, name="fit-model")
+load_model_task = as_task(load_model, name="load-model", retries=3)
+describe_model_task = as_task(describe_model_uri, name="describe-model", retries=3)
+model_features_task = as_task(model_feature_names, name="model-features", retries=3)

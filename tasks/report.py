@@ -1,0 +1,251 @@
+"""Turn computed results into what people read: the MLflow run's content and the terminal summary."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks._prefect import as_task
+from tasks.dataset import Dataset
+from tasks.tracking import EvaluationLog, metric_key_suffix, partition_label, redact_uri
+
+OVERALL_METRICS = ("bce", "bce_se", "accuracy", "brier", "positive_rate", "mean_predicted", "roc_auc", "roc_auc_bound", "bce_pos", "bce_neg")
+TABLE_COLUMNS = (
+    "n_rows", "n_pos", "bce", "bce_se", "positive_rate", "accuracy", "roc_auc", "brier",
+    "mean_predicted", "bce_pos", "bce_neg", "n_saturated", "note",
+)
+
+
+@dataclass
+class ModelInfo:
+    """Which model was evaluated, as recorded in the run."""
+
+    description: str
+    uri: str | None = None
+    registered_name: str | None = None
+    registered_version: str | None = None
+    source_run_id: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """The outcome of one evaluation, before and after it is logged."""
+
+    table: pl.DataFrame
+    overall: dict[str, Any]
+    partition_by: tuple[str, ...]
+    run_id: str | None = None
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+    rows: pl.DataFrame | None = None  # the scored sample (every row of a small dataset)
+
+
+def with_partition_label(table: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
+    """Add ``partition`` (``k=v/k=v``) when the table is keyed by partition columns."""
+    if not keys:
+        return table
+    labels = [partition_label(dict(zip(keys, row))) for row in table.select(keys).iter_rows()]
+    return table.with_columns(pl.Series("partition", labels, dtype=pl.String))
+
+
+def table_for_mlflow(table: pl.DataFrame, keys: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The per-partition table as a dict of columns (``log_table`` rejects Polars frames)."""
+    cols = [*keys] if keys else ["partition"]
+    out = table.select([*cols, *[c for c in TABLE_COLUMNS if c in table.columns]])
+    return {c: [_clean(v) for v in out.get_column(c).to_list()] for c in out.columns}
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def partition_metrics(table: pl.DataFrame, keys: tuple[str, ...], limit: int) -> dict[str, float]:
+    """``bce/<partition>`` metrics (one per partition, up to ``limit`` partitions) for MLflow charts."""
+    if not keys or table.height > limit:
+        return {}
+    out: dict[str, float] = {}
+    for row in table.select([*keys, "bce"]).iter_rows(named=True):
+        out[f"bce_by_partition/{metric_key_suffix({k: row[k] for k in keys})}"] = float(row["bce"])
+    return out
+
+
+def describe(overall: dict[str, Any], table: pl.DataFrame, keys: tuple[str, ...], dataset_name: str, model: ModelInfo) -> str:
+    """A few sentences for the MLflow run description."""
+    lines = [
+        f"**BCE {overall['bce']:.4f}** (± {1.96 * overall['bce_se']:.4f}, 95% normal interval) over "
+        f"{overall['n_rows']:,} rows of `{dataset_name}`, {overall['n_partitions']} partition(s); "
+        f"accuracy {overall['accuracy']:.3f}" + (f", ROC AUC {overall['roc_auc']:.3f}" if overall.get("roc_auc") is not None else "") + ".",
+        f"Model: {model.description}.",
+    ]
+    if keys and table.height > 1:
+        worst = table.sort("bce", descending=True).row(0, named=True)
+        best = table.sort("bce").row(0, named=True)
+        lines.append(
+            f"Worst partition `{worst['partition']}` (BCE {worst['bce']:.4f}, {worst['n_rows']:,} rows); "
+            f"best `{best['partition']}` (BCE {best['bce']:.4f})."
+        )
+    singles = table.filter(pl.col("note") != "")
+    if singles.height:
+        names = ", ".join(f"`{p}`" for p in singles.get_column("partition").head(5).to_list()) if keys else "the data"
+        lines.append(f"{singles.height} partition(s) hold a single class ({names}): BCE is defined there, ROC AUC is not.")
+    return "\n\n".join(lines)
+
+
+def build_params(dataset: Dataset, model: ModelInfo, overall: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Run parameters: data, columns, model settings, sizes."""
+    return {
+        "data_path": redact_uri(str(Path(dataset.root).resolve())) if "://" in dataset.root else str(Path(dataset.root).resolve()),
+        "label": dataset.label,
+        "features": ",".join(dataset.features),
+        "partition_by": ",".join(dataset.partition_by) or "(none)",
+        "n_rows": overall["n_rows"],
+        "n_partitions": overall["n_partitions"],
+        "n_files": len(dataset.files),
+        "data_fingerprint": dataset.fingerprint,
+        "model": model.description,
+        **({"model_uri": redact_uri(model.uri)} if model.uri else {}),
+        **{f"model.{k}": v for k, v in model.params.items()},
+        **extra,
+    }
+
+
+def format_table(table: pl.DataFrame, limit: int) -> str:
+    """The worst ``limit`` partitions as aligned text."""
+    t = table.sort("bce", descending=True).head(limit)
+    rows = [("partition", "rows", "BCE", "accuracy", "ROC AUC", "note")]
+    for r in t.iter_rows(named=True):
+        auc = "" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}"
+        rows.append((str(r["partition"]), f"{r['n_rows']:,}", f"{r['bce']:.4f}", f"{r['accuracy']:.3f}", auc, r["note"]))
+    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c[:40].ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str) -> str:
+    """The terminal summary: overall figures, the worst partitions, where to look in MLflow."""
+    o = ev.overall
+    auc = "n/a (one class)" if o.get("roc_auc") is None else f"{o['roc_auc']:.4f}"
+    out = [
+        f"BCE evaluation of {dataset_name}: {o['n_rows']:,} rows, {o['n_partitions']} partition(s)",
+        f"  overall BCE {o['bce']:.4f} (± {1.96 * o['bce_se']:.4f})   accuracy {o['accuracy']:.4f}   "
+        f"ROC AUC {auc}   Brier {o['brier']:.4f}",
+    ]
+    if ev.partition_by and top:
+        out.append(f"  worst {min(top, ev.table.height)} partition(s):")
+        out.extend("    " + line for line in format_table(ev.table, top).splitlines())
+    if ev.run_id:
+        out.append(f"  MLflow run {ev.run_id} in experiment {ev.experiment_id} at {redact_uri(ev.tracking_uri or '')}")
+        out.append(f"  open it with: {ui_command}")
+    return "\n".join(out)
+
+
+def predictions_table(sample: pl.DataFrame, features: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Per-row predictions (for small data: the seed's p(y) listing) as a table artifact."""
+    cols = [*features, "y", "p", "loss"]
+    out = sample.select([c for c in cols if c in sample.columns])
+    return {c: [_clean(float(v)) if isinstance(v, (float, np.floating)) else v for v in out.get_column(c).to_list()] for c in out.columns}
+
+
+def build_evaluation_log(
+    *,
+    dataset: Dataset,
+    table: pl.DataFrame,
+    overall: dict[str, Any],
+    model: ModelInfo,
+    experiment: str,
+    run_name: str,
+    figures: dict[str, Any],
+    sample: pl.DataFrame,
+    fitted_model: Any,
+    max_partition_metrics: int,
+    tags: dict[str, str],
+) -> EvaluationLog:
+    """Everything one evaluation logs, assembled from its results."""
+    keys = dataset.partition_by
+    name = Path(dataset.root).name
+    metrics = {k: float(overall[k]) for k in OVERALL_METRICS if overall.get(k) is not None}
+    metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
+    tables = {"bce_by_partition.json": table_for_mlflow(table, keys)}
+    if overall["n_rows"] <= 1000:
+        tables["predictions.json"] = predictions_table(sample, dataset.features)
+    X_example = y_example = None
+    if fitted_model is not None:
+        import pandas as pd
+
+        X_example = pd.DataFrame(sample.select(pl.col(c).cast(pl.Float64) for c in dataset.features).head(20).to_pandas())
+        y_example = fitted_model.predict_proba(X_example.to_numpy())
+    from mlflow.models import infer_signature
+
+    schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
+    return EvaluationLog(
+        experiment=experiment,
+        run_name=run_name,
+        params=build_params(dataset, model, overall, {}),
+        metrics=metrics,
+        partition_metrics=partition_metrics(table, keys, max_partition_metrics),
+        tags={
+            "data_fingerprint": dataset.fingerprint,
+            "bce_eval.kind": "evaluation",
+            **({k: v for k, v in tags.items() if v}),
+        },
+        description=describe(overall, table, keys, name, model),
+        tables=tables,
+        figures=figures,
+        model=fitted_model,
+        model_input_example=X_example,
+        model_output_example=y_example,
+        dataset_source=str(Path(dataset.root).resolve()),
+        dataset_name=name,
+        dataset_digest=dataset.fingerprint[:20],
+        dataset_schema=infer_signature(schema_df).inputs,
+    )
+
+
+def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str) -> None:
+    """A table of per-partition BCE and a markdown summary on the Prefect flow run."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    rows = ev.table.sort("bce", descending=True).head(500)
+    cols = [*(ev.partition_by or ("partition",)), "n_rows", "bce", "accuracy", "roc_auc", "note"]
+    create_table_artifact(
+        key="bce-by-partition",
+        table=[{c: _clean(r[c]) for c in cols} for r in rows.iter_rows(named=True)],
+        description=f"BCE by partition of {dataset_name} (worst first)",
+    )
+    o = ev.overall
+    create_markdown_artifact(
+        key="bce-summary",
+        markdown=(
+            f"# BCE evaluation of `{dataset_name}`\n\n"
+            f"Overall BCE **{o['bce']:.4f}** over {o['n_rows']:,} rows in {o['n_partitions']} partition(s); "
+            f"accuracy {o['accuracy']:.4f}.\n\n"
+            f"MLflow run `{ev.run_id}` (experiment {ev.experiment_id}) — {ui_hint}\n"
+        ),
+        description="BCE evaluation summary",
+    )
+
+
+build_evaluation_log_task = as_task(build_evaluation_log, name="assemble-run")
+publish_prefect_artifacts_task = as_task(publish_prefect_artifacts, name="publish-artifacts")
+
+
+def format_seed_listing(ev: Evaluation) -> str:
+    """The seed article's printout: x, y, p(y) rounded to 2 places, and the log loss."""
+    rows = ev.rows if ev.rows is not None else pl.DataFrame()
+    x = rows.get_column(rows.columns[0]).to_list() if rows.height else []
+    out = [
+        "Seed article, 10 points (logistic regression, lbfgs):",
+        f"  x = {x}",
+        f"  y = {[int(v) for v in rows.get_column('y').to_list()] if rows.height else []}",
+        f"  p(y) = {[round(float(v), 2) for v in rows.get_column('p').to_list()] if rows.height else []}",
+        f"  Log Loss / Cross Entropy = {ev.overall['bce']:.4f}",
+        f"  MLflow run {ev.run_id}",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,222 @@
+"""Everything that talks to MLflow: where the store is, and logging one evaluation as one run.
+
+A run is created only once every figure is computed, and ends FINISHED only when everything was
+logged; if logging fails half-way it is ended FAILED, so a FINISHED run is always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from tasks._prefect import as_task
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STORE_DIR = REPO_ROOT / "mlflow"
+
+_KEY_SAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
+
+
+def resolve_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the SQLite store in the repo's ``mlflow/`` folder."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return uri or f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}"
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any user:password and query string removed (safe to print and log)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable uri>"
+    if "@" not in parts.netloc and not parts.query:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts go in ``artifacts/`` beside the database file."""
+    db = _sqlite_path(uri)
+    return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise first use of a SQLite store across processes (its migrations race otherwise)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_experiment(name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with store_lock(tracking_uri):
+        client = mlflow.MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens MLflow's UI on this store."""
+    if tracking_uri == f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}":
+        return "bce-eval ui"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {redact_uri(tracking_uri)} in a browser"
+    return f"bce-eval ui --backend-store-uri {redact_uri(tracking_uri)}"
+
+
+def partition_label(values: dict[str, Any]) -> str:
+    """``k1=v1/k2=v2``: how a partition is named in tables and plots (original values kept)."""
+    return "/".join(f"{k}={v}" for k, v in values.items()) if values else "all"
+
+
+def metric_key_suffix(values: dict[str, Any]) -> str:
+    """A valid, unique MLflow key part for a partition (hostile values are sanitised and hashed)."""
+    raw = ".".join(f"{k}_{v}" for k, v in values.items()) if values else "all"
+    safe = _KEY_SAFE.sub("_", raw).strip(" ")
+    safe = safe.replace("..", "_")[:120] or "_"
+    if safe != raw or safe != safe.lower():
+        # keys that were changed, or that could collide with another in case only, get a short hash
+        safe = f"{safe}-{hashlib.blake2b(raw.encode(), digest_size=4).hexdigest()}"
+    return safe
+
+
+@dataclass
+class EvaluationLog:
+    """What one evaluation logs to MLflow."""
+
+    experiment: str
+    run_name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    partition_metrics: dict[str, float]
+    tags: dict[str, str]
+    description: str
+    tables: dict[str, dict[str, list[Any]]]
+    figures: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
+    model_input_example: Any = None
+    model_output_example: Any = None
+    dataset_source: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+    dataset_schema: Any = None
+    text_artifacts: dict[str, str] = field(default_factory=dict)
+
+
+def _log_model(model: Any, X_example: Any, y_example: Any) -> None:
+    import mlflow.sklearn
+    import sklearn
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(X_example, y_example) if X_example is not None else None
+    kwargs: dict[str, Any] = {}
+    if type(model).__name__ == "MLPClassifier" and getattr(model, "solver", "") == "sgd":
+        kwargs["skops_trusted_types"] = ["sklearn.neural_network._stochastic_optimizers.SGDOptimizer"]
+    mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=signature,
+        # given requirements: MLflow would otherwise spend ~7 s inferring them in a subprocess
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+        **kwargs,
+    )
+
+
+def log_evaluation(log: EvaluationLog, tracking_uri: str) -> tuple[str, str]:
+    """Log one evaluation as one MLflow run; returns its run id and experiment id.
+
+    The run is FINISHED only when everything was logged, FAILED otherwise (then the error is
+    raised again).
+    """
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    experiment_id = ensure_experiment(log.experiment, tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    tags = {**log.tags, "mlflow.note.content": log.description}
+    run = client.create_run(experiment_id, run_name=log.run_name, tags=tags)
+    run_id = run.info.run_id
+    try:
+        params = [Param(k, _param_value(v)) for k, v in log.params.items()]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in {**log.metrics, **log.partition_metrics}.items()]
+        client.log_batch(run_id, metrics=metrics, params=params, tags=[])
+        for name, table in log.tables.items():
+            client.log_table(run_id, data=table, artifact_file=name)
+        for name, fig in log.figures.items():
+            client.log_figure(run_id, fig, artifact_file=name)
+        _close_figures(log.figures)
+        for name, text in log.text_artifacts.items():
+            client.log_text(run_id, text, artifact_file=name)
+        if log.dataset_source is not None:
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+            from mlflow.data.meta_dataset import MetaDataset
+            from mlflow.entities import DatasetInput, InputTag
+
+            ds = MetaDataset(
+                resolve_dataset_source(log.dataset_source),
+                name=log.dataset_name,
+                digest=log.dataset_digest,
+                schema=log.dataset_schema,
+            )
+            client.log_inputs(
+                run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "evaluation")])]
+            )
+        if log.model is not None:
+            mlflow.set_tracking_uri(tracking_uri)
+            # the model goes last: leaving start_run ends the run FINISHED (FAILED on an error)
+            with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
+                _log_model(log.model, log.model_input_example, log.model_output_example)
+        else:
+            client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id, experiment_id
+
+
+def _close_figures(figures: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    for fig in figures.values():
+        plt.close(fig)
+
+
+def _param_value(v: Any) -> str:
+    s = v if isinstance(v, str) else repr(v) if not isinstance(v, (int, float)) else str(v)
+    return s if len(s) <= 6000 else s[:5990] + "…"
+
+
+
+log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
