@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote
 
 import numpy as np
@@ -276,15 +277,20 @@ def collect_training_data(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """The feature matrix X (float64) and labels y (0/1) of the whole dataset, checked."""
     df = scan_files(dataset).select([*dataset.features, dataset.label]).collect()
     y_series = df.get_column(dataset.label)
-    check_label_values(y_series, dataset.root)
+    try:
+        check_label_values(y_series, dataset.root)
+    except InputError:
+        _raise_in_file(dataset, lambda part: check_label_values(part.get_column(dataset.label), ""))
+        raise
     X = df.select(pl.col(c).cast(pl.Float64) for c in dataset.features).to_numpy()
     bad = ~np.isfinite(X)
     if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raw = df.get_column(dataset.features[col])[int(row)]
+        col = dataset.features[int(np.argwhere(bad)[0][1])]
+        n_bad = int(bad[:, dataset.features.index(col)].sum())
+        where = locate_file(dataset, (pl.col(col).is_null() | ~pl.col(col).cast(pl.Float64).is_finite()).fill_null(True))
         raise InputError(
-            f"{dataset.root}: feature column {dataset.features[col]!r} has a non-finite or null value "
-            f"({raw!r}) at row {int(row)}; drop or impute such rows first."
+            f"{where}: feature column {col!r} has {n_bad} null or non-finite value(s) (NaN/inf); "
+            "drop or impute such rows first."
         )
     y = y_series.cast(pl.Float64).to_numpy().astype(np.int64)
     if np.unique(y).size < 2:
@@ -293,6 +299,23 @@ def collect_training_data(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
             "fitting needs both 0 and 1 (or pass --model-uri to evaluate an existing model)."
         )
     return X, y
+
+
+def locate_file(dataset: Dataset, predicate: pl.Expr) -> str:
+    """The first file with a row where ``predicate`` holds (for error messages; slow path only)."""
+    for f in dataset.files:
+        if scan_files(dataset, [f]).select(predicate.any()).collect().item():
+            return f.path
+    return dataset.root
+
+
+def _raise_in_file(dataset: Dataset, check: "Callable[[pl.DataFrame], None]") -> None:
+    # re-run a check file by file so the error names the file at fault
+    for f in dataset.files:
+        try:
+            check(scan_files(dataset, [f]).collect())
+        except InputError as exc:
+            raise InputError(f"{f.path}{exc}") from None
 
 
 def check_label_values(labels: pl.Series, where: str) -> None:

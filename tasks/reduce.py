@@ -167,6 +167,20 @@ def reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_a
     overall ROC AUC. Raises :class:`InputError` (naming the file and column) on nulls,
     non-finite features or scores, or labels outside {0, 1}.
     """
+    try:
+        return _reduce_chunk(dataset, scorer, files, with_auc)
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, OSError) as exc:
+        # a file whose footer read fine but whose data pages do not: name it
+        for f in files:
+            try:
+                scan_files(dataset, [f]).collect()
+            except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, OSError) as file_exc:
+                reason = str(file_exc).splitlines()[0]
+                raise InputError(f"{f.path}: cannot read its data ({reason}); the file may be corrupt.") from exc
+        raise
+
+
+def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_auc: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     keys = list(dataset.partition_by)
     lf = scan_files(dataset, files)
     if scorer.model is not None:

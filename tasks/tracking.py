@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -184,8 +185,11 @@ def log_evaluation(log: EvaluationLog, tracking_uri: str) -> tuple[str, str]:
             from mlflow.data.meta_dataset import MetaDataset
             from mlflow.entities import DatasetInput, InputTag
 
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local
+                source = resolve_dataset_source(log.dataset_source)
             ds = MetaDataset(
-                resolve_dataset_source(log.dataset_source),
+                source,
                 name=log.dataset_name,
                 digest=log.dataset_digest,
                 schema=log.dataset_schema,

@@ -1,0 +1,85 @@
+"""Shared fixtures: one temporary Prefect server per session, a private MLflow store per test,
+and tiny partitioned Parquet datasets written into tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_home: Path) -> str:
+    """One temporary Prefect server for the whole session; returns its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private SQLite MLflow store under tmp_path, set as MLFLOW_TRACKING_URI."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+def make_frame(n: int, seed: int, shift: float = 0.0, noise: float = 0.1) -> pl.DataFrame:
+    """n rows of three features and a 0/1 label from a noisy logistic model."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(loc=shift, size=(n, 3))
+    p = 1.0 / (1.0 + np.exp(-(X @ np.array([1.2, -0.8, 0.5]) + 0.1)))
+    y = (rng.random(n) < p).astype(np.int64)
+    flip = rng.random(n) < noise
+    y = np.where(flip, 1 - y, y)
+    return pl.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": y})
+
+
+def write_hive(root: Path, parts: dict[str, pl.DataFrame], key: str = "region") -> Path:
+    """Write ``{value: frame}`` as ``root/key=value/part-0.parquet``."""
+    for value, df in parts.items():
+        folder = root / f"{key}={value}"
+        folder.mkdir(parents=True, exist_ok=True)
+        df.write_parquet(folder / "part-0.parquet")
+    return root
+
+
+@pytest.fixture
+def hive_data(tmp_path: Path) -> Path:
+    """A small hive-partitioned dataset of four regions of different difficulty."""
+    parts = {
+        "north": make_frame(300, 1, noise=0.02),
+        "south": make_frame(200, 2, shift=0.5, noise=0.2),
+        "east": make_frame(150, 3, shift=-0.5, noise=0.1),
+        "west": make_frame(100, 4, noise=0.35),
+    }
+    return write_hive(tmp_path / "hive", parts)
+
+
+@pytest.fixture
+def seed_points() -> Path:
+    return REPO / "data" / "seed_points.parquet"

@@ -1,0 +1,298 @@
+"""tasks/bce.py against scikit-learn's log_loss and hand formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+from tasks.bce import (
+    compute_bce,
+    compute_bce_from_probabilities,
+    loss_expr_from_logits,
+    loss_expr_from_probabilities,
+    proba_expr_from_logits,
+    row_losses_from_logits,
+    row_losses_from_probabilities,
+    sigmoid,
+)
+
+EPS = float(np.finfo(float).eps)
+# sklearn works in probability space: σ(z) and 1 - σ(z) carry an absolute rounding error of a few
+# eps each, so a tiny loss (≈ e^-30) is only known to ~1e-16 absolute there. The relative 1e-9
+# requirement is checked on everything larger than that.
+SK_ABS = 1e-13
+
+
+@st.composite
+def labels_and_logits(draw, zmax: float = 30.0, max_size: int = 200):
+    n = draw(st.integers(min_value=1, max_value=max_size))
+    y = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 1)))
+    z = draw(
+        hnp.arrays(
+            np.float64,
+            n,
+            elements=st.floats(-zmax, zmax, allow_nan=False, allow_infinity=False),
+        )
+    )
+    return y, z
+
+
+@st.composite
+def labels_and_probabilities(draw, max_size: int = 200):
+    n = draw(st.integers(min_value=1, max_value=max_size))
+    y = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 1)))
+    p = draw(
+        hnp.arrays(
+            np.float64,
+            n,
+            elements=st.one_of(
+                st.floats(0.0, 1.0, allow_nan=False),
+                st.sampled_from([0.0, 1.0, EPS / 4, EPS, 1 - EPS, 1 - EPS / 2, 1e-300, 0.5]),
+            ),
+        )
+    )
+    return y, p
+
+
+def _hand_loss(z: float, y: int) -> float:
+    """-[y log σ(z) + (1-y) log(1-σ(z))] written out with log1p, independently of the module."""
+    # log σ(z) = -log1p(e^{-z}) for z >= 0, z - log1p(e^{z}) for z < 0; log(1-σ(z)) = log σ(-z)
+    def log_sigmoid(t: float) -> float:
+        return -math.log1p(math.exp(-t)) if t >= 0 else t - math.log1p(math.exp(t))
+
+    return -(y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
+
+
+# --- logits vs sklearn ------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(labels_and_logits())
+def test_compute_bce_matches_sklearn_log_loss(data):
+    y, z = data
+    p = expit(z)
+    assert np.all((p >= EPS) & (p <= 1 - EPS))  # |z| <= 30: sklearn does not clip
+    expected = log_loss(y, p, labels=[0, 1])
+    assert compute_bce(y, z) == pytest.approx(expected, rel=1e-9, abs=SK_ABS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(labels_and_logits())
+def test_row_losses_from_logits_match_sklearn_per_row(data):
+    y, z = data
+    rows = row_losses_from_logits(y, z)
+    assert rows.shape == y.shape
+    expected = np.array(
+        [log_loss([yi], [pi], labels=[0, 1]) for yi, pi in zip(y, expit(z))]
+    )
+    np.testing.assert_allclose(rows, expected, rtol=1e-9, atol=SK_ABS)
+    assert np.all(rows >= 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(labels_and_logits(zmax=700.0, max_size=50))
+def test_row_losses_from_logits_match_hand_formula_everywhere(data):
+    y, z = data
+    rows = row_losses_from_logits(y, z)
+    expected = np.array([_hand_loss(float(zi), int(yi)) for zi, yi in zip(z, y)])
+    np.testing.assert_allclose(rows, expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "z, y, expected",
+    [
+        (-40.0, 1, 40.0 + math.log1p(math.exp(-40.0))),
+        (40.0, 0, 40.0 + math.log1p(math.exp(-40.0))),
+        (-300.0, 1, 300.0),
+        (800.0, 0, 800.0),
+        (40.0, 1, math.log1p(math.exp(-40.0))),
+        (-800.0, 0, 0.0),
+        (0.0, 1, math.log(2.0)),
+        (0.0, 0, math.log(2.0)),
+    ],
+)
+def test_extreme_logits_cost_their_true_loss(z, y, expected):
+    got = row_losses_from_logits(np.array([y]), np.array([z]))
+    assert got[0] == pytest.approx(expected, rel=1e-15, abs=1e-300)
+    assert compute_bce([y], [z]) == pytest.approx(expected, rel=1e-15, abs=1e-300)
+
+
+def test_confident_wrong_logit_is_not_capped_like_sklearn():
+    sk = log_loss([1], [expit(-40.0)], labels=[0, 1])
+    assert sk == pytest.approx(-math.log(EPS), rel=1e-12)  # sklearn clips: ~36.04
+    assert sk == pytest.approx(36.04365338911715, rel=1e-12)
+    assert compute_bce([1], [-40.0]) == pytest.approx(40.0 + math.log1p(math.exp(-40.0)), rel=1e-15)
+    assert compute_bce([1], [-40.0]) > sk + 3.9
+
+
+def test_compute_bce_is_the_mean_of_row_losses():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1000)
+    z = rng.normal(scale=10, size=1000)
+    rows = np.array([_hand_loss(float(a), int(b)) for a, b in zip(z, y)])
+    assert compute_bce(y, z) == pytest.approx(rows.sum() / rows.size, rel=1e-13)
+
+
+def test_boolean_and_float_labels_are_accepted():
+    z = np.array([-1.0, 2.0, 0.5])
+    assert compute_bce(np.array([True, False, True]), z) == pytest.approx(
+        compute_bce(np.array([1, 0, 1]), z), rel=0
+    )
+    assert compute_bce(np.array([1.0, 0.0, 1.0]), z) == pytest.approx(
+        log_loss([1, 0, 1], expit(z), labels=[0, 1]), rel=1e-12
+    )
+
+
+# --- probabilities vs sklearn -----------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(labels_and_probabilities())
+def test_probability_variant_equals_sklearn_log_loss(data):
+    y, p = data
+    expected = log_loss(y, p, labels=[0, 1])
+    got = compute_bce_from_probabilities(y, p)
+    # same clip to [eps, 1-eps]; the only difference is log1p(-p) vs sklearn's log(1 - p), which
+    # differ by the rounding of 1 - p (<= eps/2 absolute)
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(labels_and_probabilities(max_size=40))
+def test_probability_row_losses_equal_sklearn_per_row(data):
+    y, p = data
+    rows = row_losses_from_probabilities(y, p)
+    expected = np.array([log_loss([yi], [pi], labels=[0, 1]) for yi, pi in zip(y, p)])
+    np.testing.assert_allclose(rows, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "p, y",
+    [(0.0, 1), (1.0, 0), (1e-300, 1), (1 - 1e-17, 0), (EPS / 2, 1)],
+)
+def test_probability_clipping_caps_at_minus_log_eps_like_sklearn(p, y):
+    cap = -math.log(EPS)
+    assert cap == pytest.approx(36.04365338911715, rel=1e-14)
+    got = compute_bce_from_probabilities([y], [p])
+    assert got == pytest.approx(cap, rel=1e-14)
+    assert got == pytest.approx(log_loss([y], [p], labels=[0, 1]), rel=1e-14)
+
+
+def test_probability_variant_hand_values():
+    assert compute_bce_from_probabilities([1, 0], [0.8, 0.25]) == pytest.approx(
+        (-math.log(0.8) - math.log(0.75)) / 2, rel=1e-15
+    )
+    # a perfect prediction costs -log(1 - eps) ≈ eps, not 0 (the clip)
+    assert compute_bce_from_probabilities([1], [1.0]) == pytest.approx(-math.log1p(-EPS), rel=1e-12)
+
+
+# --- Polars expressions ------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels_and_logits(zmax=700.0))
+def test_polars_logit_expression_equals_numpy(data):
+    y, z = data
+    df = pl.DataFrame({"z": z, "y": y.astype(np.float64)})
+    out = df.select(
+        loss_expr_from_logits(pl.col("z"), pl.col("y")).alias("loss"),
+        proba_expr_from_logits(pl.col("z")).alias("p"),
+    )
+    np.testing.assert_allclose(out["loss"].to_numpy(), row_losses_from_logits(y, z), rtol=1e-14, atol=0)
+    p = out["p"].to_numpy()
+    assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(p, expit(z), rtol=1e-13, atol=1e-300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels_and_probabilities())
+def test_polars_probability_expression_equals_numpy(data):
+    y, p = data
+    df = pl.DataFrame({"p": p, "y": y.astype(np.float64)})
+    out = df.select(loss_expr_from_probabilities(pl.col("p"), pl.col("y")).alias("loss"))
+    np.testing.assert_allclose(
+        out["loss"].to_numpy(), row_losses_from_probabilities(y, p), rtol=1e-14, atol=0
+    )
+
+
+def test_sigmoid_matches_scipy_and_never_warns():
+    z = np.array([-1000.0, -40.0, -1.0, 0.0, 1.0, 40.0, 1000.0])
+    with np.errstate(all="raise"):
+        s = sigmoid(z)
+    np.testing.assert_allclose(s, expit(z), rtol=1e-15, atol=0)
+
+
+# --- the seed's ten points ---------------------------------------------------------------------
+
+SEED_X = [-2.2, -1.4, -0.8, 0.2, 0.4, 0.8, 1.2, 2.2, 2.9, 4.6]
+SEED_Y = [0, 0, 1, 0, 1, 1, 1, 1, 1, 1]
+
+
+def test_seed_points_logistic_regression():
+    X = np.array(SEED_X).reshape(-1, 1)
+    y = np.array(SEED_Y)
+    model = LogisticRegression().fit(X, y)
+    z = model.decision_function(X)
+    proba = model.predict_proba(X)[:, 1]
+    bce = compute_bce(y, z)
+    assert round(bce, 4) == 0.3329
+    assert bce == pytest.approx(log_loss(y, proba, labels=[0, 1]), rel=1e-12)
+    assert np.round(proba, 2).tolist() == [0.19, 0.33, 0.47, 0.7, 0.74, 0.81, 0.86, 0.94, 0.97, 0.99]
+
+
+def test_seed_points_file_matches_the_stated_points(seed_points):
+    df = pl.read_parquet(seed_points)
+    cols = df.columns
+    num = [c for c in cols if df[c].dtype.is_float()]
+    ints = [c for c in cols if df[c].dtype.is_integer() or df[c].dtype == pl.Boolean]
+    assert num and ints, cols
+    xs = sorted(df[num[0]].to_list())
+    assert xs == pytest.approx(sorted(SEED_X))
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [row_losses_from_logits, compute_bce, row_losses_from_probabilities, compute_bce_from_probabilities])
+def test_mismatched_lengths(fn):
+    with pytest.raises(ValueError, match=r"y has 3 values but [zp] has 2"):
+        fn([0, 1, 1], [0.1, 0.2])
+
+
+@pytest.mark.parametrize("fn", [compute_bce, compute_bce_from_probabilities])
+def test_empty(fn):
+    with pytest.raises(ValueError, match="no rows"):
+        fn([], [])
+
+
+@pytest.mark.parametrize("bad", [2, -1, 0.5, float("nan")])
+@pytest.mark.parametrize("fn", [compute_bce, compute_bce_from_probabilities])
+def test_labels_outside_0_1(fn, bad):
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        fn([0, bad, 1], [0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_logits(bad):
+    with pytest.raises(ValueError, match=r"z must be finite, found " + ("nan" if bad != bad else r"-?inf")):
+        compute_bce([0, 1], [0.3, bad])
+
+
+@pytest.mark.parametrize("bad", [1.0000001, -1e-12, 2.0])
+def test_probabilities_outside_unit_interval(bad):
+    with pytest.raises(ValueError, match=r"probabilities must lie in \[0, 1\], found " + repr(bad).replace(".", r"\.")):
+        compute_bce_from_probabilities([0, 1], [0.3, bad])
+
+
+def test_non_finite_probability():
+    with pytest.raises(ValueError, match="p must be finite"):
+        compute_bce_from_probabilities([0, 1], [0.3, float("nan")])
