@@ -76,6 +76,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_circles(args: argparse.Namespace) -> int:
+    from flows.circles import circles_flow
+    from flows.settings import CirclesSettings
+
+    out = circles_flow(CirclesSettings(epochs=args.epochs, experiment=args.experiment))
+    args._output.append(f"{out['line']}\n  MLflow run {out['run_id']} (training {out['seconds']:.2f} s)")
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -99,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
     sub.add_parser("demo", help="run the seed article's examples and the partitioned demo dataset")
+    circles = sub.add_parser("circles", help="the seed's MLP on two circles, learning curves logged per epoch")
+    circles.add_argument("--epochs", type=int, default=200)
+    circles.add_argument("--experiment", default="bce-circles")
     ui = sub.add_parser("ui", help="start MLflow's UI on the local store (127.0.0.1 by default)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -109,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _cmd_evaluate,
     "demo": _cmd_demo,
+    "circles": _cmd_circles,
     "ui": _cmd_ui,
 }
-_NEEDS_PREFECT = {"evaluate", "demo"}
+_NEEDS_PREFECT = {"evaluate", "demo", "circles"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,3 +31,13 @@ class EvaluateSettings(BaseModel):
         if isinstance(v, str):
             return [c.strip() for c in v.split(",") if c.strip()]
         return v
+
+
+class CirclesSettings(BaseModel):
+    """Parameters of the seed's two-circles experiment."""
+
+    epochs: int = Field(default=200, ge=1, description="Training epochs (one partial_fit pass each).")
+    random_state: int = Field(default=1, description="Seed of the network's initialisation and shuffling.")
+    experiment: str = "bce-circles"
+    run_name: str | None = None
+    data_dir: str | None = Field(default=None, description="Where the Parquet split is written (default data/circles).")

@@ -117,6 +117,9 @@ def load_model(model_uri: str) -> Any:
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
+    from tasks.tracking import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri())
     try:
         return mlflow.sklearn.load_model(model_uri)
     except MlflowException as exc:
@@ -128,9 +131,13 @@ def load_model(model_uri: str) -> Any:
 
 def model_feature_names(model_uri: str) -> list[str] | None:
     """The input column names in the logged model's signature, if it has one."""
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 
+    from tasks.tracking import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri())
     try:
         sig = get_model_info(model_uri).signature
     except (MlflowException, OSError) as exc:
@@ -147,8 +154,10 @@ def describe_model_uri(model_uri: str) -> dict[str, str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from tasks.tracking import resolve_tracking_uri
+
     info: dict[str, str] = {"model_uri": model_uri}
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(resolve_tracking_uri())
     try:
         if model_uri.startswith("models:/"):
             ref = model_uri[len("models:/") :].strip("/")

@@ -12,7 +12,7 @@ import polars as pl
 
 from tasks._prefect import as_task
 from tasks.dataset import Dataset
-from tasks.tracking import EvaluationLog, metric_key_suffix, partition_label, redact_uri
+from tasks.tracking import DatasetRef, EvaluationLog, metric_key_suffix, partition_label, redact_uri
 
 OVERALL_METRICS = ("bce", "bce_se", "accuracy", "brier", "positive_rate", "mean_predicted", "roc_auc", "roc_auc_bound", "bce_pos", "bce_neg")
 TABLE_COLUMNS = (
@@ -201,10 +201,7 @@ def build_evaluation_log(
         model=fitted_model,
         model_input_example=X_example,
         model_output_example=y_example,
-        dataset_source=str(Path(dataset.root).resolve()),
-        dataset_name=name,
-        dataset_digest=dataset.fingerprint[:20],
-        dataset_schema=infer_signature(schema_df).inputs,
+        datasets=[DatasetRef(str(Path(dataset.root).resolve()), name, dataset.fingerprint, infer_signature(schema_df).inputs)],
     )
 
 
@@ -249,3 +246,54 @@ def format_seed_listing(ev: Evaluation) -> str:
         f"  MLflow run {ev.run_id}",
     ]
     return "\n".join(out)
+
+
+def circles_content(
+    experiment: str,
+    run_name: str,
+    result: Any,
+    figure: Any,
+    train_path: str,
+    test_path: str,
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    random_state: int,
+) -> EvaluationLog:
+    """What the circles run logs at its end (the per-epoch curves were streamed already)."""
+    import hashlib
+
+    from mlflow.models import infer_signature
+
+    X_example = train.select("x1", "x2").head(20).to_pandas()
+    refs = []
+    for path, df, context in ((train_path, train, "training"), (test_path, test, "evaluation")):
+        digest = hashlib.blake2b(df.write_ipc(None).getvalue(), digest_size=16).hexdigest()
+        refs.append(DatasetRef(path, Path(path).stem, digest, infer_signature(df.head(5).to_pandas()).inputs, context))
+    final = result.final
+    return EvaluationLog(
+        experiment=experiment,
+        run_name=run_name,
+        params={
+            **{f"mlp.{k}": v for k, v in result.model.get_params().items()},
+            "epochs": len(result.history["train_loss"]),
+            "random_state": random_state,
+            "data": "make_circles(n_samples=1000, noise=0.1, random_state=1); rows 0-499 train, 500-999 test",
+        },
+        metrics={
+            "final_train_loss": final["train_loss"],
+            "final_val_loss": final["val_loss"],
+            "final_train_accuracy": final["train_accuracy"],
+            "final_val_accuracy": final["val_accuracy"],
+            "training_seconds": result.seconds,
+        },
+        description=(
+            f"Seed article's MLP on two circles, {len(result.history['train_loss'])} epochs: "
+            f"**Train: {final['train_accuracy']:.3f}, Test: {final['val_accuracy']:.3f}** (accuracy); "
+            f"final BCE train {final['train_loss']:.4f}, test {final['val_loss']:.4f}."
+        ),
+        figures={"plots/learning_curves.png": figure},
+        model=result.model,
+        model_input_example=X_example,
+        model_output_example=result.model.predict_proba(X_example.to_numpy()),
+        datasets=refs,
+    )

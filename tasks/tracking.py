@@ -113,26 +113,37 @@ def metric_key_suffix(values: dict[str, Any]) -> str:
 
 
 @dataclass
-class EvaluationLog:
-    """What one evaluation logs to MLflow."""
+class DatasetRef:
+    """A dataset input of a run: where it is, a digest of its content, its schema, its role."""
+
+    source: str
+    name: str
+    digest: str
+    schema: Any = None
+    context: str = "evaluation"
+
+
+@dataclass
+class RunContent:
+    """Everything one run logs to MLflow."""
 
     experiment: str
     run_name: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    partition_metrics: dict[str, float]
-    tags: dict[str, str]
-    description: str
-    tables: dict[str, dict[str, list[Any]]]
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    partition_metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    tables: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     model: Any = None
     model_input_example: Any = None
     model_output_example: Any = None
-    dataset_source: str | None = None
-    dataset_name: str | None = None
-    dataset_digest: str | None = None
-    dataset_schema: Any = None
+    datasets: list[DatasetRef] = field(default_factory=list)
     text_artifacts: dict[str, str] = field(default_factory=dict)
+
+
+EvaluationLog = RunContent
 
 
 def _log_model(model: Any, X_example: Any, y_example: Any) -> None:
@@ -154,60 +165,97 @@ def _log_model(model: Any, X_example: Any, y_example: Any) -> None:
     )
 
 
-def log_evaluation(log: EvaluationLog, tracking_uri: str) -> tuple[str, str]:
-    """Log one evaluation as one MLflow run; returns its run id and experiment id.
+def create_run(experiment: str, run_name: str, tags: dict[str, str], tracking_uri: str) -> tuple[str, str]:
+    """Create a RUNNING run in ``experiment``; returns (run id, experiment id)."""
+    import mlflow
 
-    The run is FINISHED only when everything was logged, FAILED otherwise (then the error is
-    raised again).
-    """
+    experiment_id = ensure_experiment(experiment, tracking_uri)
+    run = mlflow.MlflowClient(tracking_uri).create_run(experiment_id, run_name=run_name, tags=tags)
+    return run.info.run_id, experiment_id
+
+
+def _dataset_inputs(refs: list[DatasetRef]) -> list[Any]:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    out = []
+    for ref in refs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local
+            source = resolve_dataset_source(ref.source)
+        ds = MetaDataset(source, name=ref.name, digest=ref.digest[:36], schema=ref.schema)
+        out.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", ref.context)]))
+    return out
+
+
+def log_run_content(run_id: str, experiment_id: str, content: RunContent, tracking_uri: str) -> None:
+    """Log ``content`` into an open run, then end it FINISHED; on any error end it FAILED and re-raise."""
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
-    experiment_id = ensure_experiment(log.experiment, tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
-    tags = {**log.tags, "mlflow.note.content": log.description}
-    run = client.create_run(experiment_id, run_name=log.run_name, tags=tags)
-    run_id = run.info.run_id
     try:
-        params = [Param(k, _param_value(v)) for k, v in log.params.items()]
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in {**log.metrics, **log.partition_metrics}.items()]
-        client.log_batch(run_id, metrics=metrics, params=params, tags=[])
-        for name, table in log.tables.items():
+        params = [Param(k, _param_value(v)) for k, v in content.params.items()]
+        metrics = [Metric(k, float(v), now, 0) for k, v in {**content.metrics, **content.partition_metrics}.items()]
+        tags = [RunTag(k, v) for k, v in content.tags.items()]
+        if content.description:
+            tags.append(RunTag("mlflow.note.content", content.description))
+        client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+        for name, table in content.tables.items():
             client.log_table(run_id, data=table, artifact_file=name)
-        for name, fig in log.figures.items():
+        for name, fig in content.figures.items():
             client.log_figure(run_id, fig, artifact_file=name)
-        _close_figures(log.figures)
-        for name, text in log.text_artifacts.items():
+        _close_figures(content.figures)
+        for name, text in content.text_artifacts.items():
             client.log_text(run_id, text, artifact_file=name)
-        if log.dataset_source is not None:
-            from mlflow.data.dataset_source_registry import resolve_dataset_source
-            from mlflow.data.meta_dataset import MetaDataset
-            from mlflow.entities import DatasetInput, InputTag
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local
-                source = resolve_dataset_source(log.dataset_source)
-            ds = MetaDataset(
-                source,
-                name=log.dataset_name,
-                digest=log.dataset_digest,
-                schema=log.dataset_schema,
-            )
-            client.log_inputs(
-                run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "evaluation")])]
-            )
-        if log.model is not None:
+        if content.datasets:
+            client.log_inputs(run_id, datasets=_dataset_inputs(content.datasets))
+        if content.model is not None:
             mlflow.set_tracking_uri(tracking_uri)
             # the model goes last: leaving start_run ends the run FINISHED (FAILED on an error)
             with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
-                _log_model(log.model, log.model_input_example, log.model_output_example)
+                _log_model(content.model, content.model_input_example, content.model_output_example)
         else:
             client.set_terminated(run_id, "FINISHED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
+
+
+def log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
+    """Log one evaluation as one MLflow run; returns its run id and experiment id.
+
+    The run is created only now, after every figure was computed, and is FINISHED only when
+    everything was logged (FAILED otherwise, and the error is raised again).
+    """
+    run_id, experiment_id = create_run(log.experiment, log.run_name, {}, tracking_uri)
+    log_run_content(run_id, experiment_id, log, tracking_uri)
     return run_id, experiment_id
+
+
+class MetricStream:
+    """An epoch callback that logs metrics with ``step`` = epoch, a batch every ``every`` epochs."""
+
+    def __init__(self, run_id: str, tracking_uri: str, every: int = 25) -> None:
+        self.run_id, self.tracking_uri, self.every = run_id, tracking_uri, every
+        self._pending: list[Any] = []
+
+    def __call__(self, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in values.items())
+        if step % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        import mlflow
+
+        if self._pending:
+            mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=self._pending)
+            self._pending = []
 
 
 def _close_figures(figures: dict[str, Any]) -> None:
@@ -222,5 +270,13 @@ def _param_value(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5990] + "…"
 
 
+def end_run_failed(run_id: str, tracking_uri: str) -> None:
+    """Mark a run FAILED (used when the work before logging fails)."""
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri).set_terminated(run_id, "FAILED")
+
 
 log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
+create_run_task = as_task(create_run, name="create-mlflow-run", retries=3)
+log_run_content_task = as_task(log_run_content, name="log-to-mlflow", retries=3)

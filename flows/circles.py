@@ -1,0 +1,44 @@
+"""The seed's second experiment as a flow: two circles → MLP trained with BCE → curves in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.settings import CirclesSettings
+from tasks.circles import (
+    make_circles_task,
+    plot_learning_curves_task,
+    seed_line,
+    train_mlp_task,
+    write_circles_task,
+)
+from tasks.report import circles_content
+from tasks.tracking import MetricStream, create_run_task, end_run_failed, log_run_content_task, resolve_tracking_uri
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@flow(name="bce-circles")
+def circles_flow(settings: CirclesSettings) -> dict:
+    """Train the seed's MLP on two circles, logging BCE and accuracy per epoch to MLflow."""
+    logger = get_run_logger()
+    tracking_uri = resolve_tracking_uri()
+    train, test = make_circles_task()
+    train_path, test_path = write_circles_task(train, test, settings.data_dir or DATA / "circles")
+    run_name = settings.run_name or f"circles MLP · {settings.epochs} epochs"
+    run_id, experiment_id = create_run_task(settings.experiment, run_name, {"bce_eval.kind": "training"}, tracking_uri)
+    stream = MetricStream(run_id, tracking_uri)
+    try:
+        result = train_mlp_task(train, test, settings.epochs, settings.random_state, on_epoch=stream)
+        stream.flush()
+        figure = plot_learning_curves_task(result.history)
+    except BaseException:
+        end_run_failed(run_id, tracking_uri)
+        raise
+    content = circles_content(settings.experiment, run_name, result, figure, train_path, test_path, train, test, settings.random_state)
+    log_run_content_task(run_id, experiment_id, content, tracking_uri)
+    line = seed_line(result)
+    logger.info(f"{line} (training took {result.seconds:.2f} s)")
+    return {"run_id": run_id, "line": line, "seconds": result.seconds, **result.final}
