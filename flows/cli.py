@@ -12,7 +12,7 @@ import sys
 import warnings
 from typing import Any, Callable, Sequence
 
-from tasks.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError
+from tasks.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, GateFailed, InputError
 
 
 def _csv(text: str) -> list[str]:
@@ -33,16 +33,42 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--C", dest="C", type=float, help="LogisticRegression's inverse regularisation strength (default 1.0)")
     p.add_argument("--max-iter", type=int, help="LogisticRegression's max_iter (default 100)")
     p.add_argument("--chunk-rows", type=int, default=4_000_000, help="rows scored per pass (default 4,000,000)")
+    reg = p.add_argument_group("registry")
+    reg.add_argument("--register", metavar="NAME", help="register the fitted model as a new version of NAME")
+    reg.add_argument("--alias", help="with --register: set this alias (e.g. champion) on the new version")
+    sel = p.add_argument_group("partition selection (for scheduled runs)")
+    sel.add_argument("--where", action="append", default=[], metavar="KEY=V1,V2", help="keep hive partitions whose KEY is one of the values (repeatable)")
+    sel.add_argument("--date-key", help="hive key holding an ISO date (YYYY-MM-DD)")
+    sel.add_argument("--window-days", type=int, help="with --date-key: evaluate the last N days up to the scheduled time (or now)")
+    gate = p.add_argument_group("quality gate (a failure exits 3 after logging the whole evaluation)")
+    gate.add_argument("--max-bce", type=float, help="fail when the overall BCE exceeds this")
+    gate.add_argument("--max-partition-bce", type=float, help="fail when any partition's BCE exceeds this")
+    gate.add_argument("--max-regression", type=float, help="fail when BCE exceeds the baseline run's by more than this")
+    gate.add_argument("--baseline-run", help="MLflow run id of the baseline evaluation (for --max-regression)")
+    gate.add_argument("--min-rows", type=int, default=1, help="partitions with fewer rows are reported, not judged")
 
 
 def _evaluate_settings(args: argparse.Namespace) -> Any:
     from flows.settings import EvaluateSettings
+    from tasks.gates import GateSettings
 
     if args.score_col and args.model_uri:
         raise InputError("pass either --score-col or --model-uri, not both.")
     if not args.features and not args.model_uri and not args.score_col:
         raise InputError("--features is required when fitting a model (or pass --model-uri / --score-col).")
     params = {k: v for k, v in (("C", args.C), ("max_iter", args.max_iter)) if v is not None}
+    if args.alias and not args.register:
+        raise InputError("--alias needs --register NAME.")
+    if args.register and (args.model_uri or args.score_col):
+        raise InputError("--register registers a fitted model; it cannot be used with --model-uri or --score-col.")
+    if args.max_regression is not None and not args.baseline_run:
+        raise InputError("--max-regression needs --baseline-run RUN_ID.")
+    where: dict[str, list[str]] = {}
+    for item in args.where:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise InputError(f"--where {item!r}: expected KEY=V1,V2.")
+        where.setdefault(key.strip(), []).extend(_csv(values))
     return EvaluateSettings(
         data=args.data,
         label=args.label,
@@ -55,6 +81,18 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         experiment=args.experiment,
         run_name=args.run_name,
         chunk_rows=args.chunk_rows,
+        register=args.register,
+        register_alias=args.alias,
+        where=where,
+        date_key=args.date_key,
+        window_days=args.window_days,
+        gates=GateSettings(
+            max_bce=args.max_bce,
+            max_partition_bce=args.max_partition_bce,
+            max_regression=args.max_regression,
+            baseline_run_id=args.baseline_run,
+            min_rows=args.min_rows,
+        ),
     )
 
 
@@ -64,8 +102,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tasks.report import format_summary
     from tasks.tracking import ui_command
 
-    ev = evaluate_flow(settings)
-    args._output.append(format_summary(ev, os.path.basename(os.path.normpath(settings.data)), 5, ui_command(ev.tracking_uri)))
+    name = os.path.basename(os.path.normpath(settings.data))
+    try:
+        ev = evaluate_flow(settings)
+    except GateFailed as exc:
+        if exc.evaluation is not None:
+            ev = exc.evaluation
+            args._output.append(format_summary(ev, name, 5, ui_command(ev.tracking_uri)))
+        raise
+    args._output.append(format_summary(ev, name, 5, ui_command(ev.tracking_uri)))
     return 0
 
 
@@ -146,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _COMMANDS[args.command](parser_args)
         except InputError as exc:
             code, message = EXIT_BAD_INPUT, f"bce-eval: error: {exc}"
+        except GateFailed as exc:
+            code, message = EXIT_GATE_FAILED, f"bce-eval: {exc}"
         except KeyboardInterrupt:
             code, message = 130, "bce-eval: interrupted"
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback in the log

@@ -10,9 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from flows.settings import EvaluateSettings
+from tasks.errors import GateFailed
+from tasks.gates import check_gates_task, read_baseline_task
 from tasks.dataset import collect_training_data_task, discover_dataset_task, group_files
 from tasks.model import (
     ModelInfoTags,
@@ -35,8 +37,9 @@ from tasks.report import (
 from tasks.tracking import log_evaluation_task, resolve_tracking_uri, ui_command
 
 
-def _default_run_name(settings: EvaluateSettings, model: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+def _default_run_name(settings: EvaluateSettings, model: str, scheduled: datetime | None) -> str:
+    # scheduled runs are named by their scheduled time, so a nightly series sorts and reads well
+    stamp = (scheduled or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M")
     return f"{Path(settings.data).name} · {model} · {stamp}"
 
 
@@ -60,8 +63,12 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
         model = load_model_task(settings.model_uri)
         model_info = ModelInfo(f"{type(model).__name__} from {settings.model_uri}", uri=settings.model_uri)
 
-    # 2. scan and check (footers only)
-    dataset = discover_dataset_task(settings.data, settings.label, features, settings.partition_by, extra)
+    # 2. select partitions, scan and check (footers only)
+    scheduled = flow_run.get_scheduled_start_time()
+    dataset = discover_dataset_task(
+        settings.data, settings.label, features, settings.partition_by, extra,
+        settings.where, settings.date_key, settings.window_days, scheduled,
+    )
 
     # 3. fit when no model was given
     if model is None and not settings.score_col:
@@ -85,6 +92,8 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     # 5. merge into the per-partition table and the overall row
     table, overall = summarize_records_task(records, hists, list(dataset.partition_by))
     table = with_partition_label(table, dataset.partition_by)
+    baseline = read_baseline_task(settings.gates.baseline_run_id, tracking_uri) if settings.gates.baseline_run_id else None
+    verdict = check_gates_task(table, overall, settings.gates, baseline) if settings.gates.active else None
 
     # 6. report: plots, the MLflow run, Prefect artifacts
     sample = sample_scores_task(dataset, scorer, settings.sample_rows)
@@ -92,7 +101,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     if scorer.expression is not None and len(dataset.features) == 1:
         linear = (float(model.coef_.ravel()[0]), float(model.intercept_.ravel()[0]))
     figures = make_figures_task(sample, table, overall["bce"], dataset.features, linear, bool(dataset.partition_by))
-    run_name = settings.run_name or _default_run_name(settings, type(model).__name__ if model is not None else "stored scores")
+    run_name = settings.run_name or _default_run_name(settings, type(model).__name__ if model is not None else "stored scores", scheduled)
     log = build_evaluation_log_task(
         dataset=dataset,
         table=table,
@@ -104,9 +113,19 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
         sample=sample,
         fitted_model=fitted,
         max_partition_metrics=settings.max_partition_metrics,
-        tags={**info_tags, "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or "")},
+        tags={
+            **info_tags,
+            **(verdict.tags() if verdict else {}),
+            "prefect.flow_run_id": str(flow_run.get_id() or ""),
+            "prefect.flow_run_name": str(flow_run.get_name() or ""),
+            "prefect.deployment_id": str(deployment.id or ""),
+        },
+        register=(settings.register, settings.register_alias) if settings.register else None,
     )
     run_id, experiment_id = log_evaluation_task(log, tracking_uri)
     evaluation = Evaluation(table, overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample)
-    publish_prefect_artifacts_task(evaluation, Path(settings.data).name, ui_command(tracking_uri))
+    publish_prefect_artifacts_task(evaluation, Path(settings.data).name, ui_command(tracking_uri), verdict)
+    if verdict is not None and not verdict.passed:
+        # after logging: the run is FINISHED and tagged; the flow run ends Failed with the reason
+        raise GateFailed(verdict.message, evaluation)
     return evaluation

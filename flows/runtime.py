@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from tasks.errors import InputError
+from tasks.errors import GateFailed, InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _QUIET_MESSAGES = ("Starting temporary server", "Stopping temporary server", "See https://www.prefect.io/docs")
@@ -39,15 +39,25 @@ def debug_log_path() -> Path:
 
 
 class _ConsoleFilter(logging.Filter):
-    """Hide tracebacks of bad input and the temporary server's chatter from the console."""
+    """Keep tracebacks off the console (they stay in the debug log) and the temporary server quiet."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self.handler = handler
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         if msg.startswith(_QUIET_MESSAGES):
             return False
-        exc = record.exc_info[1] if record.exc_info else None
-        # the CLI prints bad input as its last line; the traceback stays in the debug log
-        return not isinstance(exc, InputError)
+        if not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        if isinstance(exc, (InputError, GateFailed)):
+            return False  # the CLI prints it as its last line
+        # other failures: the message without the traceback (records are shared, so copy)
+        copy = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        self.handler.handle(copy)
+        return False
 
 
 def install_log_filters(verbose: bool) -> None:
@@ -62,10 +72,12 @@ def install_log_filters(verbose: bool) -> None:
         logging.getLogger(name).addHandler(file_handler)
     if verbose:
         return
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     for logger in (root, logging.getLogger("prefect"), logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")):
         for handler in logger.handlers:
             if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.addFilter(_ConsoleFilter())
+                handler.addFilter(_ConsoleFilter(handler))
 
 
 class PrefectServer:

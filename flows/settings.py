@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from tasks.gates import GateSettings
+
 
 class EvaluateSettings(BaseModel):
     """Parameters of one evaluation: what data, which model, where the results go."""
@@ -24,6 +26,12 @@ class EvaluateSettings(BaseModel):
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
     top_partitions: int = Field(default=5, ge=0, description="Worst partitions shown in the summary.")
     max_partition_metrics: int = Field(default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions.")
+    register: str | None = Field(default=None, description="Register the fitted model as a new version of this name.")
+    register_alias: str | None = Field(default=None, description="Alias to set on the new version (e.g. champion).")
+    gates: GateSettings = Field(default_factory=GateSettings)
+    where: dict[str, list[str]] = Field(default_factory=dict, description="Keep hive partitions whose key has one of these values.")
+    date_key: str | None = Field(default=None, description="Hive key holding an ISO date, for a window of recent partitions.")
+    window_days: int | None = Field(default=None, ge=1, description="Days up to the scheduled time (or now) to evaluate.")
 
     @field_validator("features", "partition_by", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from datetime import datetime
 from typing import Callable
 from urllib.parse import unquote
 
@@ -131,12 +132,58 @@ def _read_footer(path: Path) -> tuple[pq.FileMetaData, pa.Schema]:
         raise InputError(f"{path}: not a readable Parquet file ({reason}); the file may be truncated or corrupt.") from exc
 
 
+def select_partitions(
+    root: Path,
+    paths: list[Path],
+    where: dict[str, list[str]] | None = None,
+    date_key: str | None = None,
+    window_days: int | None = None,
+    reference: "datetime | None" = None,
+) -> list[Path]:
+    """Keep the files whose hive keys match ``where`` and whose ``date_key`` falls in the window.
+
+    The window is the ``window_days`` days up to ``reference`` (a scheduled run's start time), so
+    each night's run evaluates the newest partitions. Hive values of ``date_key`` are ISO dates.
+    """
+    from datetime import date, datetime, timedelta, timezone
+
+    if not where and not date_key:
+        return paths
+    kept = []
+    if date_key and window_days:
+        ref = (reference or datetime.now(timezone.utc)).date()
+        lo, hi = ref - timedelta(days=window_days - 1), ref
+    for path in paths:
+        hive = parse_hive_keys(root, path)
+        for key in [*(where or {}), *([date_key] if date_key else [])]:
+            if key not in hive:
+                raise InputError(f"{path}: no hive key {key!r} to select partitions by; keys are {sorted(hive)}.")
+        if where and any(hive[k] not in set(map(str, v)) for k, v in where.items()):
+            continue
+        if date_key and window_days:
+            try:
+                day = date.fromisoformat(hive[date_key][:10])
+            except ValueError:
+                raise InputError(f"{path}: hive key {date_key}={hive[date_key]!r} is not an ISO date (YYYY-MM-DD).") from None
+            if not lo <= day <= hi:
+                continue
+        kept.append(path)
+    if not kept:
+        window = f" and {date_key} in [{lo}, {hi}]" if date_key and window_days else ""
+        raise InputError(f"{root}: no partition matches the selection {where or {}}{window}.")
+    return kept
+
+
 def discover_dataset(
     data: str | os.PathLike[str],
     label: str,
     features: list[str] | tuple[str, ...],
     partition_by: list[str] | tuple[str, ...] | None = None,
     extra_columns: list[str] | tuple[str, ...] = (),
+    where: dict[str, list[str]] | None = None,
+    date_key: str | None = None,
+    window_days: int | None = None,
+    reference: "datetime | None" = None,
 ) -> Dataset:
     """Find the files of ``data`` and check that they form one dataset with the needed columns.
 
@@ -145,7 +192,7 @@ def discover_dataset(
     dataset has rows. Raises :class:`InputError` naming the file or column at fault.
     """
     root = Path(data)
-    paths = list_parquet_files(root)
+    paths = select_partitions(root, list_parquet_files(root), where, date_key, window_days, reference)
     features = tuple(features)
     if not features and not extra_columns:
         raise InputError("no feature columns given; pass --features A,B,...")
@@ -330,7 +377,7 @@ def check_label_values(labels: pl.Series, where: str) -> None:
         nonfinite = labels.filter(~labels.is_finite())
         if len(nonfinite):
             raise InputError(f"{where}: label column {name!r} has value {nonfinite[0]!r}; labels must be 0 or 1.")
-    bad = labels.filter(~labels.is_in([0, 1]))
+    bad = labels.filter(~labels.cast(pl.Float64).is_in([0.0, 1.0]))
     if len(bad):
         raise InputError(
             f"{where}: label column {name!r} has value {bad[0]!r}; labels must be 0 or 1 "

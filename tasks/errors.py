@@ -10,6 +10,14 @@ class InputError(ValueError):
     """
 
 
+class GateFailed(Exception):
+    """The evaluation was logged whole, but a quality gate failed; the message names the partitions."""
+
+    def __init__(self, message: str, evaluation: object = None) -> None:
+        super().__init__(message)
+        self.evaluation = evaluation
+
+
 EXIT_BAD_INPUT = 2
 EXIT_GATE_FAILED = 3
 EXIT_INTERNAL = 1

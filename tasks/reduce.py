@@ -115,7 +115,8 @@ def _hist_bin(kind: str) -> pl.Expr:
         scaled = (s.clip(-_LOGIT_RANGE, _LOGIT_RANGE) + _LOGIT_RANGE) / (2 * _LOGIT_RANGE)
     else:
         scaled = s.clip(0.0, 1.0)
-    return (scaled * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int32).alias("bin")
+    # NaN scores (bad input, reported by the checks of the same pass) must not break the cast
+    return (scaled * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int32, strict=False).alias("bin")
 
 
 def _raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int]) -> None:

@@ -117,6 +117,14 @@ def build_params(dataset: Dataset, model: ModelInfo, overall: dict[str, Any], ex
     }
 
 
+def run_link(ev: Evaluation) -> str:
+    """A link to the MLflow run in the UI (the tracking server's, or the local `bce-eval ui`)."""
+    base = redact_uri(ev.tracking_uri or "")
+    if not base.startswith(("http://", "https://")):
+        base = "http://127.0.0.1:5000"
+    return f"{base.rstrip('/')}/#/experiments/{ev.experiment_id}/runs/{ev.run_id}"
+
+
 def format_table(table: pl.DataFrame, limit: int) -> str:
     """The worst ``limit`` partitions as aligned text."""
     t = table.sort("bce", descending=True).head(limit)
@@ -166,6 +174,7 @@ def build_evaluation_log(
     fitted_model: Any,
     max_partition_metrics: int,
     tags: dict[str, str],
+    register: tuple[str, str | None] | None = None,
 ) -> EvaluationLog:
     """Everything one evaluation logs, assembled from its results."""
     keys = dataset.partition_by
@@ -202,10 +211,11 @@ def build_evaluation_log(
         model_input_example=X_example,
         model_output_example=y_example,
         datasets=[DatasetRef(str(Path(dataset.root).resolve()), name, dataset.fingerprint, infer_signature(schema_df).inputs)],
+        register=register,
     )
 
 
-def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str) -> None:
+def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str, verdict: Any = None) -> None:
     """A table of per-partition BCE and a markdown summary on the Prefect flow run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -223,7 +233,8 @@ def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str) -
             f"# BCE evaluation of `{dataset_name}`\n\n"
             f"Overall BCE **{o['bce']:.4f}** over {o['n_rows']:,} rows in {o['n_partitions']} partition(s); "
             f"accuracy {o['accuracy']:.4f}.\n\n"
-            f"MLflow run `{ev.run_id}` (experiment {ev.experiment_id}) — {ui_hint}\n"
+            + (f"**{verdict.message}**\n\n" if verdict is not None else "")
+            + f"MLflow run `{ev.run_id}` (experiment {ev.experiment_id}): {run_link(ev)} — {ui_hint}\n"
         ),
         description="BCE evaluation summary",
     )

@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 from tasks._prefect import as_task
 
@@ -32,16 +31,21 @@ def resolve_tracking_uri() -> str:
     return uri or f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}"
 
 
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.DOTALL)
+
+
 def redact_uri(uri: str) -> str:
-    """The URI with any user:password and query string removed (safe to print and log)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable uri>"
-    if "@" not in parts.netloc and not parts.query:
-        return uri
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    """The URI without user:password, query string or fragment (safe to print and log).
+
+    Everything between ``://`` and the last ``@`` is taken as credentials, as SQLAlchemy does, so
+    a password holding ``/``, ``?`` or ``#`` does not leak.
+    """
+    m = _USERINFO.match(uri)
+    if m:
+        uri = m["scheme"] + m["rest"]
+    if "://" in uri:
+        uri = re.split(r"[?#]", uri, maxsplit=1)[0]
+    return uri
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -106,9 +110,15 @@ def metric_key_suffix(values: dict[str, Any]) -> str:
     raw = ".".join(f"{k}_{v}" for k, v in values.items()) if values else "all"
     safe = _KEY_SAFE.sub("_", raw).strip(" ")
     safe = safe.replace("..", "_")[:120] or "_"
-    if safe != raw or safe != safe.lower():
-        # keys that were changed, or that could collide with another in case only, get a short hash
-        safe = f"{safe}-{hashlib.blake2b(raw.encode(), digest_size=4).hexdigest()}"
+    ambiguous = (
+        safe != raw  # sanitised: two values may now read the same
+        or safe != safe.lower()  # stores that compare keys case-insensitively would merge them
+        or any(v is None for v in values.values())  # null reads as the string "None"
+        or (len(values) > 1 and any("." in str(v) for v in values.values()))  # the join is ambiguous
+    )
+    if ambiguous:
+        identity = repr([(k, v) for k, v in values.items()])
+        safe = f"{safe}-{hashlib.blake2b(identity.encode(), digest_size=4).hexdigest()}"
     return safe
 
 
@@ -141,12 +151,13 @@ class RunContent:
     model_output_example: Any = None
     datasets: list[DatasetRef] = field(default_factory=list)
     text_artifacts: dict[str, str] = field(default_factory=dict)
+    register: tuple[str, str | None] | None = None  # (registered model name, alias)
 
 
 EvaluationLog = RunContent
 
 
-def _log_model(model: Any, X_example: Any, y_example: Any) -> None:
+def _log_model(model: Any, X_example: Any, y_example: Any) -> Any:
     import mlflow.sklearn
     import sklearn
     from mlflow.models import infer_signature
@@ -155,7 +166,7 @@ def _log_model(model: Any, X_example: Any, y_example: Any) -> None:
     kwargs: dict[str, Any] = {}
     if type(model).__name__ == "MLPClassifier" and getattr(model, "solver", "") == "sgd":
         kwargs["skops_trusted_types"] = ["sklearn.neural_network._stochastic_optimizers.SGDOptimizer"]
-    mlflow.sklearn.log_model(
+    return mlflow.sklearn.log_model(
         model,
         name="model",
         signature=signature,
@@ -216,12 +227,28 @@ def log_run_content(run_id: str, experiment_id: str, content: RunContent, tracki
             mlflow.set_tracking_uri(tracking_uri)
             # the model goes last: leaving start_run ends the run FINISHED (FAILED on an error)
             with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
-                _log_model(content.model, content.model_input_example, content.model_output_example)
+                info = _log_model(content.model, content.model_input_example, content.model_output_example)
+                if content.register is not None:
+                    register_model(info.model_uri, run_id, content.register[0], content.register[1], tracking_uri)
         else:
             client.set_terminated(run_id, "FINISHED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
+
+
+def register_model(model_uri: str, run_id: str, name: str, alias: str | None, tracking_uri: str) -> str:
+    """Register the logged model as a new version of ``name`` (and set ``alias``); returns the version."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    with store_lock(tracking_uri):
+        mv = mlflow.register_model(model_uri, name, await_registration_for=0)
+    if alias:
+        client.set_registered_model_alias(name, alias, mv.version)
+    client.set_tag(run_id, "registered_model_name", name)
+    client.set_tag(run_id, "registered_model_version", str(mv.version))
+    return str(mv.version)
 
 
 def log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:

@@ -281,7 +281,6 @@ FLOAT_LABEL_BUG = (
 )
 
 
-@pytest.mark.xfail(reason=FLOAT_LABEL_BUG, strict=True)
 def test_collect_float_labels_accepted(tmp_path: Path):
     df = make_frame(40, 0)
     f = _one_file(tmp_path, df.with_columns(pl.col("label").cast(pl.Float64)))
@@ -290,7 +289,6 @@ def test_collect_float_labels_accepted(tmp_path: Path):
     assert np.array_equal(y, df["label"].to_numpy())
 
 
-@pytest.mark.xfail(reason=FLOAT_LABEL_BUG, strict=True)
 def test_collect_float_label_half(tmp_path: Path):
     df = make_frame(20, 0).with_columns(
         pl.when(pl.int_range(pl.len()) == 5).then(0.5).otherwise(pl.col("label").cast(pl.Float64)).alias("label")

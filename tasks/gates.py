@@ -1,0 +1,134 @@
+"""Quality gates: thresholds on BCE overall and per partition, and on regression against a baseline.
+
+A gate never hides the evaluation: the run is logged whole and tagged ``quality_gate=failed``;
+only then does the flow fail, naming the partitions at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from tasks._prefect import as_task
+
+
+class GateSettings(BaseModel):
+    """Thresholds; each one unset means "not checked"."""
+
+    max_bce: float | None = Field(default=None, gt=0, description="Fail when the overall BCE exceeds this.")
+    max_partition_bce: float | None = Field(default=None, gt=0, description="Fail partitions whose BCE exceeds this.")
+    max_regression: float | None = Field(
+        default=None, ge=0, description="Fail when BCE exceeds the baseline's by more than this (overall or per partition)."
+    )
+    baseline_run_id: str | None = Field(default=None, description="The MLflow run whose BCE is the baseline.")
+    min_rows: int = Field(default=1, ge=1, description="Partitions with fewer rows are reported, not judged.")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.max_bce, self.max_partition_bce, self.max_regression))
+
+
+@dataclass
+class GateResult:
+    """The verdict: passed, and if not, one line per failure and the partitions at fault."""
+
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    partitions: list[str] = field(default_factory=list)
+    too_small: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        if self.passed:
+            return "quality gate passed"
+        return "quality gate failed: " + "; ".join(self.failures)
+
+    def tags(self) -> dict[str, str]:
+        out = {"quality_gate": "passed" if self.passed else "failed"}
+        if not self.passed:
+            out["quality_gate.failures"] = self.message[:4000]
+            out["quality_gate.partitions"] = ",".join(self.partitions)[:4000]
+        return out
+
+
+def check_gates(
+    table: pl.DataFrame,
+    overall: dict[str, Any],
+    gates: GateSettings,
+    baseline: dict[str, Any] | None = None,
+) -> GateResult:
+    """Judge an evaluation against ``gates``.
+
+    ``baseline`` is ``{"bce": overall, "partitions": {partition label: bce}}`` of the baseline run.
+    """
+    failures: list[str] = []
+    at_fault: list[str] = []
+    judged = table.filter(pl.col("n_rows") >= gates.min_rows)
+    too_small = table.filter(pl.col("n_rows") < gates.min_rows).get_column("partition").to_list() if "partition" in table.columns else []
+    if gates.max_bce is not None and overall["bce"] > gates.max_bce:
+        failures.append(f"overall BCE {overall['bce']:.4f} > {gates.max_bce}")
+    if gates.max_partition_bce is not None and "partition" in table.columns:
+        bad = judged.filter(pl.col("bce") > gates.max_partition_bce).sort("bce", descending=True)
+        if bad.height:
+            names = [f"{p} ({b:.4f})" for p, b in bad.select("partition", "bce").iter_rows()]
+            failures.append(f"{bad.height} partition(s) with BCE > {gates.max_partition_bce}: " + ", ".join(names[:20]))
+            at_fault.extend(bad.get_column("partition").to_list())
+    if gates.max_regression is not None and baseline is not None:
+        delta = overall["bce"] - baseline["bce"]
+        if delta > gates.max_regression:
+            failures.append(f"overall BCE regressed by {delta:.4f} (> {gates.max_regression}) against the baseline {baseline['bce']:.4f}")
+        parts = baseline.get("partitions", {})
+        if parts and "partition" in table.columns:
+            worse = []
+            for p, b in judged.select("partition", "bce").iter_rows():
+                if p in parts and b - parts[p] > gates.max_regression:
+                    worse.append((p, b - parts[p]))
+            if worse:
+                failures.append(
+                    f"{len(worse)} partition(s) regressed by more than {gates.max_regression}: "
+                    + ", ".join(f"{p} (+{d:.4f})" for p, d in worse[:20])
+                )
+                at_fault.extend(p for p, _ in worse if p not in at_fault)
+    return GateResult(not failures, failures, at_fault, too_small)
+
+
+def read_baseline(run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """Overall and per-partition BCE of an earlier evaluation run."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tasks.errors import InputError
+    from tasks.tracking import partition_label
+
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bce_by_partition.json", tracking_uri=tracking_uri)
+    except (MlflowException, OSError) as exc:
+        raise InputError(f"--baseline-run {run_id}: cannot read it ({str(exc).splitlines()[0]}).") from exc
+    if "bce" not in run.data.metrics:
+        raise InputError(f"--baseline-run {run_id}: that run has no 'bce' metric; pass an evaluation run.")
+    doc = json.loads(Path(local).read_text())
+    cols = doc["columns"]
+    keys = [c for c in cols if c not in _TABLE_VALUE_COLUMNS]
+    parts = {}
+    for row in doc["data"]:
+        r = dict(zip(cols, row))
+        label = partition_label({k: r[k] for k in keys}) if keys != ["partition"] else r["partition"]
+        parts[label] = r["bce"]
+    return {"bce": run.data.metrics["bce"], "partitions": parts}
+
+
+_TABLE_VALUE_COLUMNS = {
+    "n_rows", "n_pos", "bce", "bce_se", "positive_rate", "accuracy", "roc_auc", "brier",
+    "mean_predicted", "bce_pos", "bce_neg", "n_saturated", "note", "verdict", "bce_low", "bce_high",
+}
+
+check_gates_task = as_task(check_gates, name="check-gates")
+read_baseline_task = as_task(read_baseline, name="read-baseline", retries=3)
