@@ -81,7 +81,7 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         experiment=args.experiment,
         run_name=args.run_name,
         chunk_rows=args.chunk_rows,
-        register=args.register,
+        register_name=args.register,
         register_alias=args.alias,
         where=where,
         date_key=args.date_key,

@@ -120,7 +120,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
             "prefect.flow_run_name": str(flow_run.get_name() or ""),
             "prefect.deployment_id": str(deployment.id or ""),
         },
-        register=(settings.register, settings.register_alias) if settings.register else None,
+        register=(settings.register_name, settings.register_alias) if settings.register_name else None,
     )
     run_id, experiment_id = log_evaluation_task(log, tracking_uri)
     evaluation = Evaluation(table, overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample)

@@ -26,7 +26,7 @@ class EvaluateSettings(BaseModel):
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
     top_partitions: int = Field(default=5, ge=0, description="Worst partitions shown in the summary.")
     max_partition_metrics: int = Field(default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions.")
-    register: str | None = Field(default=None, description="Register the fitted model as a new version of this name.")
+    register_name: str | None = Field(default=None, description="Register the fitted model as a new version of this name.")
     register_alias: str | None = Field(default=None, description="Alias to set on the new version (e.g. champion).")
     gates: GateSettings = Field(default_factory=GateSettings)
     where: dict[str, list[str]] = Field(default_factory=dict, description="Keep hive partitions whose key has one of these values.")
