@@ -1,7 +1,5 @@
 """The seed's second experiment as a flow: two circles → MLP trained with BCE → curves in MLflow."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from prefect import flow, get_run_logger

@@ -21,6 +21,10 @@ def _csv(text: str) -> list[str]:
 
 def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate a binary classifier on Parquet data by BCE, per partition and overall")
+    _add_evaluate_options(p)
+
+
+def _add_evaluate_options(p: Any) -> None:
     p.add_argument("data", help="a Parquet file, a folder of Parquet files, or a hive-partitioned tree")
     p.add_argument("--label", required=True, help="the label column (0/1 or boolean)")
     p.add_argument("--features", type=_csv, default=[], help="feature columns A,B,... (default with --model-uri: the model's signature)")
@@ -130,6 +134,47 @@ def _cmd_circles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from flows.compare import compare_flow
+    from flows.settings import CompareSettings
+
+    out = compare_flow(
+        CompareSettings(
+            data=args.data, label=args.label, champion=args.champion, challenger=args.challenger,
+            features=args.features, partition_by=args.partition_by, experiment=args.experiment,
+            promote=args.promote, margin=args.margin, min_rows=args.min_rows,
+        )
+    )
+    o = out["overall"]
+    lines = [
+        f"Champion {args.champion} vs challenger {args.challenger} on {o['n_rows']:,} rows",
+        f"  BCE champion {o['bce_champion']:.4f}, challenger {o['bce_challenger']:.4f}; "
+        f"difference {o['bce_diff']:+.5f} (95% CI [{o['bce_diff_low']:+.5f}, {o['bce_diff_high']:+.5f}]): {o['verdict']}",
+    ]
+    for r in out["table"].sort("bce_diff").head(10).iter_rows(named=True):
+        if "partition" in r and args.partition_by or len(out["table"]) > 1:
+            lines.append(f"    {r.get('partition', 'all'):<30} {r['bce_diff']:+.5f} [{r['bce_diff_low']:+.5f}, {r['bce_diff_high']:+.5f}] {r['verdict']}")
+    lines.append(f"  promotion: {'done' if out['promoted'] else 'no'} ({out['reason']})")
+    lines.append(f"  MLflow run {out['run_id']}")
+    args._output.append("\n".join(lines))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = _evaluate_settings(args).model_copy(update={"data": os.path.abspath(args.data)})
+    from flows.evaluate import evaluate_flow
+
+    print(f"serving deployment bce-evaluate/{args.name} on cron {args.cron!r} (Ctrl-C to stop)", flush=True)
+    evaluate_flow.serve(
+        name=args.name,
+        cron=args.cron,
+        parameters={"settings": settings.model_dump(mode="json")},
+        tags=["bce-eval", "scheduled"],
+        description=f"Scheduled BCE evaluation of {settings.data}",
+    )
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -156,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     circles = sub.add_parser("circles", help="the seed's MLP on two circles, learning curves logged per epoch")
     circles.add_argument("--epochs", type=int, default=200)
     circles.add_argument("--experiment", default="bce-circles")
+    serve = sub.add_parser("serve", help="serve the evaluation flow on a cron schedule (flow.serve); takes evaluate's options")
+    _add_evaluate_options(serve)
+    serve.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" (every night at 02:00)')
+    serve.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+    cmp_ = sub.add_parser("compare", help="champion vs challenger on the same data: the paired BCE difference with a 95%% interval")
+    cmp_.add_argument("data")
+    cmp_.add_argument("--label", required=True)
+    cmp_.add_argument("--champion", required=True, help="MLflow URI, e.g. models:/churn@champion")
+    cmp_.add_argument("--challenger", required=True, help="MLflow URI, e.g. models:/churn/7")
+    cmp_.add_argument("--features", type=_csv, default=[])
+    cmp_.add_argument("--partition-by", type=_csv, default=[])
+    cmp_.add_argument("--experiment", default="bce-comparison")
+    cmp_.add_argument("--promote", action="store_true", help="move the champion alias to the challenger when it is better by --margin")
+    cmp_.add_argument("--margin", type=float, default=0.0, help="required BCE improvement (default 0)")
+    cmp_.add_argument("--min-rows", type=int, default=30, help="partitions with fewer rows get no verdict")
     ui = sub.add_parser("ui", help="start MLflow's UI on the local store (127.0.0.1 by default)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -167,9 +227,11 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _cmd_evaluate,
     "demo": _cmd_demo,
     "circles": _cmd_circles,
+    "compare": _cmd_compare,
+    "serve": _cmd_serve,
     "ui": _cmd_ui,
 }
-_NEEDS_PREFECT = {"evaluate", "demo", "circles"}
+_NEEDS_PREFECT = {"evaluate", "demo", "circles", "compare", "serve"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,5 @@
 """``bce-eval demo``: the seed article's examples and the partitioned demo dataset, end to end."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from prefect import flow

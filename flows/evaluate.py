@@ -1,9 +1,8 @@
 """The evaluation flow: DATA → scan → check → score → loss → reduce → merge → report.
 
-Wiring only: every step is a task from :mod:`tasks`.
+Wiring only: every step is a task from :mod:`tasks`. (No ``from __future__ import annotations``
+here: Prefect must resolve the settings type when a deployment loads this file.)
 """
-
-from __future__ import annotations
 
 import time
 from datetime import datetime, timezone

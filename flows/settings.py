@@ -49,3 +49,28 @@ class CirclesSettings(BaseModel):
     experiment: str = "bce-circles"
     run_name: str | None = None
     data_dir: str | None = Field(default=None, description="Where the Parquet split is written (default data/circles).")
+
+
+class CompareSettings(BaseModel):
+    """Parameters of a champion/challenger comparison on the same data."""
+
+    data: str
+    label: str
+    champion: str = Field(description="MLflow URI of the champion (e.g. models:/churn@champion).")
+    challenger: str = Field(description="MLflow URI of the challenger (e.g. models:/churn/7).")
+    features: list[str] = Field(default_factory=list)
+    partition_by: list[str] = Field(default_factory=list)
+    experiment: str = "bce-comparison"
+    run_name: str | None = None
+    promote: bool = Field(default=False, description="Move the champion alias to the challenger if it is better by margin.")
+    margin: float = Field(default=0.0, ge=0, description="Required BCE improvement (the interval's upper bound below −margin).")
+    alias: str = "champion"
+    min_rows: int = Field(default=30, ge=2, description="Partitions with fewer rows get no verdict.")
+    chunk_rows: int = Field(default=4_000_000, gt=0)
+
+    @field_validator("features", "partition_by", mode="before")
+    @classmethod
+    def _split_commas(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [c.strip() for c in v.split(",") if c.strip()]
+        return v

@@ -314,3 +314,19 @@ def summarize_records(
 
 reduce_chunk_task = as_task(reduce_chunk, name="reduce-chunk")
 summarize_records_task = as_task(summarize_records, name="merge-records")
+
+
+def check_frame(dataset: Dataset, scorer: Scorer, files: list[DataFile], frame: pl.DataFrame) -> None:
+    """Raise :class:`InputError` (naming file and column) if ``frame`` holds bad input for ``scorer``."""
+    checks = frame.select(_check_exprs(dataset, scorer)).row(0, named=True)
+    if any(checks.values()):
+        _raise_bad_input(dataset, scorer, files, checks)
+
+
+def row_losses(frame: pl.DataFrame, scorer: Scorer, label: str) -> pl.Series:
+    """Each row's BCE under ``scorer`` (logit: exact; probability: clipped like scikit-learn)."""
+    if scorer.model is not None:
+        X = frame.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy()
+        frame = frame.with_columns(pl.Series(_S, scorer.score_numpy(X)))
+    scored = frame.lazy().with_columns(_score_columns(scorer, label)).with_columns(_loss_columns(scorer.kind))
+    return scored.select(_L).collect().to_series()

@@ -308,3 +308,48 @@ def circles_content(
         model_output_example=result.model.predict_proba(X_example.to_numpy()),
         datasets=refs,
     )
+
+
+def comparison_content(
+    dataset: Dataset,
+    table: pl.DataFrame,
+    overall: dict[str, Any],
+    experiment: str,
+    run_name: str | None,
+    champion: dict[str, str],
+    challenger: dict[str, str],
+    decision: str,
+    flow_run_id: str,
+) -> EvaluationLog:
+    """What a champion/challenger comparison logs."""
+    keys = dataset.partition_by
+    cols = [*(keys or ("partition",)), "n_rows", "bce_champion", "bce_challenger", "bce_diff", "bce_diff_low", "bce_diff_high", "verdict"]
+    out = table.select(cols)
+    metrics = {k: float(overall[k]) for k in ("bce_champion", "bce_challenger", "bce_diff", "bce_diff_se", "bce_diff_low", "bce_diff_high")}
+    part_metrics = {}
+    if keys and table.height <= 1000:
+        for row in table.iter_rows(named=True):
+            part_metrics[f"bce_diff_by_partition/{metric_key_suffix({k: row[k] for k in keys})}"] = float(row["bce_diff"])
+    tags = {f"champion.{k}": v for k, v in champion.items()} | {f"challenger.{k}": v for k, v in challenger.items()}
+    tags |= {"bce_eval.kind": "comparison", "comparison.verdict": overall["verdict"], "comparison.decision": decision, "data_fingerprint": dataset.fingerprint, "prefect.flow_run_id": flow_run_id}
+    return EvaluationLog(
+        experiment=experiment,
+        run_name=run_name or f"{Path(dataset.root).name} · {champion['model_uri']} vs {challenger['model_uri']}",
+        params={
+            "data_path": str(Path(dataset.root).resolve()),
+            "champion": champion["model_uri"],
+            "challenger": challenger["model_uri"],
+            "n_rows": overall["n_rows"],
+            "n_partitions": table.height,
+            "interval": "95% normal approximation on paired per-row loss differences",
+        },
+        metrics=metrics,
+        partition_metrics=part_metrics,
+        tags=tags,
+        description=(
+            f"Challenger − champion BCE: **{overall['bce_diff']:+.5f}** (95% CI [{overall['bce_diff_low']:+.5f}, "
+            f"{overall['bce_diff_high']:+.5f}]) over {overall['n_rows']:,} rows: {overall['verdict']}. "
+            f"Champion BCE {overall['bce_champion']:.4f}, challenger {overall['bce_challenger']:.4f}. Decision: {decision}."
+        ),
+        tables={"bce_comparison.json": {c: [_clean(v) for v in out.get_column(c).to_list()] for c in out.columns}},
+    )

@@ -251,6 +251,26 @@ def register_model(model_uri: str, run_id: str, name: str, alias: str | None, tr
     return str(mv.version)
 
 
+def move_alias(challenger_uri: str, champion_uri: str, alias: str, run_id: str, tracking_uri: str) -> tuple[str, str]:
+    """Point ``alias`` of the champion's registered model at the challenger's version."""
+    from tasks.errors import InputError
+    from tasks.model import describe_model_uri
+
+    import mlflow
+
+    champ = describe_model_uri(champion_uri)
+    chall = describe_model_uri(challenger_uri)
+    if "model_version" not in chall or chall.get("model_name") != champ.get("model_name"):
+        raise InputError(
+            f"--promote needs the challenger to be a version of the champion's registered model "
+            f"({champ.get('model_name', 'not registered')}); got {challenger_uri}."
+        )
+    client = mlflow.MlflowClient(tracking_uri)
+    client.set_registered_model_alias(chall["model_name"], alias, chall["model_version"])
+    client.set_tag(run_id, "comparison.promoted", f"{chall['model_name']} v{chall['model_version']} is now @{alias}")
+    return chall["model_name"], chall["model_version"]
+
+
 def log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
     """Log one evaluation as one MLflow run; returns its run id and experiment id.
 
@@ -305,5 +325,6 @@ def end_run_failed(run_id: str, tracking_uri: str) -> None:
 
 
 log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
+move_alias_task = as_task(move_alias, name="move-alias", retries=3)
 create_run_task = as_task(create_run, name="create-mlflow-run", retries=3)
 log_run_content_task = as_task(log_run_content, name="log-to-mlflow", retries=3)

@@ -1,0 +1,45 @@
+"""Champion vs challenger: both models scored on the same rows, the paired BCE difference logged."""
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from flows.settings import CompareSettings
+from tasks.compare import reduce_paired_chunk_task, should_promote, summarize_comparison_task
+from tasks.dataset import discover_dataset_task, group_files
+from tasks.model import describe_model_task, load_model_task, make_scorer, model_features_task
+from tasks.report import comparison_content, with_partition_label
+from tasks.tracking import log_evaluation_task, move_alias_task, resolve_tracking_uri
+
+
+@flow(name="bce-compare")
+def compare_flow(settings: CompareSettings) -> dict:
+    """Score both models on the same data; report and log the paired BCE difference per partition."""
+    logger = get_run_logger()
+    tracking_uri = resolve_tracking_uri()
+    champion_info = describe_model_task(settings.champion)
+    challenger_info = describe_model_task(settings.challenger)
+    features = settings.features or model_features_task(settings.champion) or []
+    champion = load_model_task(settings.champion)
+    challenger = load_model_task(settings.challenger)
+    dataset = discover_dataset_task(settings.data, settings.label, features, settings.partition_by)
+    champion_scorer = make_scorer(champion, dataset.features)
+    challenger_scorer = make_scorer(challenger, dataset.features)
+
+    records = [
+        reduce_paired_chunk_task(dataset, champion_scorer, challenger_scorer, chunk)
+        for chunk in group_files(dataset, settings.chunk_rows)
+    ]
+    table, overall = summarize_comparison_task(records, list(dataset.partition_by), settings.min_rows)
+    table = with_partition_label(table, dataset.partition_by)
+
+    promote, reason = should_promote(overall, settings.margin) if settings.promote else (False, "promotion not requested")
+    content = comparison_content(
+        dataset, table, overall, settings.experiment, settings.run_name, champion_info, challenger_info, reason,
+        str(flow_run.get_id() or ""),
+    )
+    run_id, experiment_id = log_evaluation_task(content, tracking_uri)
+    if promote:
+        name, version = move_alias_task(settings.challenger, settings.champion, settings.alias, run_id, tracking_uri)
+        logger.info(f"moved alias {settings.alias!r} of {name} to version {version}: {reason}")
+    logger.info(f"BCE difference (challenger − champion) {overall['bce_diff']:+.5f}, 95% CI [{overall['bce_diff_low']:+.5f}, {overall['bce_diff_high']:+.5f}]")
+    return {"run_id": run_id, "experiment_id": experiment_id, "overall": overall, "table": table, "promoted": promote, "reason": reason}

@@ -1,0 +1,108 @@
+"""Champion vs challenger on the same rows: the paired difference in BCE, with an interval.
+
+For every row both models are scored and d = loss(challenger) − loss(champion). Per partition and
+overall the statistics n, Σd, Σd² add up exactly, and the 95% interval of the mean difference is
+the normal approximation on those paired per-row differences, mean(d) ± 1.96·sd(d)/√n. Pairing
+removes the variance the two models share (hard rows are hard for both), so the interval is far
+narrower than comparing two independent BCEs; the approximation needs a few dozen rows per
+partition (smaller partitions are marked ``too small``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from tasks._prefect import as_task
+from tasks.dataset import DataFile, Dataset, scan_files
+from tasks.model import Scorer
+from tasks.reduce import check_frame, row_losses
+
+Z95 = 1.959963984540054
+PAIRED_SUMS = ("n_rows", "sum_loss_champion", "sum_loss_challenger", "sum_d", "sum_d_sq")
+
+
+def reduce_paired_chunk(dataset: Dataset, champion: Scorer, challenger: Scorer, files: list[DataFile]) -> pl.DataFrame:
+    """Per-partition paired sums for one chunk of whole partitions."""
+    keys = list(dataset.partition_by)
+    frame = scan_files(dataset, files).collect()
+    check_frame(dataset, champion, files, frame)
+    check_frame(dataset, challenger, files, frame)
+    a = row_losses(frame, champion, dataset.label)
+    b = row_losses(frame, challenger, dataset.label)
+    d = (b - a).alias("d")
+    frame = frame.select(keys).with_columns(a.alias("la"), b.alias("lb"), d) if keys else pl.DataFrame([a.alias("la"), b.alias("lb"), d])
+    aggs = [
+        pl.len().cast(pl.Int64).alias("n_rows"),
+        pl.col("la").sum().alias("sum_loss_champion"),
+        pl.col("lb").sum().alias("sum_loss_challenger"),
+        pl.col("d").sum().alias("sum_d"),
+        (pl.col("d") ** 2).sum().alias("sum_d_sq"),
+    ]
+    out = frame.group_by(keys).agg(aggs) if keys else frame.select(aggs).with_columns(pl.lit("all").alias("partition"))
+    return out
+
+
+def _interval(n: float, sum_d: float, sum_d_sq: float) -> tuple[float, float, float, float]:
+    mean = sum_d / n
+    var = max(sum_d_sq / n - mean * mean, 0.0) * (n / (n - 1)) if n > 1 else float("nan")
+    se = math.sqrt(var / n) if n > 1 else float("nan")
+    return mean, se, mean - Z95 * se, mean + Z95 * se
+
+
+def summarize_comparison(records: list[pl.DataFrame], keys: list[str], min_rows: int = 30) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The per-partition comparison table and the overall row (all from exactly merged sums)."""
+    group = keys or ["partition"]
+    merged = pl.concat(records).group_by(group, maintain_order=True).agg(pl.col(c).sum() for c in PAIRED_SUMS).sort(group)
+    rows = []
+    for r in merged.iter_rows(named=True):
+        mean, se, lo, hi = _interval(r["n_rows"], r["sum_d"], r["sum_d_sq"])
+        rows.append(
+            {
+                "bce_champion": r["sum_loss_champion"] / r["n_rows"],
+                "bce_challenger": r["sum_loss_challenger"] / r["n_rows"],
+                "bce_diff": mean,
+                "bce_diff_se": se,
+                "bce_diff_low": lo,
+                "bce_diff_high": hi,
+                "verdict": _verdict(lo, hi, r["n_rows"], min_rows),
+            }
+        )
+    table = pl.concat([merged, pl.DataFrame(rows)], how="horizontal")
+    tot = merged.select(pl.col(c).sum() for c in PAIRED_SUMS).row(0, named=True)
+    mean, se, lo, hi = _interval(tot["n_rows"], tot["sum_d"], tot["sum_d_sq"])
+    overall = {
+        "n_rows": tot["n_rows"],
+        "bce_champion": tot["sum_loss_champion"] / tot["n_rows"],
+        "bce_challenger": tot["sum_loss_challenger"] / tot["n_rows"],
+        "bce_diff": mean,
+        "bce_diff_se": se,
+        "bce_diff_low": lo,
+        "bce_diff_high": hi,
+        "verdict": _verdict(lo, hi, tot["n_rows"], min_rows),
+    }
+    return table, overall
+
+
+def _verdict(lo: float, hi: float, n: int, min_rows: int) -> str:
+    if n < min_rows or math.isnan(lo):
+        return "too small"
+    if hi < 0:
+        return "challenger better"
+    if lo > 0:
+        return "champion better"
+    return "no significant difference"
+
+
+def should_promote(overall: dict[str, Any], margin: float) -> tuple[bool, str]:
+    """Promote only when the whole 95% interval shows the challenger better by more than ``margin``."""
+    hi = overall["bce_diff_high"]
+    if hi < -margin:
+        return True, f"challenger's BCE is lower by at least {-hi:.4f} (95% upper bound), more than the margin {margin}"
+    return False, f"the 95% interval of the BCE difference reaches {hi:+.4f}, not below −{margin}"
+
+
+reduce_paired_chunk_task = as_task(reduce_paired_chunk, name="reduce-paired-chunk")
+summarize_comparison_task = as_task(summarize_comparison, name="merge-paired-records")
