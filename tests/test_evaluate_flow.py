@@ -105,3 +105,65 @@ def test_bad_input_leaves_no_finished_run(prefect_server, mlflow_uri, hive_data)
     exp = mlflow.MlflowClient().get_experiment_by_name("bad-input")
     runs = mlflow.MlflowClient().search_runs([exp.experiment_id]) if exp else []
     assert not [r for r in runs if r.info.status == "FINISHED"]
+
+
+@pytest.mark.parametrize("kind", ["probability", "logit"])
+def test_stored_predictions_are_evaluated_without_a_model(prefect_server, mlflow_uri, hive_data, kind):
+    from sklearn.linear_model import LogisticRegression
+
+    df = pl.read_parquet(hive_data, hive_partitioning=True)
+    model = LogisticRegression().fit(df.select("a", "b", "c").to_numpy(), df.get_column("label").to_numpy())
+    for path in hive_data.rglob("*.parquet"):
+        part = pl.read_parquet(path)
+        X = part.select("a", "b", "c").to_numpy()
+        score = model.predict_proba(X)[:, 1] if kind == "probability" else model.decision_function(X)
+        part.with_columns(pl.Series("score", score)).write_parquet(path)
+    ev = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", score_col="score", score_kind=kind))
+    p_all = model.predict_proba(df.select("a", "b", "c").to_numpy())[:, 1]
+    assert ev.overall["bce"] == pytest.approx(log_loss(df.get_column("label").to_numpy(), p_all), rel=1e-9)
+    run = mlflow.MlflowClient().get_run(ev.run_id)
+    assert run.data.params["model"] == f"stored {kind} column 'score'"
+    assert "model" not in {a.path for a in mlflow.MlflowClient().list_artifacts(ev.run_id)}
+
+
+def test_prefect_yaml_deployments_are_valid():
+    import importlib
+
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
+    assert spec["deployments"]
+    for dep in spec["deployments"]:
+        module, func = dep["entrypoint"].split(":")
+        flow_obj = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), func)
+        assert flow_obj.name == "bce-evaluate"
+        settings = EvaluateSettings(**dep["parameters"]["settings"])
+        assert settings.gates.active
+        assert [s["cron"] for s in dep["schedules"]]
+
+
+def test_gate_fails_after_logging_the_whole_run(prefect_server, mlflow_uri, hive_data):
+    from tasks.errors import GateFailed
+    from tasks.gates import GateSettings
+
+    with pytest.raises(GateFailed, match=r"partition\(s\) with BCE > 0.01: .*region=") as info:
+        evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], gates=GateSettings(max_partition_bce=0.01)))
+    run = mlflow.MlflowClient().get_run(info.value.evaluation.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["quality_gate"] == "failed"
+    assert set(run.data.tags["quality_gate.partitions"].split(",")) == {f"region={r}" for r in ("north", "south", "east", "west")}
+
+
+def test_date_window_selects_the_newest_partitions(prefect_server, mlflow_uri, tmp_path):
+    from datetime import datetime, timezone
+
+    from tests.conftest import make_frame, write_hive
+
+    root = write_hive(tmp_path / "daily", {f"2026-11-{d:02d}": make_frame(50, d) for d in range(18, 25)}, key="day")
+    from tasks.dataset import discover_dataset
+
+    ds = discover_dataset(root, "label", ["a", "b", "c"], date_key="day", window_days=3, reference=datetime(2026, 11, 24, 2, tzinfo=timezone.utc))
+    assert sorted({f.hive["day"] for f in ds.files}) == ["2026-11-22", "2026-11-23", "2026-11-24"]
+    ds = discover_dataset(root, "label", ["a", "b", "c"], where={"day": ["2026-11-18"]})
+    assert [f.hive["day"] for f in ds.files] == ["2026-11-18"]
+    with pytest.raises(InputError, match="no partition matches"):
+        discover_dataset(root, "label", ["a", "b", "c"], date_key="day", window_days=2, reference=datetime(2027, 1, 1, tzinfo=timezone.utc))
