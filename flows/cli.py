@@ -37,6 +37,7 @@ def _add_evaluate_options(p: Any) -> None:
     p.add_argument("--C", dest="C", type=float, help="LogisticRegression's inverse regularisation strength (default 1.0)")
     p.add_argument("--max-iter", type=int, help="LogisticRegression's max_iter (default 100)")
     p.add_argument("--chunk-rows", type=int, default=4_000_000, help="rows scored per pass (default 4,000,000)")
+    p.add_argument("--auc", choices=["exact", "off"], default="exact", help="ROC AUC: exact per partition (a sort per partition), or off for speed")
     reg = p.add_argument_group("registry")
     reg.add_argument("--register", metavar="NAME", help="register the fitted model as a new version of NAME")
     reg.add_argument("--alias", help="with --register: set this alias (e.g. champion) on the new version")
@@ -85,6 +86,7 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         experiment=args.experiment,
         run_name=args.run_name,
         chunk_rows=args.chunk_rows,
+        auc=args.auc,
         register_name=args.register,
         register_alias=args.alias,
         where=where,

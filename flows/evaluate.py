@@ -81,7 +81,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     records, hists = [], []
     started, rows_done = time.monotonic(), 0
     for i, chunk in enumerate(chunks, 1):
-        rec, hist = reduce_chunk_task(dataset, scorer, chunk)
+        rec, hist = reduce_chunk_task(dataset, scorer, chunk, settings.auc == "exact")
         records.append(rec)
         hists.append(hist)
         rows_done += sum(f.num_rows for f in chunk)

@@ -23,6 +23,7 @@ class EvaluateSettings(BaseModel):
     experiment: str = "bce-evaluation"
     run_name: str | None = None
     chunk_rows: int = Field(default=4_000_000, gt=0, description="Rows scored per pass (whole partitions).")
+    auc: Literal["exact", "off"] = Field(default="exact", description="ROC AUC per partition (exact ranks) and overall (histogram), or off: it costs a sort.")
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
     top_partitions: int = Field(default=5, ge=0, description="Worst partitions shown in the summary.")
     max_partition_metrics: int = Field(default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions.")

@@ -32,6 +32,7 @@ from tasks.model import Scorer
 SUM_COLUMNS = (
     "n_rows",
     "n_pos",
+    "n_neg",
     "sum_loss",
     "sum_loss_sq",
     "sum_loss_pos",
@@ -62,8 +63,27 @@ def _score_columns(scorer: Scorer, label: str) -> list[pl.Expr]:
 def _loss_columns(kind: str) -> list[pl.Expr]:
     s, y = pl.col(_S), pl.col(_Y)
     if kind == "logit":
-        return [loss_expr_from_logits(s, y).alias(_L), proba_expr_from_logits(s).alias(_P)]
+        # one exp per row serves both the loss and σ(z): e = exp(−|z|)
+        e = (-s.abs()).exp()
+        loss = s.clip(lower_bound=0.0) - s * y + e.log1p()
+        p = pl.when(s >= 0.0).then(1.0 / (1.0 + e)).otherwise(e / (1.0 + e))
+        return [loss.alias(_L), p.alias(_P)]
     return [loss_expr_from_probabilities(s, y).alias(_L), s.alias(_P)]
+
+
+def _fast_check_exprs(scorer: Scorer) -> list[pl.Expr]:
+    """Bad-input counts that cost almost nothing in the hot pass.
+
+    A null, NaN or infinite feature makes the linear logit null or non-finite (NaN·0 is NaN), so one
+    count on the score covers every feature; labels outside {0, 1} or null are the rows that are
+    neither positive nor negative (``n_rows − n_pos − n_neg``). Only when a count is not zero are the
+    files checked column by column, to name the one at fault.
+    """
+    s = pl.col(_S)
+    bad = (~s.is_finite()).fill_null(True)
+    if scorer.kind == "probability":
+        bad = bad | ((s < 0.0) | (s > 1.0)).fill_null(True)
+    return [bad.sum().cast(pl.Int64).alias("bad_score")]
 
 
 def _check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
@@ -92,9 +112,10 @@ def _stat_exprs(kind: str, with_auc: bool) -> list[pl.Expr]:
     exprs = [
         pl.len().cast(pl.Int64).alias("n_rows"),
         (y == 1.0).sum().cast(pl.Int64).alias("n_pos"),
+        (y == 0.0).sum().cast(pl.Int64).alias("n_neg"),
         loss.sum().alias("sum_loss"),
         (loss * loss).sum().alias("sum_loss_sq"),
-        loss.filter(y == 1.0).sum().alias("sum_loss_pos"),
+        (loss * y).sum().alias("sum_loss_pos"),
         (pred == (y == 1.0)).sum().cast(pl.Int64).alias("n_correct"),
         ((p - y) ** 2).sum().alias("sum_brier"),
         p.sum().alias("sum_p"),
@@ -121,12 +142,18 @@ def _hist_bin(kind: str) -> pl.Expr:
 
 def _raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int]) -> None:
     """Turn non-zero bad-input counts into one clear error naming the file and column."""
-    culprit = files[0].path
-    for f in files:  # only on the error path: find the first file at fault
+    culprit = None
+    for f in files:  # only on the error path: find the first file at fault, column by column
         row = scan_files(dataset, [f]).select(_check_exprs(dataset, scorer)).collect().row(0, named=True)
         if any(v for v in row.values()):
             culprit, checks = f.path, row
             break
+    if culprit is None:
+        # every column is clean, yet the score is not finite: the logit overflowed
+        raise InputError(
+            f"{files[0].path}: the model's score is not finite for {checks.get('bad_score', '?')} row(s) although the "
+            "features are; feature values are too large for the model (overflow). Rescale them."
+        )
     lab = dataset.label
     if checks.get("bad_label_null"):
         raise InputError(
@@ -192,24 +219,25 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_
             _raise_bad_input(dataset, scorer, files, checks)
         X = df.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy()
         lf = df.lazy().with_columns(pl.Series(_S, scorer.score_numpy(X)))
-        check_exprs: list[pl.Expr] = []
-    else:
-        check_exprs = _check_exprs(dataset, scorer)
     scored = lf.with_columns(_score_columns(scorer, dataset.label)).with_columns(_loss_columns(scorer.kind))
     if with_auc:
         rank = pl.col(_S).rank("average")
         scored = scored.with_columns((rank.over(keys) if keys else rank).cast(pl.Float64).alias("__rank"))
-    aggs = [*_stat_exprs(scorer.kind, with_auc), *check_exprs]
+    aggs = [*_stat_exprs(scorer.kind, with_auc), *_fast_check_exprs(scorer)]
     grouped = scored.group_by(keys).agg(aggs) if keys else scored.select(aggs)
-    hist = scored.group_by(_hist_bin(scorer.kind)).agg(
-        pl.len().cast(pl.Int64).alias("n"), (pl.col(_Y) == 1.0).sum().cast(pl.Int64).alias("n_pos")
-    )
-    records, histogram = pl.collect_all([grouped, hist], engine="streaming")
-    if check_exprs:
-        totals = records.select(pl.col(c).sum() for c in records.columns if c.startswith("bad_")).row(0, named=True)
-        if any(totals.values()):
-            _raise_bad_input(dataset, scorer, files, totals)
-        records = records.drop([c for c in records.columns if c.startswith("bad_")])
+    if with_auc:
+        hist = scored.group_by(_hist_bin(scorer.kind)).agg(
+            pl.len().cast(pl.Int64).alias("n"), (pl.col(_Y) == 1.0).sum().cast(pl.Int64).alias("n_pos")
+        )
+        records, histogram = pl.collect_all([grouped, hist], engine="streaming")
+    else:
+        records, histogram = grouped.collect(engine="streaming"), pl.DataFrame(schema={"bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64})
+    totals = records.select(
+        pl.col("bad_score").sum(), (pl.col("n_rows") - pl.col("n_pos") - pl.col("n_neg")).sum().alias("bad_label")
+    ).row(0, named=True)
+    if totals["bad_score"] or totals["bad_label"]:
+        _raise_bad_input(dataset, scorer, files, totals)
+    records = records.drop("bad_score")
     if not keys:
         records = records.with_columns(pl.lit("all").alias("partition"))
     return records, histogram

@@ -254,7 +254,7 @@ def test_without_auc(hive_data: Path):
     ds = discover_dataset(hive_data, "label", FEATURES)
     table, overall, _ = run(ds, make_scorer(fitted_logistic(), ds.features), with_auc=False)
     assert table["roc_auc"].null_count() == table.height
-    assert overall["roc_auc"] is not None  # the histogram is still there
+    assert overall["roc_auc"] is None and overall["roc_auc_bound"] is None  # no AUC at all when switched off
 
 
 # --- non-linear classifiers (numpy path) ------------------------------------------------------------
