@@ -234,6 +234,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ui": _cmd_ui,
 }
 _NEEDS_PREFECT = {"evaluate", "demo", "circles", "compare", "serve"}
+# what each command will import anyway; loaded while Prefect's temporary server starts
+_PRELOAD = ["polars", "sklearn.linear_model", "mlflow", "mlflow.sklearn", "mlflow.models", "matplotlib.pyplot", "flows.evaluate"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._output = []
     if not args.verbose:
         warnings.simplefilter("ignore")
-    from flows.runtime import PrefectServer, debug_log_path, install_log_filters, prepare_environment
+    from flows.runtime import PrefectServer, debug_log_path, install_log_filters, preload, prepare_environment
 
     prepare_environment()
     if args.command not in _NEEDS_PREFECT:
@@ -250,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code, message = 0, None
     with PrefectServer() as server:
         try:
+            preload(_PRELOAD)
             server.wait()
             install_log_filters(args.verbose)
             code = _COMMANDS[args.command](parser_args)

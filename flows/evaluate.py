@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
+from prefect.utilities.annotations import quote
 
 from flows.settings import EvaluateSettings
 from tasks.errors import GateFailed
@@ -81,7 +82,8 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     records, hists = [], []
     started, rows_done = time.monotonic(), 0
     for i, chunk in enumerate(chunks, 1):
-        rec, hist = reduce_chunk_task(dataset, scorer, chunk, settings.auc == "exact")
+        # quote(): the dataset lists every file; Prefect need not walk it looking for futures
+        rec, hist = reduce_chunk_task(quote(dataset), scorer, quote(chunk), settings.auc == "exact")
         records.append(rec)
         hists.append(hist)
         rows_done += sum(f.num_rows for f in chunk)
@@ -95,7 +97,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     verdict = check_gates_task(table, overall, settings.gates, baseline) if settings.gates.active else None
 
     # 6. report: plots, the MLflow run, Prefect artifacts
-    sample = sample_scores_task(dataset, scorer, settings.sample_rows)
+    sample = sample_scores_task(quote(dataset), scorer, settings.sample_rows)
     linear = None
     if scorer.expression is not None and len(dataset.features) == 1:
         linear = (float(model.coef_.ravel()[0]), float(model.intercept_.ravel()[0]))

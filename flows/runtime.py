@@ -27,6 +27,7 @@ def prepare_environment() -> None:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "GIT_PYTHON_REFRESH": "quiet",
+        "MPLBACKEND": "Agg",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -125,7 +126,21 @@ class PrefectServer:
         if self._started:
             from prefect.server.api.server import SubprocessASGIServer
 
-            SubprocessASGIServer().stop()
+            server = SubprocessASGIServer()
+            if server.server_process is not None:
+                # nothing is left to save (logs drained, states written): don't wait out its shutdown
+                server.server_process.kill()
+                server.server_process.wait()
+                server.server_process = None
+            server.stop()
+
+
+def preload(modules: list[str]) -> None:
+    """Import the heavy libraries a command needs (while the temporary server starts, it is free)."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
 
 
 def _drain_prefect_workers() -> None:

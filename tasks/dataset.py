@@ -72,11 +72,14 @@ def list_parquet_files(path: str | os.PathLike[str]) -> list[Path]:
         if not _is_parquet(root):
             raise InputError(f"{root}: not a Parquet file (expected a .parquet file or a folder of them).")
         return [root]
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if _is_parquet(p) and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
-    )
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]  # hidden and _temporary folders
+        found.extend(
+            Path(folder, n) for n in names
+            if not n.startswith((".", "_")) and n.lower().endswith((".parquet", ".pq", ".parq"))
+        )
+    files = sorted(found)
     if not files:
         raise InputError(f"{root}: no .parquet files found in this folder.")
     return files
@@ -93,22 +96,17 @@ def parse_hive_keys(root: Path, file: Path) -> dict[str, str]:
     return keys
 
 
-def _footer_fingerprint(md: pq.FileMetaData, size: int) -> str:
-    # The footer holds every column chunk's offsets, sizes and min/max statistics: a rewrite with
-    # different content changes it, without reading the data pages (which would double the I/O).
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(size).encode())
-    h.update(str(md.num_rows).encode())
-    for rg in range(md.num_row_groups):
-        g = md.row_group(rg)
-        for c in range(g.num_columns):
-            col = g.column(c)
-            h.update(f"{col.path_in_schema}:{col.file_offset}:{col.total_compressed_size}".encode())
-            if col.statistics is not None and col.statistics.has_min_max:
-                h.update(f"{col.statistics.min!r}:{col.statistics.max!r}".encode())
-            if col.statistics is not None and col.statistics.null_count is not None:
-                h.update(f"n{col.statistics.null_count}".encode())
-    return h.hexdigest()
+def _footer_fingerprint(path: Path, size: int) -> str:
+    # The Parquet footer holds every column chunk's offsets, sizes, row counts and min/max/null
+    # statistics: a rewrite with different content changes it, and hashing it (with the file
+    # size) costs one small read instead of reading the data pages, which would double the I/O.
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 8))
+        tail = fh.read(8)
+        footer_len = int.from_bytes(tail[:4], "little") if len(tail) == 8 and tail[4:] == b"PAR1" else 0
+        fh.seek(max(0, size - 8 - footer_len))
+        footer = fh.read(footer_len + 8)
+    return hashlib.blake2b(str(size).encode() + footer, digest_size=16).hexdigest()
 
 
 def _kind(t: pa.DataType) -> str:
@@ -174,6 +172,17 @@ def select_partitions(
     return kept
 
 
+def _read_one(path: Path) -> tuple[pq.FileMetaData, pa.Schema, int, str]:
+    md, schema = _read_footer(path)
+    size = path.stat().st_size
+    return md, schema, size, _footer_fingerprint(path, size)
+
+
+def _read_footers(paths: list[Path]):
+    """Footers of the files, in path order (threads do not help: pyarrow's footer parsing holds the GIL)."""
+    return map(_read_one, paths)
+
+
 def discover_dataset(
     data: str | os.PathLike[str],
     label: str,
@@ -196,12 +205,12 @@ def discover_dataset(
     features = tuple(features)
     if not features and not extra_columns:
         raise InputError("no feature columns given; pass --features A,B,...")
+    used = {label, *features, *extra_columns, *(partition_by or ())}
     files: list[DataFile] = []
     ref_schema: pa.Schema | None = None
     ref_file: Path | None = None
     hive_keys: tuple[str, ...] | None = None
-    for path in paths:
-        md, schema = _read_footer(path)
+    for path, (md, schema, size, fingerprint) in zip(paths, _read_footers(paths)):
         hive = parse_hive_keys(root, path)
         if hive_keys is None:
             hive_keys = tuple(hive)
@@ -213,8 +222,8 @@ def discover_dataset(
         if ref_schema is None:
             ref_schema, ref_file = schema, path
         else:
-            for name in ref_schema.names:
-                if name in schema.names and _kind(schema.field(name).type) != _kind(ref_schema.field(name).type):
+            for name in used:
+                if name in schema.names and name in ref_schema.names and _kind(schema.field(name).type) != _kind(ref_schema.field(name).type):
                     raise InputError(
                         f"{path}: column {name!r} is {schema.field(name).type} but {ref_file} has "
                         f"{ref_schema.field(name).type}; the files' schemas disagree."
@@ -222,15 +231,7 @@ def discover_dataset(
             missing = [c for c in (*features, label, *extra_columns) if c in ref_schema.names and c not in schema.names]
             if missing:
                 raise InputError(f"{path}: column {missing[0]!r} is missing here but present in {ref_file}.")
-        files.append(
-            DataFile(
-                path=str(path),
-                num_rows=md.num_rows,
-                size=path.stat().st_size,
-                fingerprint=_footer_fingerprint(md, path.stat().st_size),
-                hive=hive,
-            )
-        )
+        files.append(DataFile(path=str(path), num_rows=md.num_rows, size=size, fingerprint=fingerprint, hive=hive))
     assert ref_schema is not None and hive_keys is not None and ref_file is not None
     available = set(ref_schema.names) | set(hive_keys)
     for role, cols in (("label", (label,)), ("feature", features), ("score", tuple(extra_columns))):

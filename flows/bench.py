@@ -1,0 +1,234 @@
+"""``make bench`` / ``python -m flows.bench``: the scale targets, measured in one run on this machine.
+
+Per-row costs are slopes between two sizes of the same hive-partitioned dataset (fixed start-up cost
+cancels), best of several runs, against a real Prefect server started here. Prints the ratios and
+writes them to ``bench-data/results.json``.
+
+    python -m flows.bench [--small 4000000] [--large 40000000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench-data"
+FEATURES = [f"x{i}" for i in range(6)]
+WEIGHTS = np.array([0.8, -1.1, 0.5, 0.3, -0.7, 1.2])
+
+
+def write_dataset(root: Path, rows: int, partitions: int, seed: int = 0) -> Path:
+    """A hive tree ``part=<i>/data.parquet`` of ``rows`` rows, 6 float features and a 0/1 label."""
+    import polars as pl
+
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    per = rows // partitions
+    for i in range(partitions):
+        n = per + (1 if i < rows % partitions else 0)
+        X = rng.normal(size=(n, 6))
+        p = 1.0 / (1.0 + np.exp(-(X @ WEIGHTS + 0.2 * (i % 7 - 3))))
+        y = (rng.random(n) < p).astype(np.int8)
+        folder = root / f"part={i}"
+        folder.mkdir(parents=True)
+        df = pl.DataFrame({**{f: X[:, j] for j, f in enumerate(FEATURES)}, "label": y})
+        df.write_parquet(folder / "data.parquet", statistics=True)
+    marker.touch()
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def _best(fn: Callable[[], float], repeats: int) -> float:
+    return min(fn() for _ in range(repeats))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def floor_scan(root: Path) -> None:
+    """Only scan and decode the columns an evaluation reads."""
+    import polars as pl
+
+    pl.scan_parquet(root, hive_partitioning=True).select([*FEATURES, "label"]).select(pl.all().sum()).collect(engine="streaming")
+
+
+def hand_written(root: Path, w: np.ndarray, b: float) -> None:
+    """One fused Polars expression: logits, stable BCE, group by partition (no checks)."""
+    import polars as pl
+
+    z = sum((pl.col(f) * float(wi) for f, wi in zip(FEATURES, w)), pl.lit(b))
+    y = pl.col("label").cast(pl.Float64)
+    loss = pl.max_horizontal(z, 0.0) - z * y + (-z.abs()).exp().log1p()
+    (
+        pl.scan_parquet(root, hive_partitioning=True)
+        .group_by("part")
+        .agg(loss.sum().alias("s"), pl.len().alias("n"))
+        .collect(engine="streaming")
+    )
+
+
+def naive(root: Path, model: object) -> None:
+    """pandas read_parquet, then predict_proba and log_loss per partition in a loop."""
+    import pandas as pd
+    from sklearn.metrics import log_loss
+
+    df = pd.read_parquet(root)
+    for _, part in df.groupby("part", observed=True):
+        p = model.predict_proba(part[FEATURES].to_numpy())[:, 1]
+        log_loss(part["label"].to_numpy(), p, labels=[0, 1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--small", type=int, default=4_000_000)
+    ap.add_argument("--large", type=int, default=40_000_000)
+    ap.add_argument("--partitions", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--partition-rows", type=int, default=2_000_000, help="rows for the 100 vs 10,000 partitions test")
+    args = ap.parse_args(argv)
+
+    import mlflow
+    import polars as pl
+    from sklearn.linear_model import LogisticRegression
+
+    OUT.mkdir(exist_ok=True)
+    print(f"writing datasets under {OUT} (reused when present) ...", flush=True)
+    small = write_dataset(OUT / f"rows{args.small}", args.small, args.partitions)
+    large = write_dataset(OUT / f"rows{args.large}", args.large, args.partitions)
+    p100 = write_dataset(OUT / f"p100_rows{args.partition_rows}", args.partition_rows, 100, seed=1)
+    p10k = write_dataset(OUT / f"p10000_rows{args.partition_rows}", args.partition_rows, 10_000, seed=1)
+    tiny = write_dataset(OUT / "tiny", 1000, 4, seed=2)
+
+    work = Path(tempfile.mkdtemp(prefix="bce-bench-"))
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(work / "prefect-client")}
+    mlflow.set_tracking_uri(tracking)
+    sample = pl.read_parquet(small / "part=0" / "data.parquet")
+    model = LogisticRegression().fit(sample.select(FEATURES).to_numpy(), sample.get_column("label").to_numpy())
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"], signature=mlflow.models.infer_signature(sample.select(FEATURES).to_pandas().head(5)))
+    model_uri = f"runs:/{run.info.run_id}/model"
+    w, b = model.coef_.ravel(), float(model.intercept_[0])
+
+    port = _free_port()
+    server_env = {**env, "PREFECT_HOME": str(work / "prefect-server")}
+    server_env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    results: dict[str, object] = {"small_rows": args.small, "large_rows": args.large, "partitions": args.partitions}
+    try:
+        import httpx
+
+        api = f"http://127.0.0.1:{port}/api"
+        for _ in range(240):
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        served = {**env, "PREFECT_API_URL": api}
+        cli = [sys.executable, "-m", "flows.cli", "evaluate"]
+
+        def evaluate(root: Path, auc: str) -> tuple[float, float]:
+            return _run([*cli, str(root), "--label", "label", "--model-uri", model_uri, "--auc", auc], served)
+
+        evaluate(small, "exact")  # warm the server, the store and the page cache once
+        times: dict[str, dict[str, float]] = {}
+        rss: dict[str, float] = {}
+        for name, root in (("small", small), ("large", large)):
+            print(f"timing {name} ({root.name}) ...", flush=True)
+            t = {
+                "floor": _best(lambda: _timed(lambda: floor_scan(root)), args.repeats),
+                "hand_written": _best(lambda: _timed(lambda: hand_written(root, w, b)), args.repeats),
+                "naive": _best(lambda: _timed(lambda: naive(root, model)), max(1, args.repeats - 1)),
+            }
+            for auc in ("off", "exact"):
+                runs = [evaluate(root, auc) for _ in range(args.repeats)]
+                t[f"bce_eval_auc_{auc}"] = min(r[0] for r in runs)
+                rss[f"{name}_auc_{auc}"] = max(r[1] for r in runs)
+            times[name] = t
+            print(f"  {json.dumps({k: round(v, 3) for k, v in t.items()})}", flush=True)
+        extra = args.large - args.small
+        slope = {k: (times["large"][k] - times["small"][k]) / extra * 1e9 for k in times["small"]}
+        results["ns_per_row"] = {k: round(v, 3) for k, v in slope.items()}
+        results["ratio_to_floor"] = {k: round(v / slope["floor"], 3) for k, v in slope.items()}
+        results["naive_over_bce_eval"] = {
+            auc: round(slope["naive"] / slope[f"bce_eval_auc_{auc}"], 2) for auc in ("off", "exact")
+        }
+        results["peak_rss_mib"] = {k: round(v) for k, v in rss.items()}
+        results["memory_ratio_10x_rows"] = {
+            auc: round(rss[f"large_auc_{auc}"] / rss[f"small_auc_{auc}"], 2) for auc in ("off", "exact")
+        }
+
+        print("timing 100 vs 10,000 partitions ...", flush=True)
+        t100 = min(evaluate(p100, "off")[0] for _ in range(args.repeats))
+        t10k = min(evaluate(p10k, "off")[0] for _ in range(args.repeats))
+        results["partitions_10000_over_100"] = round(t10k / t100, 2)
+        results["partitions_seconds"] = {"100": round(t100, 2), "10000": round(t10k, 2)}
+
+        print("timing fixed costs ...", flush=True)
+        tiny_cmd = [*cli, str(tiny), "--label", "label", "--model-uri", model_uri]
+        results["fixed_cost_with_server_s"] = round(min(_run(tiny_cmd, served)[0] for _ in range(args.repeats)), 2)
+        temp_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+        empty = [sys.executable, "-c", "from prefect import flow, task\n@task\ndef t(): return 1\n@flow\ndef f(): return t()\nf()"]
+        results["fixed_cost_temporary_server_s"] = round(min(_run(tiny_cmd, temp_env)[0] for _ in range(args.repeats)), 2)
+        results["empty_flow_temporary_server_s"] = round(min(_run(empty, temp_env)[0] for _ in range(args.repeats)), 2)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    r = results
+    print("\nbce-eval benchmark (slopes between the two sizes; best of %d)" % args.repeats)
+    print(f"  per-row cost relative to scanning the same columns (floor = {r['ns_per_row']['floor']:.2f} ns/row):")
+    for k, v in r["ratio_to_floor"].items():
+        print(f"    {k:<20} {v:6.2f}x   ({r['ns_per_row'][k]:.2f} ns/row)")
+    print(f"  naive / bce-eval per row: {r['naive_over_bce_eval']}   (target >= 4)")
+    print(f"  peak RSS MiB: {r['peak_rss_mib']}; 10x rows -> {r['memory_ratio_10x_rows']}x memory (target <= 2)")
+    print(f"  10,000 vs 100 partitions, same rows: {r['partitions_10000_over_100']}x {r['partitions_seconds']} (target <= 1.3)")
+    print(f"  fixed cost, tiny data: {r['fixed_cost_with_server_s']} s with a running server (target <= 6); "
+          f"{r['fixed_cost_temporary_server_s']} s with the temporary server vs "
+          f"{r['empty_flow_temporary_server_s']} s for an empty flow with one task")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
