@@ -37,6 +37,9 @@ def _add_evaluate_options(p: Any) -> None:
     p.add_argument("--C", dest="C", type=float, help="LogisticRegression's inverse regularisation strength (default 1.0)")
     p.add_argument("--max-iter", type=int, help="LogisticRegression's max_iter (default 100)")
     p.add_argument("--chunk-rows", type=int, default=4_000_000, help="rows scored per pass (default 4,000,000)")
+    p.add_argument("--fit", choices=["sklearn", "streaming"], default="sklearn", help="streaming: exact L-BFGS fit over chunks, for data larger than memory")
+    p.add_argument("--dask", metavar="ADDRESS", help="run the partition work on Dask: a scheduler address (tcp://host:8786) or 'local'")
+    p.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local (default 2)")
     p.add_argument("--auc", choices=["exact", "off"], default="exact", help="ROC AUC: exact per partition (a sort per partition), or off for speed")
     reg = p.add_argument_group("registry")
     reg.add_argument("--register", metavar="NAME", help="register the fitted model as a new version of NAME")
@@ -66,6 +69,8 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         raise InputError("--alias needs --register NAME.")
     if args.register and (args.model_uri or args.score_col):
         raise InputError("--register registers a fitted model; it cannot be used with --model-uri or --score-col.")
+    if args.fit == "streaming" and (args.model_uri or args.score_col):
+        raise InputError("--fit streaming fits a model; it cannot be used with --model-uri or --score-col.")
     if args.max_regression is not None and not args.baseline_run:
         raise InputError("--max-regression needs --baseline-run RUN_ID.")
     where: dict[str, list[str]] = {}
@@ -87,6 +92,9 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         run_name=args.run_name,
         chunk_rows=args.chunk_rows,
         auc=args.auc,
+        fit=args.fit,
+        dask=args.dask,
+        dask_workers=args.dask_workers,
         register_name=args.register,
         register_alias=args.alias,
         where=where,
@@ -104,13 +112,13 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     settings = _evaluate_settings(args)
-    from flows.evaluate import evaluate_flow
+    from flows.evaluate import evaluate_flow, with_dask
     from tasks.report import format_summary
     from tasks.tracking import ui_command
 
     name = os.path.basename(os.path.normpath(settings.data))
     try:
-        ev = evaluate_flow(settings)
+        ev = (with_dask(settings) if settings.dask else evaluate_flow)(settings)
     except GateFailed as exc:
         if exc.evaluation is not None:
             ev = exc.evaluation

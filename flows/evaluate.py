@@ -14,6 +14,7 @@ from prefect.utilities.annotations import quote
 
 from flows.settings import EvaluateSettings
 from tasks.errors import GateFailed
+from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import check_gates_task, read_baseline_task
 from tasks.dataset import collect_training_data_task, discover_dataset_task, group_files
 from tasks.model import (
@@ -41,6 +42,17 @@ def _default_run_name(settings: EvaluateSettings, model: str, scheduled: datetim
     # scheduled runs are named by their scheduled time, so a nightly series sorts and reads well
     stamp = (scheduled or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M")
     return f"{Path(settings.data).name} · {model} · {stamp}"
+
+
+def with_dask(settings: EvaluateSettings):
+    """The evaluation flow on a Dask cluster (``settings.dask``: an address or 'local')."""
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask == "local":
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1, "dashboard_address": None})
+    else:
+        runner = DaskTaskRunner(address=settings.dask)
+    return evaluate_flow.with_options(task_runner=runner)
 
 
 @flow(name="bce-evaluate", log_prints=True)
@@ -71,7 +83,10 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     )
 
     # 3. fit when no model was given
-    if model is None and not settings.score_col:
+    if model is None and not settings.score_col and settings.fit == "streaming":
+        model = fitted = fit_logistic_streaming_task(quote(dataset), **settings.model_params)
+        model_info = ModelInfo("LogisticRegression fitted on this data (streaming L-BFGS)", params=model.get_params())
+    elif model is None and not settings.score_col:
         X, y = collect_training_data_task(dataset)
         model = fitted = fit_model_task(X, y, settings.model_params)
         model_info = ModelInfo("LogisticRegression fitted on this data", params=model.get_params())
@@ -81,9 +96,14 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     chunks = group_files(dataset, settings.chunk_rows)
     records, hists = [], []
     started, rows_done = time.monotonic(), 0
+    with_auc = settings.auc == "exact"
+    if settings.dask:
+        # on a Dask cluster every chunk is a task of its own; each worker reads its own files
+        futures = [reduce_chunk_task.submit(dataset, scorer, chunk, with_auc) for chunk in chunks]
+        done = [f.result() for f in futures]
     for i, chunk in enumerate(chunks, 1):
         # quote(): the dataset lists every file; Prefect need not walk it looking for futures
-        rec, hist = reduce_chunk_task(quote(dataset), scorer, quote(chunk), settings.auc == "exact")
+        rec, hist = done[i - 1] if settings.dask else reduce_chunk_task(quote(dataset), scorer, quote(chunk), with_auc)
         records.append(rec)
         hists.append(hist)
         rows_done += sum(f.num_rows for f in chunk)
