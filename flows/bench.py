@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         served = {**env, "PREFECT_API_URL": api}
         cli = [sys.executable, "-m", "flows.cli", "evaluate"]
 
-        def evaluate(root: Path, auc: str) -> tuple[float, float]:
-            return _run([*cli, str(root), "--label", "label", "--model-uri", model_uri, "--auc", auc], served)
+        def evaluate(root: Path, auc: str, *extra: str) -> tuple[float, float]:
+            flags = list(extra) or ["--no-cache"]  # per-row costs are measured without the cache
+            return _run([*cli, str(root), "--label", "label", "--model-uri", model_uri, "--auc", auc, *flags], served)
 
         evaluate(small, "exact")  # warm the server, the store and the page cache once
         times: dict[str, dict[str, float]] = {}
@@ -203,6 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         results["partitions_10000_over_100"] = round(t10k / t100, 2)
         results["partitions_seconds"] = {"100": round(t100, 2), "10000": round(t10k, 2)}
 
+        print("timing an incremental run: one new partition added to the large dataset ...", flush=True)
+        cache_env = {**served, "BCE_EVAL_CACHE": str(work / "cache")}
+        inc_root = work / "incremental"
+        shutil.copytree(large, inc_root)
+        full_t = _run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri, "--full"], cache_env)[0]
+        new = pl.read_parquet(large / "part=0" / "data.parquet")
+        (inc_root / f"part={args.partitions}").mkdir()
+        new.write_parquet(inc_root / f"part={args.partitions}" / "data.parquet")
+        inc_t = _run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri], cache_env)[0]
+        results["incremental"] = {"full_s": round(full_t, 2), "one_new_partition_s": round(inc_t, 2), "ratio": round(inc_t / full_t, 3)}
+        shutil.rmtree(inc_root, ignore_errors=True)
+
         print("timing fixed costs ...", flush=True)
         tiny_cmd = [*cli, str(tiny), "--label", "label", "--model-uri", model_uri]
         results["fixed_cost_with_server_s"] = round(min(_run(tiny_cmd, served)[0] for _ in range(args.repeats)), 2)
@@ -227,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  fixed cost, tiny data: {r['fixed_cost_with_server_s']} s with a running server (target <= 6); "
           f"{r['fixed_cost_temporary_server_s']} s with the temporary server vs "
           f"{r['empty_flow_temporary_server_s']} s for an empty flow with one task")
+    inc = r["incremental"]
+    print(f"  incremental: one new partition of {args.partitions + 1}: {inc['one_new_partition_s']} s vs a full run {inc['full_s']} s "
+          f"({inc['ratio']}x, target <= 0.1 of the marginal cost)")
     return 0
 
 

@@ -40,6 +40,8 @@ def _add_evaluate_options(p: Any) -> None:
     p.add_argument("--fit", choices=["sklearn", "streaming"], default="sklearn", help="streaming: exact L-BFGS fit over chunks, for data larger than memory")
     p.add_argument("--dask", metavar="ADDRESS", help="run the partition work on Dask: a scheduler address (tcp://host:8786) or 'local'")
     p.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local (default 2)")
+    p.add_argument("--full", action="store_true", help="recompute every partition, ignoring cached results")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the per-partition cache")
     p.add_argument("--auc", choices=["exact", "off"], default="exact", help="ROC AUC: exact per partition (a sort per partition), or off for speed")
     reg = p.add_argument_group("registry")
     reg.add_argument("--register", metavar="NAME", help="register the fitted model as a new version of NAME")
@@ -92,6 +94,8 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         run_name=args.run_name,
         chunk_rows=args.chunk_rows,
         auc=args.auc,
+        full=args.full,
+        cache=not args.no_cache,
         fit=args.fit,
         dask=args.dask,
         dask_workers=args.dask_workers,

@@ -16,7 +16,8 @@ from flows.settings import EvaluateSettings
 from tasks.errors import GateFailed
 from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import check_gates_task, read_baseline_task
-from tasks.dataset import collect_training_data_task, discover_dataset_task, group_files
+from tasks.cache import load_cached_task, partition_keys, store_records_task
+from tasks.dataset import collect_training_data_task, discover_dataset_task, files_by_partition, group_files
 from tasks.model import (
     ModelInfoTags,
     describe_model_task,
@@ -92,26 +93,34 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
         model_info = ModelInfo("LogisticRegression fitted on this data", params=model.get_params())
     scorer = stored_scorer(settings.score_col, settings.score_kind) if settings.score_col else make_scorer(model, dataset.features)
 
-    # 4. score, check and reduce, a chunk of whole partitions per task
-    chunks = group_files(dataset, settings.chunk_rows)
-    records, hists = [], []
-    started, rows_done = time.monotonic(), 0
+    # 4. score, check and reduce, a chunk of whole partitions per task; cached partitions are not read
     with_auc = settings.auc == "exact"
+    keys = partition_keys(dataset, scorer, with_auc) if settings.cache else {}
+    cached = load_cached_task(keys) if settings.cache and not settings.full else {}
+    records = [rec for rec, _ in cached.values()]
+    hists = [hist for _, hist in cached.values()]
+    chunks = group_files(dataset, settings.chunk_rows, skip=set(cached))
     if settings.dask:
         # on a Dask cluster every chunk is a task of its own; each worker reads its own files
         futures = [reduce_chunk_task.submit(dataset, scorer, chunk, with_auc) for chunk in chunks]
         done = [f.result() for f in futures]
+    started, rows_done = time.monotonic(), 0
     for i, chunk in enumerate(chunks, 1):
         # quote(): the dataset lists every file; Prefect need not walk it looking for futures
         rec, hist = done[i - 1] if settings.dask else reduce_chunk_task(quote(dataset), scorer, quote(chunk), with_auc)
+        if settings.cache:
+            store_records_task(quote(dataset), keys, rec, hist)
         records.append(rec)
         hists.append(hist)
         rows_done += sum(f.num_rows for f in chunk)
         if len(chunks) > 1 and time.monotonic() - started > 2:
-            logger.info(f"scored {i}/{len(chunks)} chunks, {rows_done:,}/{dataset.num_rows:,} rows")
+            logger.info(f"scored {i}/{len(chunks)} chunks, {rows_done:,} rows")
+    if cached:
+        logger.info(f"reused {len(cached)} cached partition(s); computed {len(keys) - len(cached)}")
 
     # 5. merge into the per-partition table and the overall row
     table, overall = summarize_records_task(records, hists, list(dataset.partition_by))
+    overall.update(partitions_reused=len(cached), partitions_computed=len(files_by_partition(dataset)) - len(cached))
     table = with_partition_label(table, dataset.partition_by)
     baseline = read_baseline_task(settings.gates.baseline_run_id, tracking_uri) if settings.gates.baseline_run_id else None
     verdict = check_gates_task(table, overall, settings.gates, baseline) if settings.gates.active else None

@@ -295,17 +295,25 @@ def scan_files(dataset: Dataset, files: list[DataFile] | tuple[DataFile, ...] | 
     return lf.select(dataset.columns)
 
 
-def group_files(dataset: Dataset, target_rows: int) -> list[list[DataFile]]:
-    """Split the files into chunks of whole partitions of about ``target_rows`` rows each.
-
-    A partition's files always land in the same chunk, so per-partition figures that do not merge
-    (ROC AUC) can be computed where the rows are.
-    """
+def files_by_partition(dataset: Dataset) -> dict[tuple[str, ...], list[DataFile]]:
+    """The files of each partition, when partitions are hive folders; else one group of all files."""
     by_part: dict[tuple[str, ...], list[DataFile]] = {}
     hive_only = all(k in dataset.hive_keys for k in dataset.partition_by)
     for f in dataset.files:
         key = tuple(f.hive[k] for k in dataset.partition_by) if hive_only else ("*",)
         by_part.setdefault(key, []).append(f)
+    return by_part
+
+
+def group_files(
+    dataset: Dataset, target_rows: int, skip: set[tuple[str, ...]] | frozenset[tuple[str, ...]] = frozenset()
+) -> list[list[DataFile]]:
+    """Split the files into chunks of whole partitions of about ``target_rows`` rows each.
+
+    A partition's files always land in the same chunk, so per-partition figures that do not merge
+    (ROC AUC) can be computed where the rows are. Partitions in ``skip`` (already cached) are left out.
+    """
+    by_part = {k: v for k, v in files_by_partition(dataset).items() if k not in skip}
     chunks: list[list[DataFile]] = []
     current: list[DataFile] = []
     rows = 0

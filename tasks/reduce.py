@@ -44,8 +44,7 @@ SUM_COLUMNS = (
 #: Version of the metric code; part of every cache key (bump when a formula changes).
 METRIC_VERSION = "1"
 
-HIST_BINS = 1 << 14
-_LOGIT_RANGE = 40.0
+HIST_BINS = 4096
 
 _S, _Y, _L, _P = "__score", "__y", "__loss", "__p"
 
@@ -131,13 +130,9 @@ def _stat_exprs(kind: str, with_auc: bool) -> list[pl.Expr]:
 
 
 def _hist_bin(kind: str) -> pl.Expr:
-    s = pl.col(_S)
-    if kind == "logit":
-        scaled = (s.clip(-_LOGIT_RANGE, _LOGIT_RANGE) + _LOGIT_RANGE) / (2 * _LOGIT_RANGE)
-    else:
-        scaled = s.clip(0.0, 1.0)
+    # bins of equal width in probability: a monotone map of the score, so AUC's order is kept
     # NaN scores (bad input, reported by the checks of the same pass) must not break the cast
-    return (scaled * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int32, strict=False).alias("bin")
+    return (pl.col(_P).clip(0.0, 1.0) * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int32, strict=False).alias("bin")
 
 
 def _raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int]) -> None:
@@ -226,12 +221,15 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_
     aggs = [*_stat_exprs(scorer.kind, with_auc), *_fast_check_exprs(scorer)]
     grouped = scored.group_by(keys).agg(aggs) if keys else scored.select(aggs)
     if with_auc:
-        hist = scored.group_by(_hist_bin(scorer.kind)).agg(
+        # per partition, so cached partitions can be merged into the overall AUC later
+        hist = scored.group_by([*keys, _hist_bin(scorer.kind)]).agg(
             pl.len().cast(pl.Int64).alias("n"), (pl.col(_Y) == 1.0).sum().cast(pl.Int64).alias("n_pos")
         )
         records, histogram = pl.collect_all([grouped, hist], engine="streaming")
     else:
-        records, histogram = grouped.collect(engine="streaming"), pl.DataFrame(schema={"bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64})
+        records, histogram = grouped.collect(engine="streaming"), pl.DataFrame(
+            schema={**{k: pl.String for k in keys}, "bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64}
+        )
     totals = records.select(
         pl.col("bad_score").sum(), (pl.col("n_rows") - pl.col("n_pos") - pl.col("n_neg")).sum().alias("bad_label")
     ).row(0, named=True)
@@ -240,6 +238,7 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_
     records = records.drop("bad_score")
     if not keys:
         records = records.with_columns(pl.lit("all").alias("partition"))
+        histogram = histogram.with_columns(pl.lit("all").alias("partition"))
     return records, histogram
 
 
@@ -257,7 +256,10 @@ def merge_records(records: Iterable[pl.DataFrame], keys: list[str]) -> pl.DataFr
 
 def merge_histograms(histograms: Iterable[pl.DataFrame]) -> pl.DataFrame:
     """Add up per-bin score counts."""
-    return pl.concat(list(histograms)).group_by("bin").agg(pl.col("n").sum(), pl.col("n_pos").sum()).sort("bin")
+    frames = [h.select("bin", "n", "n_pos") for h in histograms if h.height]
+    if not frames:
+        return pl.DataFrame(schema={"bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64})
+    return pl.concat(frames).group_by("bin").agg(pl.col("n").sum(), pl.col("n_pos").sum()).sort("bin")
 
 
 def auc_from_histogram(hist: pl.DataFrame) -> tuple[float | None, float | None]:

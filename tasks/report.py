@@ -181,6 +181,9 @@ def build_evaluation_log(
     name = Path(dataset.root).name
     metrics = {k: float(overall[k]) for k in OVERALL_METRICS if overall.get(k) is not None}
     metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
+    for k in ("partitions_reused", "partitions_computed"):
+        if k in overall:
+            metrics[k] = float(overall[k])
     tables = {"bce_by_partition.json": table_for_mlflow(table, keys)}
     if overall["n_rows"] <= 1000:
         tables["predictions.json"] = predictions_table(sample, dataset.features)

@@ -83,3 +83,11 @@ def hive_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def seed_points() -> Path:
     return REPO / "data" / "seed_points.parquet"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own per-partition cache (never the repo's)."""
+    path = tmp_path / "bce-cache"
+    monkeypatch.setenv("BCE_EVAL_CACHE", str(path))
+    return path
