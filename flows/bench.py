@@ -59,15 +59,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _peak_rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a command."""
+    """Wall seconds and peak RSS (MiB) of a command.
+
+    The peak is the child's own high-water mark (VmHWM), polled until it exits: wait4's ru_maxrss
+    would also count the parent's pages that the child shared between fork and exec.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+    peak = 0.0
+    while proc.poll() is None:
+        hwm = _peak_rss_mib(proc.pid)
+        peak = max(peak, hwm or 0.0)
+        time.sleep(0.05)
     elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        err.seek(0)
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode()[-2000:]}")
+    return elapsed, peak
 
 
 def _best(fn: Callable[[], float], repeats: int) -> float:
