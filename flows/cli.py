@@ -12,7 +12,7 @@ import sys
 import warnings
 from typing import Any, Callable, Sequence
 
-from tasks.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, GateFailed, InputError
+from tasks.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_TRACKING, GateFailed, InputError, TrackingError
 
 
 def _csv(text: str) -> list[str]:
@@ -272,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code, message = EXIT_BAD_INPUT, f"bce-eval: error: {exc}"
         except GateFailed as exc:
             code, message = EXIT_GATE_FAILED, f"bce-eval: {exc}"
+        except TrackingError as exc:
+            code, message = EXIT_TRACKING, f"bce-eval: error: {exc}"
         except KeyboardInterrupt:
             code, message = 130, "bce-eval: interrupted"
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback in the log
@@ -289,8 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for text in args._output:
         print(text, flush=True)
     if message:
+        from tasks.tracking import redact_text
+
         sys.stdout.flush()
-        print(message, file=sys.stderr, flush=True)
+        print(redact_text(message), file=sys.stderr, flush=True)
     return code
 
 

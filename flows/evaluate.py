@@ -16,7 +16,7 @@ from flows.settings import EvaluateSettings
 from tasks.errors import GateFailed
 from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import check_gates_task, read_baseline_task
-from tasks.cache import load_cached_task, partition_keys, store_records_task
+from tasks.cache import evaluation_key, load_cached_task, partition_keys, save_results_task, store_records_task
 from tasks.dataset import collect_training_data_task, discover_dataset_task, files_by_partition, group_files
 from tasks.model import (
     ModelInfoTags,
@@ -126,6 +126,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     verdict = check_gates_task(table, overall, settings.gates, baseline) if settings.gates.active else None
 
     # 6. report: plots, the MLflow run, Prefect artifacts
+    eval_key = evaluation_key(dataset, scorer, settings.model_dump(mode="json"))
     sample = sample_scores_task(quote(dataset), scorer, settings.sample_rows)
     linear = None
     if scorer.expression is not None and len(dataset.features) == 1:
@@ -149,9 +150,11 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
             "prefect.flow_run_id": str(flow_run.get_id() or ""),
             "prefect.flow_run_name": str(flow_run.get_name() or ""),
             "prefect.deployment_id": str(deployment.id or ""),
+            "bce_eval.evaluation_key": eval_key,
         },
         register=(settings.register_name, settings.register_alias) if settings.register_name else None,
     )
+    log.results_path = save_results_task(eval_key, table, overall)
     run_id, experiment_id = log_evaluation_task(log, tracking_uri)
     evaluation = Evaluation(table, overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample)
     publish_prefect_artifacts_task(evaluation, Path(settings.data).name, ui_command(tracking_uri), verdict)

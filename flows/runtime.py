@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from tasks.errors import GateFailed, InputError
+from tasks.errors import GateFailed, InputError, TrackingError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _QUIET_MESSAGES = ("Starting temporary server", "Stopping temporary server", "See https://www.prefect.io/docs")
@@ -28,6 +28,11 @@ def prepare_environment() -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "GIT_PYTHON_REFRESH": "quiet",
         "MPLBACKEND": "Agg",
+        # MLflow's own HTTP retries, bounded (its default backs off for minutes); the logging
+        # task retries on top of these, then the CLI says where the results were saved
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -53,7 +58,7 @@ class _ConsoleFilter(logging.Filter):
         if not record.exc_info:
             return True
         exc = record.exc_info[1]
-        if isinstance(exc, (InputError, GateFailed)):
+        if isinstance(exc, (InputError, GateFailed, TrackingError)):
             return False  # the CLI prints it as its last line
         # other failures: the message without the traceback (records are shared, so copy)
         copy = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})

@@ -14,7 +14,7 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return True
     names = {c.__name__ for c in type(exc).__mro__}
-    return bool(names & {"MlflowException", "RequestException", "OperationalError", "HTTPError", "RestException"})
+    return bool(names & {"MlflowException", "RequestException", "OperationalError", "HTTPError", "RestException", "TrackingError"})
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -132,3 +132,30 @@ def files_of(dataset: Dataset, parts: set[tuple[str, ...]]) -> list[DataFile]:
 
 load_cached_task = as_task(load_cached, name="load-cached-partitions")
 store_records_task = as_task(store_records, name="cache-partitions")
+
+
+def evaluation_key(dataset: Dataset, scorer: Scorer, settings: dict[str, Any]) -> str:
+    """What makes two evaluations "the same": data content, model, and the settings that change results."""
+    ignore = {"run_name", "experiment", "full", "cache", "dask", "dask_workers", "chunk_rows", "top_partitions"}
+    relevant = {k: v for k, v in sorted(settings.items()) if k not in ignore}
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{dataset.fingerprint}|{scorer_identity(scorer)}|{relevant!r}|{METRIC_VERSION}".encode())
+    return h.hexdigest()
+
+
+def save_results(key: str, table: pl.DataFrame, overall: dict[str, Any]) -> str:
+    """Keep the computed results on disk before logging, so a tracking outage loses nothing."""
+    import json
+
+    folder = cache_dir().parent / "results"
+    path = folder / f"{key}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"overall": overall, "table": table.to_dicts()}
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(doc, fh, default=str)
+    os.replace(tmp, path)
+    return str(path)
+
+
+save_results_task = as_task(save_results, name="save-results-locally")

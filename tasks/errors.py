@@ -18,6 +18,11 @@ class GateFailed(Exception):
         self.evaluation = evaluation
 
 
+class TrackingError(Exception):
+    """MLflow could not be reached or refused the run after retries; the message says where the results are."""
+
+
 EXIT_BAD_INPUT = 2
+EXIT_TRACKING = 4
 EXIT_GATE_FAILED = 3
 EXIT_INTERNAL = 1

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import re
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +49,15 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
+_CRED_IN_TEXT = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/@]+(?::[^\s@]*)?@")
+_TOKEN_IN_TEXT = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|key|sig|signature|password|secret)=)[^&\s'\"]+")
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error message) with credentials in any URI it mentions masked."""
+    return _TOKEN_IN_TEXT.sub(r"\1***", _CRED_IN_TEXT.sub(r"\g<scheme>***@", text))
+
+
 def _sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///") :])
@@ -60,19 +70,36 @@ def default_artifact_location(uri: str) -> str | None:
     return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
 
 
+_held: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """Serialise first use of a SQLite store across processes (its migrations race otherwise)."""
+    """Serialise writers of a SQLite store across processes (re-entrant within one process).
+
+    SQLite allows one writer: concurrent runs otherwise race on its first migrations ("table
+    already exists") and fail with "database is locked". Other stores need no lock.
+    """
     db = _sqlite_path(uri)
     if db is None:
         yield
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    key = str(db)
+    if _held.get(key):
+        _held[key] += 1
         try:
             yield
         finally:
+            _held[key] -= 1
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held[key] = 0
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -81,7 +108,7 @@ def ensure_experiment(name: str, tracking_uri: str) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    with store_lock(tracking_uri):
+    with store_lock(tracking_uri):  # re-entrant per process: see store_lock
         client = mlflow.MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(name)
         if exp is not None:
@@ -152,6 +179,7 @@ class RunContent:
     datasets: list[DatasetRef] = field(default_factory=list)
     text_artifacts: dict[str, str] = field(default_factory=dict)
     register: tuple[str, str | None] | None = None  # (registered model name, alias)
+    results_path: str | None = None  # where the computed results were saved before logging
 
 
 EvaluationLog = RunContent
@@ -180,8 +208,9 @@ def create_run(experiment: str, run_name: str, tags: dict[str, str], tracking_ur
     """Create a RUNNING run in ``experiment``; returns (run id, experiment id)."""
     import mlflow
 
-    experiment_id = ensure_experiment(experiment, tracking_uri)
-    run = mlflow.MlflowClient(tracking_uri).create_run(experiment_id, run_name=run_name, tags=tags)
+    with store_lock(tracking_uri):
+        experiment_id = ensure_experiment(experiment, tracking_uri)
+        run = mlflow.MlflowClient(tracking_uri).create_run(experiment_id, run_name=run_name, tags=tags)
     return run.info.run_id, experiment_id
 
 
@@ -206,6 +235,14 @@ def log_run_content(run_id: str, experiment_id: str, content: RunContent, tracki
     from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow.MlflowClient(tracking_uri)
+    with store_lock(tracking_uri):
+        _log_run_content(client, run_id, experiment_id, content, tracking_uri)
+
+
+def _log_run_content(client: Any, run_id: str, experiment_id: str, content: RunContent, tracking_uri: str) -> None:
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
     try:
         now = int(time.time() * 1000)
         params = [Param(k, _param_value(v)) for k, v in content.params.items()]
@@ -277,9 +314,82 @@ def log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
     The run is created only now, after every figure was computed, and is FINISHED only when
     everything was logged (FAILED otherwise, and the error is raised again).
     """
-    run_id, experiment_id = create_run(log.experiment, log.run_name, {}, tracking_uri)
-    log_run_content(run_id, experiment_id, log, tracking_uri)
+    try:
+        return _log_evaluation(log, tracking_uri)
+    except (OSError, ConnectionError) as exc:
+        raise _tracking_error(exc, log, tracking_uri) from exc
+    except Exception as exc:
+        if type(exc).__name__ in {"MlflowException", "RestException"} or "requests" in type(exc).__module__:
+            raise _tracking_error(exc, log, tracking_uri) from exc
+        raise
+
+
+def _tracking_error(exc: BaseException, log: RunContent, tracking_uri: str) -> Exception:
+    from tasks.errors import TrackingError
+
+    reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
+    saved = f"; the results are saved in {log.results_path}" if log.results_path else ""
+    return TrackingError(
+        f"could not log to MLflow at {redact_uri(tracking_uri)} ({reason}){saved}; rerun the same command "
+        "when the tracking server is back: cached partitions are reused, nothing is recomputed"
+    )
+
+
+def _log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
+    identity = {k: log.tags[k] for k in ("prefect.flow_run_id", "bce_eval.evaluation_key") if log.tags.get(k)}
+    with store_lock(tracking_uri):  # SQLite: one writer at a time instead of "database is locked"
+        experiment_id = ensure_experiment(log.experiment, tracking_uri)
+        existing = _previous_attempt(experiment_id, identity, tracking_uri)
+        if existing is not None:
+            return existing, experiment_id
+        run_id, experiment_id = create_run(log.experiment, log.run_name, {**identity, **_owner_tags()}, tracking_uri)
+        log_run_content(run_id, experiment_id, log, tracking_uri)
     return run_id, experiment_id
+
+
+def _owner_tags() -> dict[str, str]:
+    return {"bce_eval.host": socket.gethostname(), "bce_eval.pid": str(os.getpid())}
+
+
+def _previous_attempt(experiment_id: str, identity: dict[str, str], tracking_uri: str) -> str | None:
+    """Make reruns safe: reuse this flow run's FINISHED run; fail runs left RUNNING by dead processes.
+
+    A retried Prefect flow run (same flow run id) that already logged returns that run instead of
+    creating a second one; its unfinished attempts are marked FAILED. A run of the same evaluation
+    (same evaluation key) still RUNNING although its process on this host is gone (killed) is
+    marked FAILED with the tag ``bce_eval.recovered``.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    flow_run_id = identity.get("prefect.flow_run_id")
+    if flow_run_id:
+        runs = client.search_runs([experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+        for r in runs:
+            if r.info.status == "FINISHED":
+                return r.info.run_id
+        for r in runs:
+            if r.info.status == "RUNNING":
+                client.set_tag(r.info.run_id, "bce_eval.recovered", "superseded by a retry of the same flow run")
+                client.set_terminated(r.info.run_id, "FAILED")
+    key = identity.get("bce_eval.evaluation_key")
+    if key:
+        for r in client.search_runs([experiment_id], filter_string=f"tags.`bce_eval.evaluation_key` = '{key}' and attributes.status = 'RUNNING'"):
+            host, pid = r.data.tags.get("bce_eval.host"), r.data.tags.get("bce_eval.pid", "")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                client.set_tag(r.info.run_id, "bce_eval.recovered", f"process {pid} died before the run finished")
+                client.set_terminated(r.info.run_id, "FAILED")
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class MetricStream:
@@ -301,7 +411,8 @@ class MetricStream:
         import mlflow
 
         if self._pending:
-            mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=self._pending)
+            with store_lock(self.tracking_uri):
+                mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=self._pending)
             self._pending = []
 
 
