@@ -66,6 +66,23 @@ class _ConsoleFilter(logging.Filter):
         return False
 
 
+class _RedactFilter(logging.Filter):
+    """Mask credentials in any URI a log line mentions, for every handler (console, file, Prefect API)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.tracking import redact_text
+
+        msg = record.getMessage()
+        clean = redact_text(msg)
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = str(record.exc_info[1])
+            if redact_text(text) != text:
+                record.exc_info, record.exc_text = None, None  # a traceback would repeat the secret
+        return True
+
+
 def install_log_filters(verbose: bool) -> None:
     """Keep the console readable; keep every traceback in the debug log file."""
     from prefect import flow  # noqa: F401 - importing prefect.main configures its log handlers first
@@ -76,6 +93,10 @@ def install_log_filters(verbose: bool) -> None:
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("", "prefect"):
         logging.getLogger(name).addHandler(file_handler)
+    redact = _RedactFilter()
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(redact)
     if verbose:
         return
     for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent"):

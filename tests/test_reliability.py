@@ -1,0 +1,219 @@
+"""Faults injected for real: a tracking server that is down, a killed process, concurrent runs,
+retried flow runs, hostile partition values, credentials in URIs, and random malformed input."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flows.evaluate import evaluate_flow
+from flows.settings import EvaluateSettings
+from tests.conftest import make_frame, write_hive
+from tests.test_servers import _free_port, _stop, _wait_http
+
+REPO = Path(__file__).resolve().parents[1]
+ALLOWED_KEY = re.compile(r"^[/\w.\- :]*$")
+
+
+def _cli(args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+
+
+def _last(proc):
+    return [l for l in proc.stderr.splitlines() if l.strip()][-1]
+
+
+def _start_mlflow(port: int, home: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", (home / "artifacts").as_uri()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    _wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return proc
+
+
+def test_tracking_server_down_then_back(prefect_server, hive_data, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "MLFLOW_TRACKING_URI": f"http://user:s3cret@127.0.0.1:{port}?token=abc123"}
+    args = ["evaluate", str(hive_data), "--label", "label", "--features", "a,b,c"]
+    down = _cli(args, env)
+    assert down.returncode == 4, down.stderr
+    last = _last(down)
+    assert last.startswith("bce-eval: error: could not log to MLflow") and "results are saved in" in last
+    assert "s3cret" not in down.stderr + down.stdout and "abc123" not in down.stderr + down.stdout
+    saved = Path(re.search(r"saved in (\S+\.json)", last).group(1))
+    assert saved.exists()
+
+    server = _start_mlflow(port, tmp_path)
+    try:
+        env["MLFLOW_TRACKING_URI"] = f"http://user:s3cret@127.0.0.1:{port}"  # a query string is no valid MLflow base URI
+        back = _cli(args, env)
+        assert back.returncode == 0, back.stderr
+        run_id = back.stdout.split("MLflow run ")[1].split()[0]
+        run = mlflow.MlflowClient(f"http://127.0.0.1:{port}").get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["partitions_reused"] == 4 and run.data.metrics["partitions_computed"] == 0
+        assert "s3cret" not in str(run.data.params) + str(run.data.tags)
+    finally:
+        _stop(server)
+
+
+def test_killed_process_is_recovered_and_rerun_is_identical(prefect_server, mlflow_uri, tmp_path):
+    root = write_hive(tmp_path / "big", {f"p{i:02d}": make_frame(40_000, i) for i in range(24)})
+    reference = evaluate_flow(EvaluateSettings(data=str(root), label="label", features=["a", "b", "c"], cache=False))
+    model_uri = f"runs:/{reference.run_id}/model"
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "MLFLOW_TRACKING_URI": mlflow_uri, "BCE_EVAL_CACHE": str(tmp_path / "kcache")}
+    args = ["evaluate", str(root), "--label", "label", "--model-uri", model_uri, "--chunk-rows", "40000"]
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = tmp_path / "kcache"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(cache.rglob("*.record.parquet"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cached_before = len(list(cache.rglob("*.record.parquet")))
+    assert 0 < cached_before < 24
+
+    # a run of the same evaluation left RUNNING by a process that no longer exists
+    client = mlflow.MlflowClient()
+    exp_id = client.get_experiment_by_name("bce-evaluation").experiment_id
+    key = client.get_run(reference.run_id).data.tags["bce_eval.evaluation_key"]
+    dead = subprocess.Popen(["true"]); dead.wait()
+    stale = client.create_run(exp_id, tags={"bce_eval.evaluation_key": key, "bce_eval.host": socket.gethostname(), "bce_eval.pid": str(dead.pid)})
+    # same settings as the reference (fitted, with the same coefficients) so the key matches
+    again = evaluate_flow(EvaluateSettings(data=str(root), label="label", features=["a", "b", "c"], cache=False))
+    assert client.get_run(stale.info.run_id).info.status == "FAILED"
+    assert "died" in client.get_run(stale.info.run_id).data.tags["bce_eval.recovered"]
+    assert again.overall["bce"] == reference.overall["bce"]
+
+    rerun = _cli(args, env)
+    assert rerun.returncode == 0, rerun.stderr
+    run = client.get_run(rerun.stdout.split("MLflow run ")[1].split()[0])
+    assert run.data.metrics["partitions_reused"] >= cached_before
+    assert run.data.metrics["bce"] == pytest.approx(reference.overall["bce"], rel=1e-12)
+
+
+def test_retried_flow_run_reuses_its_run(mlflow_uri):
+    from tasks.tracking import RunContent, log_evaluation
+
+    content = RunContent(experiment="idem", run_name="r", metrics={"bce": 0.5}, tags={"prefect.flow_run_id": "fr-123"})
+    first, _ = log_evaluation(content, mlflow_uri)
+    second, _ = log_evaluation(content, mlflow_uri)
+    assert first == second
+    exp = mlflow.MlflowClient().get_experiment_by_name("idem")
+    assert len(mlflow.MlflowClient().search_runs([exp.experiment_id])) == 1
+
+
+def _eight(args_for, env) -> list[subprocess.CompletedProcess]:
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", *args_for(i)], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    return [(p, *p.communicate(timeout=600)) for p in procs]
+
+
+def test_eight_at_once_on_a_fresh_sqlite_store_with_temporary_servers(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", PREFECT_HOME=str(tmp_path / "ph"))
+    data = str(REPO / "data" / "demo")
+    results = _eight(lambda i: ["evaluate", data, "--label", "label", "--features", "f1,f2,f3", "--run-name", f"c{i}"], env)
+    for proc, out, err in results:
+        assert proc.returncode == 0, err[-2000:]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("bce-evaluation").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"c{i}" for i in range(8)]
+    assert all(r.info.status == "FINISHED" and len([k for k in r.data.metrics if k.startswith("bce_by_partition/")]) == 6 for r in runs)
+
+
+def test_eight_at_once_against_one_mlflow_server(prefect_server, tmp_path):
+    port = _free_port()
+    server = _start_mlflow(port, tmp_path)
+    try:
+        env = {**os.environ, "PREFECT_API_URL": prefect_server, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        data = str(REPO / "data" / "demo")
+        results = _eight(lambda i: ["evaluate", data, "--label", "label", "--features", "f1,f2,f3", "--run-name", f"s{i}"], env)
+        for proc, out, err in results:
+            assert proc.returncode == 0, err[-2000:]
+        client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+        runs = client.search_runs([client.get_experiment_by_name("bce-evaluation").experiment_id])
+        assert sorted(r.info.run_name for r in runs) == [f"s{i}" for i in range(8)]
+        assert all(r.info.status == "FINISHED" for r in runs)
+        assert all(any(a.path == "bce_by_partition.json" for a in client.list_artifacts(r.info.run_id)) for r in runs)
+    finally:
+        _stop(server)
+
+
+HOSTILE = ["a b", "ünïcødé", "..x", "x" * 200, "North", "north", "%2Fslash", "semi;colon", "tab\tch"]
+
+
+def test_hostile_partition_values(prefect_server, mlflow_uri, tmp_path):
+    parts = {v: make_frame(60, i) for i, v in enumerate(HOSTILE)}
+    root = tmp_path / "hostile"
+    for value, df in parts.items():
+        folder = root / f"region={value}"
+        folder.mkdir(parents=True)
+        df.write_parquet(folder / "part-0.parquet")
+    ev = evaluate_flow(EvaluateSettings(data=str(root), label="label", features=["a", "b", "c"]))
+    run = mlflow.MlflowClient().get_run(ev.run_id)
+    keys = [k for k in run.data.metrics if k.startswith("bce_by_partition/")]
+    assert len(keys) == len(HOSTILE) and all(ALLOWED_KEY.match(k) and len(k) <= 250 for k in keys)
+    from urllib.parse import unquote
+
+    assert sorted(ev.table.get_column("region").to_list()) == sorted(unquote(v) for v in HOSTILE)
+    artifacts_root = Path(mlflow_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    written = [p for p in artifacts_root.rglob("*") if p.is_file()]
+    assert written and all(str(p.resolve()).startswith(str(artifacts_root.resolve())) for p in written)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_malformed_input_is_a_result_or_one_clear_error(tmp_path_factory, data):
+    """Random schemas, types, nulls, NaN/inf and layouts: a correct BCE or an InputError, nothing else."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from tasks.dataset import collect_training_data, discover_dataset, group_files
+    from tasks.errors import InputError
+    from tasks.model import make_scorer
+    from tasks.reduce import reduce_chunk, summarize_records
+
+    root = tmp_path_factory.mktemp("fuzz")
+    n_parts = data.draw(st.integers(1, 3))
+    label_kind = data.draw(st.sampled_from(["int", "float", "bool", "str", "bad_int"]))
+    for i in range(n_parts):
+        n = data.draw(st.integers(0, 12))
+        vals = data.draw(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.none()), min_size=n, max_size=n))
+        ys = data.draw(st.lists(st.sampled_from([0, 1]), min_size=n, max_size=n))
+        label = {"int": ys, "float": [float(v) for v in ys], "bool": [bool(v) for v in ys], "str": [str(v) for v in ys], "bad_int": [v * 2 for v in ys]}[label_kind]
+        df = pl.DataFrame({"x": pl.Series(vals, dtype=pl.Float64), "y": label})
+        if data.draw(st.booleans()):
+            df = df.with_columns(pl.col("x").cast(pl.String))
+        folder = root / f"k={i}"
+        folder.mkdir()
+        df.write_parquet(folder / "p.parquet")
+    try:
+        ds = discover_dataset(root, "y", ["x"])
+        X, y = collect_training_data(ds)
+        model = LogisticRegression().fit(X, y)
+        records, hists = [], []
+        for chunk in group_files(ds, 5):
+            r, h = reduce_chunk(ds, make_scorer(model, ("x",)), chunk)
+            records.append(r)
+            hists.append(h)
+        _, overall = summarize_records(records, hists, ["k"])
+    except InputError as exc:
+        msg = str(exc)
+        assert "\n" not in msg and len(msg) < 600
+        return
+    assert overall["bce"] == pytest.approx(log_loss(y, model.predict_proba(X)[:, 1]), rel=1e-9)
