@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         (inc_root / f"part={args.partitions}").mkdir()
         new.write_parquet(inc_root / f"part={args.partitions}" / "data.parquet")
         inc_t = _run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri], cache_env)[0]
-        results["incremental"] = {"full_s": round(full_t, 2), "one_new_partition_s": round(inc_t, 2), "ratio": round(inc_t / full_t, 3)}
+        results["incremental"] = {"full_s": round(full_t, 2), "one_new_partition_s": round(inc_t, 2)}
         shutil.rmtree(inc_root, ignore_errors=True)
 
         print("timing fixed costs ...", flush=True)
@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         empty = [sys.executable, "-c", "from prefect import flow, task\n@task\ndef t(): return 1\n@flow\ndef f(): return t()\nf()"]
         results["fixed_cost_temporary_server_s"] = round(min(_run(tiny_cmd, temp_env)[0] for _ in range(args.repeats)), 2)
         results["empty_flow_temporary_server_s"] = round(min(_run(empty, temp_env)[0] for _ in range(args.repeats)), 2)
+        fixed = results["fixed_cost_with_server_s"]
+        inc = results["incremental"]
+        # marginal = wall time minus the fixed cost of a run on a tiny dataset, both with the server up
+        inc["marginal_ratio"] = round(max(inc["one_new_partition_s"] - fixed, 0.0) / max(inc["full_s"] - fixed, 1e-9), 3)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -262,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['fixed_cost_temporary_server_s']} s with the temporary server vs "
           f"{r['empty_flow_temporary_server_s']} s for an empty flow with one task")
     inc = r["incremental"]
-    print(f"  incremental: one new partition of {args.partitions + 1}: {inc['one_new_partition_s']} s vs a full run {inc['full_s']} s "
-          f"({inc['ratio']}x, target <= 0.1 of the marginal cost)")
+    print(f"  incremental: one new partition of {args.partitions + 1}: {inc['one_new_partition_s']} s vs a full run {inc['full_s']} s; "
+          f"marginal cost (minus the fixed cost) {inc['marginal_ratio']}x of a full run's (target <= 0.1)")
     return 0
 
 

@@ -1,7 +1,8 @@
 """``bce-eval``: the command line. Each subcommand imports only what it needs.
 
 Exit codes: 0 success, 2 bad input (one line naming the file, column or value), 3 a quality gate
-failed, 1 an internal error (the traceback is in the debug log, or shown with ``--verbose``).
+failed, 4 MLflow unreachable after retries (results saved locally), 1 an internal error (the
+traceback is in the debug log, or shown with ``--verbose``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def _add_evaluate_options(p: Any) -> None:
     p.add_argument("--fit", choices=["sklearn", "streaming"], default="sklearn", help="streaming: exact L-BFGS fit over chunks, for data larger than memory")
     p.add_argument("--dask", metavar="ADDRESS", help="run the partition work on Dask: a scheduler address (tcp://host:8786) or 'local'")
     p.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local (default 2)")
+    p.add_argument("--audit", action="store_true", help="one more pass: BCE three ways (exact, sklearn's and Keras' clipping), saturation, calibration split, largest losses")
     p.add_argument("--full", action="store_true", help="recompute every partition, ignoring cached results")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the per-partition cache")
     p.add_argument("--auc", choices=["exact", "off"], default="exact", help="ROC AUC: exact per partition (a sort per partition), or off for speed")
@@ -55,7 +57,9 @@ def _add_evaluate_options(p: Any) -> None:
     gate.add_argument("--max-partition-bce", type=float, help="fail when any partition's BCE exceeds this")
     gate.add_argument("--max-regression", type=float, help="fail when BCE exceeds the baseline run's by more than this")
     gate.add_argument("--baseline-run", help="MLflow run id of the baseline evaluation (for --max-regression)")
-    gate.add_argument("--min-rows", type=int, default=1, help="partitions with fewer rows are reported, not judged")
+    gate.add_argument("--min-rows", type=int, default=1, help="partitions with fewer rows are reported as too small, not judged")
+    gate.add_argument("--min-class-rows", type=int, default=0, help="partitions with fewer positives or negatives are too small to judge")
+    gate.add_argument("--judge-on", choices=["interval", "point"], default="interval", help="fail a partition when its whole 95%% interval is above the threshold (default), or its point BCE")
 
 
 def _evaluate_settings(args: argparse.Namespace) -> Any:
@@ -95,6 +99,7 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         chunk_rows=args.chunk_rows,
         auc=args.auc,
         full=args.full,
+        audit=args.audit,
         cache=not args.no_cache,
         fit=args.fit,
         dask=args.dask,
@@ -110,6 +115,8 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
             max_regression=args.max_regression,
             baseline_run_id=args.baseline_run,
             min_rows=args.min_rows,
+            min_class_rows=args.min_class_rows,
+            judge_on=args.judge_on,
         ),
     )
 

@@ -15,7 +15,8 @@ from prefect.utilities.annotations import quote
 from flows.settings import EvaluateSettings
 from tasks.errors import GateFailed
 from tasks.fit_streaming import fit_logistic_streaming_task
-from tasks.gates import check_gates_task, read_baseline_task
+from tasks.gates import check_gates_task, read_baseline_task, with_verdicts
+from tasks.audit import audit_chunk_task, summarize_audit_task
 from tasks.cache import evaluation_key, load_cached_task, partition_keys, save_results_task, store_records_task
 from tasks.dataset import collect_training_data_task, discover_dataset_task, files_by_partition, group_files
 from tasks.model import (
@@ -32,6 +33,7 @@ from tasks.reduce import reduce_chunk_task, summarize_records_task
 from tasks.report import (
     Evaluation,
     ModelInfo,
+    add_audit,
     build_evaluation_log_task,
     publish_prefect_artifacts_task,
     with_partition_label,
@@ -124,6 +126,13 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     table = with_partition_label(table, dataset.partition_by)
     baseline = read_baseline_task(settings.gates.baseline_run_id, tracking_uri) if settings.gates.baseline_run_id else None
     verdict = check_gates_task(table, overall, settings.gates, baseline) if settings.gates.active else None
+    table = with_verdicts(table, verdict)
+
+    # 5b. the optional audit: one more pass over every partition
+    audit = None
+    if settings.audit:
+        parts = [audit_chunk_task(quote(dataset), scorer, quote(chunk)) for chunk in group_files(dataset, settings.chunk_rows)]
+        audit = summarize_audit_task([a for a, _, _ in parts], [b for _, b, _ in parts], [t for _, _, t in parts], list(dataset.partition_by), table)
 
     # 6. report: plots, the MLflow run, Prefect artifacts
     eval_key = evaluation_key(dataset, scorer, settings.model_dump(mode="json"))
@@ -154,6 +163,8 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
         },
         register=(settings.register_name, settings.register_alias) if settings.register_name else None,
     )
+    if audit is not None:
+        add_audit(log, audit, overall)
     log.results_path = save_results_task(eval_key, table, overall)
     run_id, experiment_id = log_evaluation_task(log, tracking_uri)
     evaluation = Evaluation(table, overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample)

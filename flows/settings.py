@@ -26,6 +26,7 @@ class EvaluateSettings(BaseModel):
     fit: Literal["sklearn", "streaming"] = Field(default="sklearn", description="sklearn: in memory; streaming: exact L-BFGS over chunks, bounded memory.")
     dask: str | None = Field(default=None, description="Run the partition work on Dask: a scheduler address, or 'local' for a local cluster.")
     dask_workers: int = Field(default=2, ge=1, description="Workers of a local Dask cluster.")
+    audit: bool = Field(default=False, description="One more pass: BCE three ways, saturation, calibration split, largest losses.")
     cache: bool = Field(default=True, description="Reuse and store per-partition results (keyed by model, file content, metric version).")
     full: bool = Field(default=False, description="Ignore cached results (they are still written).")
     auc: Literal["exact", "off"] = Field(default="exact", description="ROC AUC per partition (exact ranks) and overall (histogram), or off: it costs a sort.")

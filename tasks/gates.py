@@ -7,7 +7,7 @@ only then does the flow fail, naming the partitions at fault.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, Field
@@ -24,7 +24,12 @@ class GateSettings(BaseModel):
         default=None, ge=0, description="Fail when BCE exceeds the baseline's by more than this (overall or per partition)."
     )
     baseline_run_id: str | None = Field(default=None, description="The MLflow run whose BCE is the baseline.")
-    min_rows: int = Field(default=1, ge=1, description="Partitions with fewer rows are reported, not judged.")
+    min_rows: int = Field(default=1, ge=1, description="Partitions with fewer rows are reported as too small, not judged.")
+    min_class_rows: int = Field(default=0, ge=0, description="Partitions with fewer positives or negatives are too small to judge.")
+    judge_on: Literal["interval", "point"] = Field(
+        default="interval",
+        description="interval: a partition fails only when its whole 95% BCE interval is above the threshold; point: when its BCE is.",
+    )
 
     @property
     def active(self) -> bool:
@@ -39,6 +44,7 @@ class GateResult:
     failures: list[str] = field(default_factory=list)
     partitions: list[str] = field(default_factory=list)
     too_small: list[str] = field(default_factory=list)
+    verdicts: dict[str, str] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
@@ -66,16 +72,29 @@ def check_gates(
     """
     failures: list[str] = []
     at_fault: list[str] = []
-    judged = table.filter(pl.col("n_rows") >= gates.min_rows)
-    too_small = table.filter(pl.col("n_rows") < gates.min_rows).get_column("partition").to_list() if "partition" in table.columns else []
+    if "partition" not in table.columns:
+        table = table.with_columns(pl.lit("all").alias("partition"))
+    small = (pl.col("n_rows") < gates.min_rows) | (
+        pl.min_horizontal(pl.col("n_pos"), pl.col("n_rows") - pl.col("n_pos")) < gates.min_class_rows
+    )
+    judged = table.filter(~small)
+    too_small = table.filter(small).get_column("partition").to_list()
+    verdicts = {p: "too small" for p in too_small}
+    verdicts.update({p: "passed" for p in judged.get_column("partition").to_list()})
     if gates.max_bce is not None and overall["bce"] > gates.max_bce:
         failures.append(f"overall BCE {overall['bce']:.4f} > {gates.max_bce}")
-    if gates.max_partition_bce is not None and "partition" in table.columns:
-        bad = judged.filter(pl.col("bce") > gates.max_partition_bce).sort("bce", descending=True)
+    if gates.max_partition_bce is not None:
+        z = 1.959963984540054
+        measure = pl.col("bce") - z * pl.col("bce_se") if gates.judge_on == "interval" else pl.col("bce")
+        bad = judged.filter(measure > gates.max_partition_bce).sort("bce", descending=True)
         if bad.height:
-            names = [f"{p} ({b:.4f})" for p, b in bad.select("partition", "bce").iter_rows()]
-            failures.append(f"{bad.height} partition(s) with BCE > {gates.max_partition_bce}: " + ", ".join(names[:20]))
+            how = "whose 95% interval lies above" if gates.judge_on == "interval" else "with BCE above"
+            names = [
+                f"{p} ({b:.4f} [{b - z * se:.4f}, {b + z * se:.4f}])" for p, b, se in bad.select("partition", "bce", "bce_se").iter_rows()
+            ]
+            failures.append(f"{bad.height} partition(s) {how} {gates.max_partition_bce}: " + ", ".join(names[:20]))
             at_fault.extend(bad.get_column("partition").to_list())
+            verdicts.update({p: "failed" for p in bad.get_column("partition").to_list()})
     if gates.max_regression is not None and baseline is not None:
         delta = overall["bce"] - baseline["bce"]
         if delta > gates.max_regression:
@@ -92,7 +111,16 @@ def check_gates(
                     + ", ".join(f"{p} (+{d:.4f})" for p, d in worse[:20])
                 )
                 at_fault.extend(p for p, _ in worse if p not in at_fault)
-    return GateResult(not failures, failures, at_fault, too_small)
+                verdicts.update({p: "failed" for p, _ in worse})
+    return GateResult(not failures, failures, at_fault, too_small, verdicts)
+
+
+def with_verdicts(table: pl.DataFrame, result: "GateResult | None") -> pl.DataFrame:
+    """The table with the gate's ``verdict`` per partition (``not judged`` without a gate)."""
+    if result is None:
+        return table.with_columns(pl.lit("not judged").alias("verdict"))
+    names = table.get_column("partition") if "partition" in table.columns else pl.Series(["all"] * table.height)
+    return table.with_columns(pl.Series("verdict", [result.verdicts.get(p, "not judged") for p in names.to_list()]))
 
 
 def read_baseline(run_id: str, tracking_uri: str) -> dict[str, Any]:

@@ -290,6 +290,8 @@ def finalize_table(merged: pl.DataFrame, min_rows_for_auc: int = 1) -> pl.DataFr
     df = merged.with_columns(
         (pl.col("sum_loss") / n).alias("bce"),
         (var.sqrt() / n.sqrt()).alias("bce_se"),
+        (pl.col("sum_loss") / n - 1.959963984540054 * var.sqrt() / n.sqrt()).alias("bce_low"),
+        (pl.col("sum_loss") / n + 1.959963984540054 * var.sqrt() / n.sqrt()).alias("bce_high"),
         (n_pos / n).alias("positive_rate"),
         (pl.col("n_correct") / n).alias("accuracy"),
         (pl.col("sum_brier") / n).alias("brier"),

@@ -16,7 +16,7 @@ from tasks.tracking import DatasetRef, EvaluationLog, metric_key_suffix, partiti
 
 OVERALL_METRICS = ("bce", "bce_se", "accuracy", "brier", "positive_rate", "mean_predicted", "roc_auc", "roc_auc_bound", "bce_pos", "bce_neg")
 TABLE_COLUMNS = (
-    "n_rows", "n_pos", "bce", "bce_se", "positive_rate", "accuracy", "roc_auc", "brier",
+    "n_rows", "n_pos", "bce", "bce_low", "bce_high", "verdict", "bce_se", "positive_rate", "accuracy", "roc_auc", "brier",
     "mean_predicted", "bce_pos", "bce_neg", "n_saturated", "note",
 )
 
@@ -128,10 +128,12 @@ def run_link(ev: Evaluation) -> str:
 def format_table(table: pl.DataFrame, limit: int) -> str:
     """The worst ``limit`` partitions as aligned text."""
     t = table.sort("bce", descending=True).head(limit)
-    rows = [("partition", "rows", "BCE", "accuracy", "ROC AUC", "note")]
+    rows = [("partition", "rows", "BCE", "95% interval", "accuracy", "ROC AUC", "gate", "note")]
     for r in t.iter_rows(named=True):
         auc = "" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}"
-        rows.append((str(r["partition"]), f"{r['n_rows']:,}", f"{r['bce']:.4f}", f"{r['accuracy']:.3f}", auc, r["note"]))
+        ci = f"[{r['bce_low']:.3f}, {r['bce_high']:.3f}]" if r.get("bce_low") is not None else ""
+        verdict = r.get("verdict", "")
+        rows.append((str(r["partition"]), f"{r['n_rows']:,}", f"{r['bce']:.4f}", ci, f"{r['accuracy']:.3f}", auc, "" if verdict == "not judged" else verdict, r["note"]))
     widths = [min(40, max(len(row[i]) for row in rows)) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c[:40].ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -223,7 +225,7 @@ def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str, v
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rows = ev.table.sort("bce", descending=True).head(500)
-    cols = [*(ev.partition_by or ("partition",)), "n_rows", "bce", "accuracy", "roc_auc", "note"]
+    cols = [*(ev.partition_by or ("partition",)), "n_rows", "bce", "bce_low", "bce_high", "verdict", "accuracy", "roc_auc", "note"]
     create_table_artifact(
         key="bce-by-partition",
         table=[{c: _clean(r[c]) for c in cols} for r in rows.iter_rows(named=True)],
@@ -356,3 +358,17 @@ def comparison_content(
         ),
         tables={"bce_comparison.json": {c: [_clean(v) for v in out.get_column(c).to_list()] for c in out.columns}},
     )
+
+
+def add_audit(log: EvaluationLog, audit: tuple[pl.DataFrame, pl.DataFrame], overall: dict[str, Any]) -> None:
+    """Put the BCE audit into the run: two tables and the overall figures under the three rules."""
+    table, top = audit
+    n = table.get_column("n_rows").sum()
+    for col in ("bce_sklearn_clip", "bce_keras_clip", "bce_recalibrated"):
+        value = float((table.get_column(col) * table.get_column("n_rows")).sum() / n)
+        log.metrics[col] = value
+        overall[col] = value
+    log.metrics["n_p_zero"] = float(table.get_column("n_p_zero").sum())
+    log.metrics["n_p_one"] = float(table.get_column("n_p_one").sum())
+    log.tables["bce_audit.json"] = {c: [_clean(v) for v in table.get_column(c).to_list()] for c in table.columns}
+    log.tables["largest_losses.json"] = {c: [_clean(v) for v in top.get_column(c).to_list()] for c in top.columns}

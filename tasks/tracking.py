@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import socket
@@ -252,7 +253,11 @@ def _log_run_content(client: Any, run_id: str, experiment_id: str, content: RunC
             tags.append(RunTag("mlflow.note.content", content.description))
         client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
         for name, table in content.tables.items():
-            client.log_table(run_id, data=table, artifact_file=name)
+            client.log_table(run_id, data=table, artifact_file=name)  # registers it as a table for the UI
+            # ... then the same table at full precision (log_table's JSON keeps 10 digits)
+            cols = list(table)
+            rows = [list(r) for r in zip(*(table[c] for c in cols))]
+            client.log_text(run_id, json.dumps({"columns": cols, "data": rows}), artifact_file=name)
         for name, fig in content.figures.items():
             client.log_figure(run_id, fig, artifact_file=name)
         _close_figures(content.figures)
