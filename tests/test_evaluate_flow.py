@@ -146,7 +146,7 @@ def test_gate_fails_after_logging_the_whole_run(prefect_server, mlflow_uri, hive
     from tasks.errors import GateFailed
     from tasks.gates import GateSettings
 
-    with pytest.raises(GateFailed, match=r"partition\(s\) with BCE > 0.01: .*region=") as info:
+    with pytest.raises(GateFailed, match=r"4 partition\(s\) whose 95% interval lies above 0.01: .*region=") as info:
         evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], gates=GateSettings(max_partition_bce=0.01)))
     run = mlflow.MlflowClient().get_run(info.value.evaluation.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["quality_gate"] == "failed"
