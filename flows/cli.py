@@ -163,7 +163,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         CompareSettings(
             data=args.data, label=args.label, champion=args.champion, challenger=args.challenger,
             features=args.features, partition_by=args.partition_by, experiment=args.experiment,
-            promote=args.promote, margin=args.margin, min_rows=args.min_rows,
+            promote=args.promote, margin=args.margin, min_rows=args.min_rows, max_regression=args.max_regression,
         )
     )
     o = out["overall"]
@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--promote", action="store_true", help="move the champion alias to the challenger when it is better by --margin")
     cmp_.add_argument("--margin", type=float, default=0.0, help="required BCE improvement (default 0)")
     cmp_.add_argument("--min-rows", type=int, default=30, help="partitions with fewer rows get no verdict")
+    cmp_.add_argument("--max-regression", type=float, help="gate: exit 3 when the challenger is surely worse by more than this (paired interval)")
     ui = sub.add_parser("ui", help="start MLflow's UI on the local store (127.0.0.1 by default)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

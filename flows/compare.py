@@ -4,7 +4,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.settings import CompareSettings
-from tasks.compare import reduce_paired_chunk_task, should_promote, summarize_comparison_task
+from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
+from tasks.errors import GateFailed
 from tasks.dataset import discover_dataset_task, group_files
 from tasks.model import describe_model_task, load_model_task, make_scorer, model_features_task
 from tasks.report import comparison_content, with_partition_label
@@ -32,14 +33,23 @@ def compare_flow(settings: CompareSettings) -> dict:
     table, overall = summarize_comparison_task(records, list(dataset.partition_by), settings.min_rows)
     table = with_partition_label(table, dataset.partition_by)
 
-    promote, reason = should_promote(overall, settings.margin) if settings.promote else (False, "promotion not requested")
+    regressions = check_regression(table, overall, settings.max_regression) if settings.max_regression is not None else []
+    promote, reason = should_promote(overall, settings.margin) if settings.promote and not regressions else (False, "promotion not requested" if not regressions else "the challenger regressed")
     content = comparison_content(
         dataset, table, overall, settings.experiment, settings.run_name, champion_info, challenger_info, reason,
         str(flow_run.get_id() or ""),
     )
+    content.tags["quality_gate"] = "failed" if regressions else ("passed" if settings.max_regression is not None else "not set")
     run_id, experiment_id = log_evaluation_task(content, tracking_uri)
     if promote:
         name, version = move_alias_task(settings.challenger, settings.champion, settings.alias, run_id, tracking_uri)
         logger.info(f"moved alias {settings.alias!r} of {name} to version {version}: {reason}")
+    result = {"run_id": run_id, "experiment_id": experiment_id, "overall": overall, "table": table, "promoted": promote, "reason": reason}
+    if regressions:
+        raise GateFailed(
+            f"quality gate failed: the challenger's BCE is higher by more than {settings.max_regression} (paired 95% interval) in: "
+            + ", ".join(regressions[:20]),
+            result,
+        )
     logger.info(f"BCE difference (challenger − champion) {overall['bce_diff']:+.5f}, 95% CI [{overall['bce_diff_low']:+.5f}, {overall['bce_diff_high']:+.5f}]")
-    return {"run_id": run_id, "experiment_id": experiment_id, "overall": overall, "table": table, "promoted": promote, "reason": reason}
+    return result

@@ -73,6 +73,9 @@ class CompareSettings(BaseModel):
     margin: float = Field(default=0.0, ge=0, description="Required BCE improvement (the interval's upper bound below −margin).")
     alias: str = "champion"
     min_rows: int = Field(default=30, ge=2, description="Partitions with fewer rows get no verdict.")
+    max_regression: float | None = Field(
+        default=None, ge=0, description="Gate: fail when the challenger is surely worse (95% paired interval) by more than this, overall or in a partition."
+    )
     chunk_rows: int = Field(default=4_000_000, gt=0)
 
     @field_validator("features", "partition_by", mode="before")

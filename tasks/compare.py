@@ -104,5 +104,21 @@ def should_promote(overall: dict[str, Any], margin: float) -> tuple[bool, str]:
     return False, f"the 95% interval of the BCE difference reaches {hi:+.4f}, not below −{margin}"
 
 
+def check_regression(table: pl.DataFrame, overall: dict[str, Any], max_regression: float) -> list[str]:
+    """Where the challenger is worse than the baseline by more than ``max_regression`` with 95% confidence.
+
+    Judged on the paired interval: a partition fails only when the lower bound of its BCE difference
+    exceeds the allowance; partitions marked ``too small`` are never judged.
+    """
+    at_fault = []
+    if overall["verdict"] != "too small" and overall["bce_diff_low"] > max_regression:
+        at_fault.append(f"overall (+{overall['bce_diff']:.4f} [{overall['bce_diff_low']:+.4f}, {overall['bce_diff_high']:+.4f}])")
+    label = "partition" if "partition" in table.columns else None
+    for r in table.iter_rows(named=True):
+        if r["verdict"] != "too small" and r["bce_diff_low"] > max_regression and label:
+            at_fault.append(f"{r[label]} (+{r['bce_diff']:.4f} [{r['bce_diff_low']:+.4f}, {r['bce_diff_high']:+.4f}])")
+    return at_fault
+
+
 reduce_paired_chunk_task = as_task(reduce_paired_chunk, name="reduce-paired-chunk")
 summarize_comparison_task = as_task(summarize_comparison, name="merge-paired-records")

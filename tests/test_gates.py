@@ -49,3 +49,32 @@ def test_min_class_rows_marks_one_sided_partitions_too_small():
     table = pl.DataFrame({"partition": ["a", "b"], "n_rows": [500, 500], "n_pos": [2, 250], "bce": [0.9, 0.9], "bce_se": [0.01, 0.01]})
     result = check_gates(table, {"bce": 0.9}, GateSettings(max_partition_bce=0.5, min_class_rows=10))
     assert result.verdicts == {"a": "too small", "b": "failed"}
+
+
+def test_regression_gate_against_a_baseline_model_uses_paired_differences(prefect_server, mlflow_uri, hive_data):
+    import mlflow
+
+    from flows.compare import compare_flow
+    from flows.settings import CompareSettings
+
+    good = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"]))
+    weak = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], model_params={"C": 0.001}))
+    base = dict(data=str(hive_data), label="label", champion=f"runs:/{good.run_id}/model", challenger=f"runs:/{weak.run_id}/model")
+    with pytest.raises(GateFailed, match=r"challenger's BCE is higher by more than 0.0 .*overall") as info:
+        compare_flow(CompareSettings(**base, max_regression=0.0))
+    result = info.value.evaluation
+    run = mlflow.MlflowClient().get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["quality_gate"] == "failed"
+    # the paired interval of the overall difference, recomputed from the two runs' per-row losses
+    df = pl.read_parquet(hive_data, hive_partitioning=True)
+    X, y = df.select("a", "b", "c").to_numpy(), df.get_column("label").to_numpy()
+    losses = []
+    for ev in (good, weak):
+        z = mlflow.sklearn.load_model(f"runs:/{ev.run_id}/model").decision_function(X)
+        losses.append(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
+    d = losses[1] - losses[0]
+    assert result["overall"]["bce_diff"] == pytest.approx(d.mean(), rel=1e-9)
+    assert result["overall"]["bce_diff_low"] == pytest.approx(d.mean() - 1.959963984540054 * d.std(ddof=1) / math.sqrt(len(d)), rel=1e-9)
+    # a generous allowance passes
+    ok = compare_flow(CompareSettings(**base, max_regression=1.0))
+    assert ok["overall"]["bce_diff"] > 0

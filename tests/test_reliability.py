@@ -217,3 +217,37 @@ def test_random_malformed_input_is_a_result_or_one_clear_error(tmp_path_factory,
         assert "\n" not in msg and len(msg) < 600
         return
     assert overall["bce"] == pytest.approx(log_loss(y, model.predict_proba(X)[:, 1]), rel=1e-9)
+
+
+def test_tracking_server_returning_errors(prefect_server, hive_data, tmp_path):
+    """A server that answers every request with 503: bounded retries, then exit 4 and the results file."""
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def _fail(self):
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "maintenance"}')
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _fail
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "PREFECT_API_URL": prefect_server, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{server.server_address[1]}"}
+        start = time.monotonic()
+        proc = _cli(["evaluate", str(hive_data), "--label", "label", "--features", "a,b,c"], env)
+        elapsed = time.monotonic() - start
+    finally:
+        server.shutdown()
+    assert proc.returncode == 4, proc.stderr
+    last = _last(proc)
+    assert last.startswith("bce-eval: error: could not log to MLflow") and "results are saved in" in last
+    assert Path(re.search(r"saved in (\S+\.json)", last).group(1)).exists()
+    assert elapsed < 180  # bounded: MLflow's retries, then the task's 3 retries, then the error
+    assert "Traceback" not in proc.stderr
