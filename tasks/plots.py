@@ -111,7 +111,7 @@ def plot_log_loss_curve(sample: pl.DataFrame):
 def plot_partition_bce(table: pl.DataFrame, label_col: str, overall: float, max_bars: int = 60):
     """Per-partition BCE as bars (the worst ``max_bars`` when there are more), overall as a line."""
     t = table.sort("bce", descending=True).head(max_bars)
-    labels = t.get_column(label_col).cast(pl.String).to_list()
+    labels = [v if len(v) <= 32 else v[:29] + "…" for v in t.get_column(label_col).cast(pl.String).to_list()]
     fig, ax = _figure(figsize=(max(6, 0.35 * len(labels) + 2), 4.5))
     ax.bar(range(len(labels)), t.get_column("bce").to_numpy(), color="#1f77b4")
     ax.axhline(overall, color="k", linestyle="--", label=f"overall {overall:.4f}")
