@@ -18,11 +18,7 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 
-from tasks.bce import (
-    loss_expr_from_logits,
-    loss_expr_from_probabilities,
-    proba_expr_from_logits,
-)
+from tasks.bce import PROBA_EPS, loss_expr_from_probabilities
 from tasks.dataset import DataFile, Dataset, scan_files
 from tasks._prefect import as_task
 from tasks.errors import InputError
@@ -46,7 +42,9 @@ METRIC_VERSION = "1"
 
 HIST_BINS = 4096
 
-_S, _Y, _L, _P = "__score", "__y", "__loss", "__p"
+_S, _Y, _L, _E = "__score", "__y", "__loss", "__e"
+#: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
+SATURATED_LOGIT = 36.04365338911715
 
 
 def _score_columns(scorer: Scorer, label: str) -> list[pl.Expr]:
@@ -60,14 +58,29 @@ def _score_columns(scorer: Scorer, label: str) -> list[pl.Expr]:
 
 
 def _loss_columns(kind: str) -> list[pl.Expr]:
+    """The row's loss (and, for a logit, e = exp(−|z|), computed once for the loss and for σ(z))."""
     s, y = pl.col(_S), pl.col(_Y)
     if kind == "logit":
-        # one exp per row serves both the loss and σ(z): e = exp(−|z|)
-        e = (-s.abs()).exp()
-        loss = s.clip(lower_bound=0.0) - s * y + e.log1p()
-        p = pl.when(s >= 0.0).then(1.0 / (1.0 + e)).otherwise(e / (1.0 + e))
-        return [loss.alias(_L), p.alias(_P)]
-    return [loss_expr_from_probabilities(s, y).alias(_L), s.alias(_P)]
+        return [(-s.abs()).exp().alias(_E)]
+    return [loss_expr_from_probabilities(s, y).alias(_L)]
+
+
+def _logit_loss() -> pl.Expr:
+    s, y = pl.col(_S), pl.col(_Y)
+    return (s.clip(lower_bound=0.0) - s * y + pl.col(_E).log1p()).alias(_L)
+
+
+def _probability(kind: str) -> pl.Expr:
+    """P(y = 1): for a logit σ(z) = ½ + sign(z)·(1/(1 + e) − ½), no branch and no second exp."""
+    if kind == "logit":
+        return 0.5 + pl.col(_S).sign() * (1.0 / (1.0 + pl.col(_E)) - 0.5)
+    return pl.col(_S)
+
+
+def _with_loss(lf: pl.LazyFrame, kind: str) -> pl.LazyFrame:
+    """Add the loss column (and e for a logit) to a frame that has the score and label columns."""
+    lf = lf.with_columns(_loss_columns(kind))
+    return lf.with_columns(_logit_loss()) if kind == "logit" else lf
 
 
 def _fast_check_exprs(scorer: Scorer) -> list[pl.Expr]:
@@ -106,8 +119,10 @@ def _check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
 
 
 def _stat_exprs(kind: str, with_auc: bool) -> list[pl.Expr]:
-    s, y, loss, p = pl.col(_S), pl.col(_Y), pl.col(_L), pl.col(_P)
+    s, y, loss = pl.col(_S), pl.col(_Y), pl.col(_L)
+    p = _probability(kind)
     pred = (s > 0.0) if kind == "logit" else (s > 0.5)
+    saturated = (s.abs() >= SATURATED_LOGIT) if kind == "logit" else ((s <= PROBA_EPS) | (s >= 1.0 - PROBA_EPS))
     exprs = [
         pl.len().cast(pl.Int64).alias("n_rows"),
         (y == 1.0).sum().cast(pl.Int64).alias("n_pos"),
@@ -118,7 +133,7 @@ def _stat_exprs(kind: str, with_auc: bool) -> list[pl.Expr]:
         (pred == (y == 1.0)).sum().cast(pl.Int64).alias("n_correct"),
         ((p - y) ** 2).sum().alias("sum_brier"),
         p.sum().alias("sum_p"),
-        ((p == 0.0) | (p == 1.0)).sum().cast(pl.Int64).alias("n_saturated"),
+        saturated.sum().cast(pl.Int64).alias("n_saturated"),
     ]
     if with_auc:
         n_pos = (y == 1.0).sum().cast(pl.Float64)
@@ -132,7 +147,7 @@ def _stat_exprs(kind: str, with_auc: bool) -> list[pl.Expr]:
 def _hist_bin(kind: str) -> pl.Expr:
     # bins of equal width in probability: a monotone map of the score, so AUC's order is kept
     # NaN scores (bad input, reported by the checks of the same pass) must not break the cast
-    return (pl.col(_P).clip(0.0, 1.0) * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int32, strict=False).alias("bin")
+    return (_probability(kind).clip(0.0, 1.0) * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int32, strict=False).alias("bin")
 
 
 def _raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int]) -> None:
@@ -214,7 +229,7 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_
             _raise_bad_input(dataset, scorer, files, checks)
         X = df.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy()
         lf = df.lazy().with_columns(pl.Series(_S, scorer.score_numpy(X)))
-    scored = lf.with_columns(_score_columns(scorer, dataset.label)).with_columns(_loss_columns(scorer.kind))
+    scored = _with_loss(lf.with_columns(_score_columns(scorer, dataset.label)), scorer.kind)
     if with_auc:
         rank = pl.col(_S).rank("average")
         scored = scored.with_columns((rank.over(keys) if keys else rank).cast(pl.Float64).alias("__rank"))
@@ -360,5 +375,5 @@ def row_losses(frame: pl.DataFrame, scorer: Scorer, label: str) -> pl.Series:
     if scorer.model is not None:
         X = frame.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy()
         frame = frame.with_columns(pl.Series(_S, scorer.score_numpy(X)))
-    scored = frame.lazy().with_columns(_score_columns(scorer, label)).with_columns(_loss_columns(scorer.kind))
+    scored = _with_loss(frame.lazy().with_columns(_score_columns(scorer, label)), scorer.kind)
     return scored.select(_L).collect().to_series()
