@@ -9,6 +9,13 @@ from pydantic import BaseModel, Field, field_validator
 from tasks.gates import GateSettings
 
 
+def split_commas(v: Any) -> Any:
+    """``"a,b"`` → ``["a", "b"]``, so a deployment's parameters may spell column lists either way."""
+    if isinstance(v, str):
+        return [c.strip() for c in v.split(",") if c.strip()]
+    return v
+
+
 class EvaluateSettings(BaseModel):
     """Parameters of one evaluation: what data, which model, where the results go."""
 
@@ -40,12 +47,7 @@ class EvaluateSettings(BaseModel):
     date_key: str | None = Field(default=None, description="Hive key holding an ISO date, for a window of recent partitions.")
     window_days: int | None = Field(default=None, ge=1, description="Days up to the scheduled time (or now) to evaluate.")
 
-    @field_validator("features", "partition_by", mode="before")
-    @classmethod
-    def _split_commas(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [c.strip() for c in v.split(",") if c.strip()]
-        return v
+    _split = field_validator("features", "partition_by", mode="before")(split_commas)
 
 
 class CirclesSettings(BaseModel):
@@ -78,9 +80,4 @@ class CompareSettings(BaseModel):
     )
     chunk_rows: int = Field(default=4_000_000, gt=0)
 
-    @field_validator("features", "partition_by", mode="before")
-    @classmethod
-    def _split_commas(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [c.strip() for c in v.split(",") if c.strip()]
-        return v
+    _split = field_validator("features", "partition_by", mode="before")(split_commas)

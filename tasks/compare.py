@@ -56,34 +56,25 @@ def summarize_comparison(records: list[pl.DataFrame], keys: list[str], min_rows:
     """The per-partition comparison table and the overall row (all from exactly merged sums)."""
     group = keys or ["partition"]
     merged = pl.concat(records).group_by(group, maintain_order=True).agg(pl.col(c).sum() for c in PAIRED_SUMS).sort(group)
-    rows = []
-    for r in merged.iter_rows(named=True):
-        mean, se, lo, hi = _interval(r["n_rows"], r["sum_d"], r["sum_d_sq"])
-        rows.append(
-            {
-                "bce_champion": r["sum_loss_champion"] / r["n_rows"],
-                "bce_challenger": r["sum_loss_challenger"] / r["n_rows"],
-                "bce_diff": mean,
-                "bce_diff_se": se,
-                "bce_diff_low": lo,
-                "bce_diff_high": hi,
-                "verdict": _verdict(lo, hi, r["n_rows"], min_rows),
-            }
-        )
+    rows = [_figures(r, min_rows) for r in merged.iter_rows(named=True)]
     table = pl.concat([merged, pl.DataFrame(rows)], how="horizontal")
     tot = merged.select(pl.col(c).sum() for c in PAIRED_SUMS).row(0, named=True)
-    mean, se, lo, hi = _interval(tot["n_rows"], tot["sum_d"], tot["sum_d_sq"])
-    overall = {
-        "n_rows": tot["n_rows"],
-        "bce_champion": tot["sum_loss_champion"] / tot["n_rows"],
-        "bce_challenger": tot["sum_loss_challenger"] / tot["n_rows"],
+    return table, {"n_rows": tot["n_rows"], **_figures(tot, min_rows)}
+
+
+def _figures(sums: dict[str, Any], min_rows: int) -> dict[str, Any]:
+    """Both BCEs, the mean paired difference, its interval and verdict, from one set of sums."""
+    n = sums["n_rows"]
+    mean, se, lo, hi = _interval(n, sums["sum_d"], sums["sum_d_sq"])
+    return {
+        "bce_champion": sums["sum_loss_champion"] / n,
+        "bce_challenger": sums["sum_loss_challenger"] / n,
         "bce_diff": mean,
         "bce_diff_se": se,
         "bce_diff_low": lo,
         "bce_diff_high": hi,
-        "verdict": _verdict(lo, hi, tot["n_rows"], min_rows),
+        "verdict": _verdict(lo, hi, n, min_rows),
     }
-    return table, overall
 
 
 def _verdict(lo: float, hi: float, n: int, min_rows: int) -> str:
