@@ -77,14 +77,33 @@ def _path(key: str, kind: str) -> Path:
 
 def load_cached(keys: dict[tuple[str, ...], str]) -> dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame]]:
     """The cached (record, histogram) of each partition that has both."""
+    present = {part: key for part, key in keys.items() if _path(key, "record").exists() and _path(key, "hist").exists()}
+    if not present:
+        return {}
+    try:
+        # one parallel read of all entries; each file remembers which partition it belongs to
+        recs = pl.read_parquet([_path(k, "record") for k in present.values()], include_file_paths="__file")
+        hists = pl.read_parquet([_path(k, "hist") for k in present.values()], include_file_paths="__file")
+    except (OSError, pl.exceptions.PolarsError):
+        return _load_one_by_one(present)
+    by_rec = recs.partition_by("__file", as_dict=True, include_key=False)
+    by_hist = hists.partition_by("__file", as_dict=True, include_key=False) if hists.height else {}
+    empty = hists.head(0).drop("__file")
     found = {}
-    for part, key in keys.items():
-        rec, hist = _path(key, "record"), _path(key, "hist")
-        if rec.exists() and hist.exists():
-            try:
-                found[part] = (pl.read_parquet(rec), pl.read_parquet(hist))
-            except (OSError, pl.exceptions.ComputeError):
-                continue  # unreadable entry: recompute it
+    for part, key in present.items():
+        rec = by_rec.get((str(_path(key, "record")),))
+        if rec is not None:
+            found[part] = (rec, by_hist.get((str(_path(key, "hist")),), empty))
+    return found
+
+
+def _load_one_by_one(present: dict[tuple[str, ...], str]) -> dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame]]:
+    found = {}
+    for part, key in present.items():
+        try:
+            found[part] = (pl.read_parquet(_path(key, "record")), pl.read_parquet(_path(key, "hist")))
+        except (OSError, pl.exceptions.PolarsError):
+            continue  # an unreadable entry is recomputed
     return found
 
 
