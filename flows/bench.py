@@ -161,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_tracking_uri(tracking)
     sample = pl.read_parquet(small / "part=0" / "data.parquet")
     model = LogisticRegression().fit(sample.select(FEATURES).to_numpy(), sample.get_column("label").to_numpy())
-    with mlflow.start_run() as run:
+    from tasks.tracking import ensure_experiment
+
+    # artifacts beside the temporary store, never in the working directory's ./mlruns
+    with mlflow.start_run(experiment_id=ensure_experiment("bce-bench", tracking)) as run:
         mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"], signature=mlflow.models.infer_signature(sample.select(FEATURES).to_pandas().head(5)))
     model_uri = f"runs:/{run.info.run_id}/model"
     w, b = model.coef_.ravel(), float(model.intercept_[0])
