@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from tasks._prefect import as_task
-from tasks.dataset import DataFile, Dataset, files_by_partition
+from tasks.dataset import Dataset, files_by_partition
 from tasks.model import Scorer
 from tasks.reduce import METRIC_VERSION
 
@@ -142,11 +142,6 @@ def store_records(
         _atomic_write(rec, _path(key, "record"))  # written last: its presence means the entry is whole
         stored += 1
     return stored
-
-
-def files_of(dataset: Dataset, parts: set[tuple[str, ...]]) -> list[DataFile]:
-    """The files of the given partitions."""
-    return [f for part, files in files_by_partition(dataset).items() if part in parts for f in files]
 
 
 load_cached_task = as_task(load_cached, name="load-cached-partitions")

@@ -296,7 +296,7 @@ def auc_from_histogram(hist: pl.DataFrame) -> tuple[float | None, float | None]:
     return auc, 0.5 * ties / (P * N)
 
 
-def finalize_table(merged: pl.DataFrame, min_rows_for_auc: int = 1) -> pl.DataFrame:
+def finalize_table(merged: pl.DataFrame) -> pl.DataFrame:
     """The per-partition table a reviewer reads: figures derived from the summed statistics."""
     n = pl.col("n_rows").cast(pl.Float64)
     n_pos = pl.col("n_pos").cast(pl.Float64)
