@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 "hand_written": _best(lambda: _timed(lambda: hand_written(root, w, b)), args.repeats),
                 "naive": _best(lambda: _timed(lambda: naive(root, model)), max(1, args.repeats - 1)),
             }
-            for auc in ("off", "exact"):
+            for auc in ("binned", "exact"):
                 runs = [evaluate(root, auc) for _ in range(args.repeats)]
                 t[f"bce_eval_auc_{auc}"] = min(r[0] for r in runs)
                 rss[f"{name}_auc_{auc}"] = max(r[1] for r in runs)
@@ -215,16 +215,16 @@ def main(argv: list[str] | None = None) -> int:
         results["ns_per_row"] = {k: round(v, 3) for k, v in slope.items()}
         results["ratio_to_floor"] = {k: round(v / slope["floor"], 3) for k, v in slope.items()}
         results["naive_over_bce_eval"] = {
-            auc: round(slope["naive"] / slope[f"bce_eval_auc_{auc}"], 2) for auc in ("off", "exact")
+            auc: round(slope["naive"] / slope[f"bce_eval_auc_{auc}"], 2) for auc in ("binned", "exact")
         }
         results["peak_rss_mib"] = {k: round(v) for k, v in rss.items()}
         results["memory_ratio_10x_rows"] = {
-            auc: round(rss[f"large_auc_{auc}"] / rss[f"small_auc_{auc}"], 2) for auc in ("off", "exact")
+            auc: round(rss[f"large_auc_{auc}"] / rss[f"small_auc_{auc}"], 2) for auc in ("binned", "exact")
         }
 
         print("timing 100 vs 10,000 partitions ...", flush=True)
-        t100 = min(evaluate(p100, "off")[0] for _ in range(args.repeats))
-        t10k = min(evaluate(p10k, "off")[0] for _ in range(args.repeats))
+        t100 = min(evaluate(p100, "binned")[0] for _ in range(args.repeats))
+        t10k = min(evaluate(p10k, "binned")[0] for _ in range(args.repeats))
         results["partitions_10000_over_100"] = round(t10k / t100, 2)
         results["partitions_seconds"] = {"100": round(t100, 2), "10000": round(t10k, 2)}
 

@@ -37,14 +37,14 @@ def _add_evaluate_options(p: Any) -> None:
     p.add_argument("--run-name", help="MLflow run name (default: data, model and time)")
     p.add_argument("--C", dest="C", type=float, help="LogisticRegression's inverse regularisation strength (default 1.0)")
     p.add_argument("--max-iter", type=int, help="LogisticRegression's max_iter (default 100)")
-    p.add_argument("--chunk-rows", type=int, default=4_000_000, help="rows scored per pass (default 4,000,000)")
+    p.add_argument("--chunk-rows", type=int, help="rows per task, whole partitions (default 64,000,000; 4,000,000 with --auc exact, --audit or --dask)")
     p.add_argument("--fit", choices=["sklearn", "streaming"], default="sklearn", help="streaming: exact L-BFGS fit over chunks, for data larger than memory")
     p.add_argument("--dask", metavar="ADDRESS", help="run the partition work on Dask: a scheduler address (tcp://host:8786) or 'local'")
     p.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local (default 2)")
     p.add_argument("--audit", action="store_true", help="one more pass: BCE three ways (exact, sklearn's and Keras' clipping), saturation, calibration split, largest losses")
     p.add_argument("--full", action="store_true", help="recompute every partition, ignoring cached results")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the per-partition cache")
-    p.add_argument("--auc", choices=["exact", "off"], default="exact", help="ROC AUC: exact per partition (a sort per partition), or off for speed")
+    p.add_argument("--auc", choices=["binned", "exact"], default="binned", help="ROC AUC per partition: from 4096-bin histograms with a stated bound (default), or exact from ranks (a sort per partition)")
     reg = p.add_argument_group("registry")
     reg.add_argument("--register", metavar="NAME", help="register the fitted model as a new version of NAME")
     reg.add_argument("--alias", help="with --register: set this alias (e.g. champion) on the new version")
@@ -273,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with PrefectServer() as server:
         try:
             preload(_PRELOAD)
+            if args.command in {"evaluate", "demo"}:
+                from tasks.kernels import warm_up
+
+                warm_up()
             server.wait()
             install_log_filters(args.verbose)
             code = _COMMANDS[args.command](parser_args)

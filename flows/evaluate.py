@@ -96,20 +96,20 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     scorer = stored_scorer(settings.score_col, settings.score_kind) if settings.score_col else make_scorer(model, dataset.features)
 
     # 4. score, check and reduce, a chunk of whole partitions per task; cached partitions are not read
-    with_auc = settings.auc == "exact"
-    keys = partition_keys(dataset, scorer, with_auc) if settings.cache else {}
+    exact_auc = settings.auc == "exact"
+    keys = partition_keys(dataset, scorer, exact_auc) if settings.cache else {}
     cached = load_cached_task(keys) if settings.cache and not settings.full else {}
     records = [rec for rec, _ in cached.values()]
     hists = [hist for _, hist in cached.values()]
-    chunks = group_files(dataset, settings.chunk_rows, skip=set(cached))
+    chunks = group_files(dataset, settings.rows_per_task(holds_rows=exact_auc), skip=set(cached))
     if settings.dask:
         # on a Dask cluster every chunk is a task of its own; each worker reads its own files
-        futures = [reduce_chunk_task.submit(dataset, scorer, chunk, with_auc) for chunk in chunks]
+        futures = [reduce_chunk_task.submit(dataset, scorer, chunk, exact_auc) for chunk in chunks]
         done = [f.result() for f in futures]
     started, rows_done = time.monotonic(), 0
     for i, chunk in enumerate(chunks, 1):
         # quote(): the dataset lists every file; Prefect need not walk it looking for futures
-        rec, hist = done[i - 1] if settings.dask else reduce_chunk_task(quote(dataset), scorer, quote(chunk), with_auc)
+        rec, hist = done[i - 1] if settings.dask else reduce_chunk_task(quote(dataset), scorer, quote(chunk), exact_auc)
         if settings.cache:
             store_records_task(quote(dataset), keys, rec, hist)
         records.append(rec)
@@ -131,7 +131,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     # 5b. the optional audit: one more pass over every partition
     audit = None
     if settings.audit:
-        parts = [audit_chunk_task(quote(dataset), scorer, quote(chunk)) for chunk in group_files(dataset, settings.chunk_rows)]
+        parts = [audit_chunk_task(quote(dataset), scorer, quote(chunk)) for chunk in group_files(dataset, settings.rows_per_task(holds_rows=True))]
         audit = summarize_audit_task([a for a, _, _ in parts], [b for _, b, _ in parts], [t for _, _, t in parts], list(dataset.partition_by), table)
 
     # 6. report: plots, the MLflow run, Prefect artifacts

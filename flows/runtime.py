@@ -5,10 +5,14 @@ Nothing here runs at import time; :func:`prepare_environment` is called first th
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import random
+import socket
+import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -108,57 +112,99 @@ def install_log_filters(verbose: bool) -> None:
 
 
 class PrefectServer:
-    """Use ``PREFECT_API_URL`` when set; otherwise start Prefect's temporary server.
+    """Use the configured Prefect API; with none, start a temporary Prefect server first thing.
 
-    The server starts in a thread while the caller imports the heavy libraries, and is stopped
-    explicitly (logs drained first) so nothing is printed after the CLI's last line.
+    Prefect's own temporary server is spawned only after ``prefect`` and its server module are
+    imported (about 2 s on 2 cores, under the GIL with everything else the CLI imports). This runs
+    the same ``uvicorn`` command before any of that, points ``PREFECT_API_URL`` at it (so Prefect,
+    imported later, uses it as it would any server), and lets the caller import the heavy
+    libraries while it starts. It is killed at exit, logs drained first, so nothing is printed
+    after the CLI's last line.
     """
 
     def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._started = False
-
-    def _start(self) -> None:
-        try:
-            from prefect.settings import PREFECT_API_URL
-
-            if PREFECT_API_URL.value():
-                return
-            from prefect.server.api.server import SubprocessASGIServer
-
-            SubprocessASGIServer().start()
-            self._started = True
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by wait()
-            self._error = exc
+        self._process: subprocess.Popen[bytes] | None = None
+        self._command: list[str] = []
+        self._env: dict[str, str] = {}
+        self._url = ""
 
     def __enter__(self) -> "PrefectServer":
-        self._thread = threading.Thread(target=self._start, name="prefect-server", daemon=True)
-        self._thread.start()
+        if not _configured_api_url():
+            self._spawn()
         return self
 
+    def _spawn(self) -> None:
+        with socket.socket() as sock:  # a free port, chosen by the kernel
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        spec = importlib.util.find_spec("prefect")  # finds the package without importing it
+        assert spec is not None and spec.origin is not None
+        self._command = [
+            sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parents[1]),
+            "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "error", "--lifespan", "on",
+        ]
+        # the environment Prefect gives its own temporary server
+        self._env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self._run()
+        self._url = f"http://127.0.0.1:{port}/api"
+        os.environ["PREFECT_API_URL"] = self._url
+
+    def _run(self) -> None:
+        with open(debug_log_path(), "ab") as log:
+            self._process = subprocess.Popen(self._command, env=self._env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
     def wait(self) -> None:
-        """Block until the server answers (re-raising a start-up failure as a clear error)."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise RuntimeError(f"Prefect's temporary server did not start: {self._error}") from self._error
+        """Block until the temporary server answers (a clear error if it does not)."""
+        if self._process is None:
+            return
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+        while time.monotonic() < deadline:
+            if self._process.poll() == 3:
+                # its start-up failed: on a fresh database, servers started at once race on the
+                # migrations (Prefect's own temporary server retries too); the port is still free
+                time.sleep(random.uniform(0.2, 1.0))
+                self._run()
+                continue
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"Prefect's temporary server exited with code {self._process.returncode} (its output is in {debug_log_path()})"
+                )
+            try:
+                with urllib.request.urlopen(f"{self._url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Prefect's temporary server did not answer at {self._url} within the start-up timeout")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._thread is not None:
-            self._thread.join()
-        if "prefect" in sys.modules:
+        if "prefect" in sys.modules and (self._process is None or self._process.poll() is None):
             _drain_prefect_workers()
-        if self._started:
-            from prefect.server.api.server import SubprocessASGIServer
+        if self._process is not None:
+            # nothing is left to save (logs drained, states written): don't wait out its shutdown
+            self._process.kill()
+            self._process.wait()
+            self._process = None
 
-            server = SubprocessASGIServer()
-            if server.server_process is not None:
-                # nothing is left to save (logs drained, states written): don't wait out its shutdown
-                server.server_process.kill()
-                server.server_process.wait()
-                server.server_process = None
-            server.stop()
+
+def _configured_api_url() -> str:
+    """``PREFECT_API_URL`` from the environment or the active Prefect profile ('' when neither sets it)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    import tomllib
+
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or Path(os.environ["PREFECT_HOME"]) / "profiles.toml")
+    try:
+        profiles = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "")
+    return str(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL", ""))
 
 
 def preload(modules: list[str]) -> None:

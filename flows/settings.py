@@ -29,14 +29,19 @@ class EvaluateSettings(BaseModel):
     model_params: dict[str, Any] = Field(default_factory=dict, description="LogisticRegression overrides.")
     experiment: str = "bce-evaluation"
     run_name: str | None = None
-    chunk_rows: int = Field(default=4_000_000, gt=0, description="Rows scored per pass (whole partitions).")
+    chunk_rows: int | None = Field(
+        default=None,
+        gt=0,
+        description="Rows per task (whole partitions). Default: 4,000,000 where a task holds its rows "
+        "(--auc exact, --audit) or spreads work over Dask workers; else 64,000,000 (the streaming pass holds one batch).",
+    )
     fit: Literal["sklearn", "streaming"] = Field(default="sklearn", description="sklearn: in memory; streaming: exact L-BFGS over chunks, bounded memory.")
     dask: str | None = Field(default=None, description="Run the partition work on Dask: a scheduler address, or 'local' for a local cluster.")
     dask_workers: int = Field(default=2, ge=1, description="Workers of a local Dask cluster.")
     audit: bool = Field(default=False, description="One more pass: BCE three ways, saturation, calibration split, largest losses.")
     cache: bool = Field(default=True, description="Reuse and store per-partition results (keyed by model, file content, metric version).")
     full: bool = Field(default=False, description="Ignore cached results (they are still written).")
-    auc: Literal["exact", "off"] = Field(default="exact", description="ROC AUC per partition (exact ranks) and overall (histogram), or off: it costs a sort.")
+    auc: Literal["binned", "exact"] = Field(default="binned", description="ROC AUC per partition from 4096-bin histograms with a stated bound, or exact from ranks (a sort per partition). Overall AUC is always binned.")
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
     top_partitions: int = Field(default=5, ge=0, description="Worst partitions shown in the summary.")
     max_partition_metrics: int = Field(default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions.")
@@ -48,6 +53,12 @@ class EvaluateSettings(BaseModel):
     window_days: int | None = Field(default=None, ge=1, description="Days up to the scheduled time (or now) to evaluate.")
 
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
+
+    def rows_per_task(self, holds_rows: bool) -> int:
+        """``chunk_rows``, or its default: small when a task holds its rows or Dask spreads the work."""
+        if self.chunk_rows:
+            return self.chunk_rows
+        return 4_000_000 if holds_rows or self.dask else 64_000_000
 
 
 class CirclesSettings(BaseModel):

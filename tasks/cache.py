@@ -10,9 +10,10 @@ stored under a key made of:
   same name gets a new key);
 - the label and feature columns, whether AUC is computed, and :data:`tasks.reduce.METRIC_VERSION`.
 
-The store is a folder of small Parquet files (``BCE_EVAL_CACHE``, default ``.bce-eval/cache`` in
-the repo). Entries are written atomically (temporary file, then rename), so concurrent runs and a
-killed process never leave a half-written entry.
+The store is a folder (``BCE_EVAL_CACHE``, default ``.bce-eval/cache`` in the repo): each chunk's
+records and histograms in one pair of Parquet files, written atomically (temporary file, then
+rename), and one small entry per partition naming its pair, written after it. Concurrent runs and a
+killed process never leave an entry that points at a half-written file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -58,9 +59,9 @@ def scorer_identity(scorer: Scorer) -> str:
     return h.hexdigest()
 
 
-def partition_keys(dataset: Dataset, scorer: Scorer, with_auc: bool) -> dict[tuple[str, ...], str]:
+def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tuple[str, ...], str]:
     """The cache key of every partition (hive partitions only; otherwise one key for the data)."""
-    base = f"{scorer_identity(scorer)}|{dataset.label}|{dataset.features}|{dataset.partition_by}|{with_auc}|{METRIC_VERSION}"
+    base = f"{scorer_identity(scorer)}|{dataset.label}|{dataset.features}|{dataset.partition_by}|{exact_auc}|{METRIC_VERSION}"
     out = {}
     for part, files in files_by_partition(dataset).items():
         h = hashlib.blake2b(base.encode(), digest_size=20)
@@ -71,48 +72,51 @@ def partition_keys(dataset: Dataset, scorer: Scorer, with_auc: bool) -> dict[tup
     return out
 
 
-def _path(key: str, kind: str) -> Path:
-    return cache_dir() / key[:2] / f"{key}.{kind}.parquet"
+_CHUNK_NAME_LENGTH = 32
+
+
+def _entry(key: str) -> Path:
+    return cache_dir() / key[:2] / f"{key}.entry"
+
+
+def _chunk_file(name: str, kind: str) -> Path:
+    return cache_dir() / "chunks" / f"{name}.{kind}.parquet"
 
 
 def load_cached(keys: dict[tuple[str, ...], str]) -> dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame]]:
-    """The cached (record, histogram) of each partition that has both."""
-    present = {part: key for part, key in keys.items() if _path(key, "record").exists() and _path(key, "hist").exists()}
-    if not present:
-        return {}
-    try:
-        # one parallel read of all entries; each file remembers which partition it belongs to
-        recs = pl.read_parquet([_path(k, "record") for k in present.values()], include_file_paths="__file")
-        hists = pl.read_parquet([_path(k, "hist") for k in present.values()], include_file_paths="__file")
-    except (OSError, pl.exceptions.PolarsError):
-        return _load_one_by_one(present)
-    by_rec = recs.partition_by("__file", as_dict=True, include_key=False)
-    by_hist = hists.partition_by("__file", as_dict=True, include_key=False) if hists.height else {}
-    empty = hists.head(0).drop("__file")
-    found = {}
-    for part, key in present.items():
-        rec = by_rec.get((str(_path(key, "record")),))
-        if rec is not None:
-            found[part] = (rec, by_hist.get((str(_path(key, "hist")),), empty))
-    return found
-
-
-def _load_one_by_one(present: dict[tuple[str, ...], str]) -> dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame]]:
-    found = {}
-    for part, key in present.items():
+    """The cached (record, histogram) of each partition whose entry and chunk files are present."""
+    where: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for part, key in keys.items():
         try:
-            found[part] = (pl.read_parquet(_path(key, "record")), pl.read_parquet(_path(key, "hist")))
+            chunk = _entry(key).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if len(chunk) != _CHUNK_NAME_LENGTH:
+            continue  # torn by a crash: recompute
+        where.setdefault(chunk, []).append((part, key))
+    found = {}
+    for chunk, wanted in where.items():
+        try:
+            recs = pl.read_parquet(_chunk_file(chunk, "record"))
+            hists = pl.read_parquet(_chunk_file(chunk, "hist"))
         except (OSError, pl.exceptions.PolarsError):
             continue  # an unreadable entry is recomputed
+        by_rec = recs.partition_by("__key", as_dict=True, include_key=False)
+        by_hist = hists.partition_by("__key", as_dict=True, include_key=False) if hists.height else {}
+        empty = hists.head(0).drop("__key")
+        for part, key in wanted:
+            rec = by_rec.get((key,))
+            if rec is not None:
+                found[part] = (rec, by_hist.get((key,), empty))
     return found
 
 
-def _atomic_write(df: pl.DataFrame, path: Path) -> None:
+def _atomic_write(write: Callable[[str], None], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        df.write_parquet(tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -122,26 +126,42 @@ def _atomic_write(df: pl.DataFrame, path: Path) -> None:
 def store_records(
     dataset: Dataset, keys: dict[tuple[str, ...], str], records: pl.DataFrame, histogram: pl.DataFrame
 ) -> int:
-    """Store each computed partition's record and histogram; returns how many were stored."""
+    """Store a chunk's computed partitions: two files for the chunk, one small entry per partition.
+
+    The chunk's records and histograms go to one pair of Parquet files (thousands of partitions
+    cost two writes, not thousands); each partition's entry names that pair and is written last,
+    so an entry that exists always points at whole files. Returns how many partitions were stored.
+    """
     cols = list(dataset.partition_by)
-    stored = 0
     if not cols or not all(k in dataset.hive_keys for k in cols):
-        if len(keys) == 1:
-            (key,) = keys.values()
-            _atomic_write(histogram, _path(key, "hist"))
-            _atomic_write(records, _path(key, "record"))
-            return 1
+        if len(keys) != 1:
+            return 0
+        (key,) = keys.values()
+        rec_keys, hist_keys = pl.lit(key), pl.lit(key)
+    else:
+        key_of = pl.DataFrame(
+            [(*part, key) for part, key in keys.items()], schema=[*cols, "__key"], orient="row"
+        )
+        records = records.join(key_of, on=cols, how="inner")
+        histogram = histogram.join(key_of, on=cols, how="inner")
+        rec_keys, hist_keys = pl.col("__key"), pl.col("__key")
+    records = records.with_columns(rec_keys.alias("__key"))
+    histogram = histogram.with_columns(hist_keys.alias("__key"))
+    stored = records.get_column("__key").unique().to_list()
+    if not stored:
         return 0
-    for part, rec in records.group_by(cols, maintain_order=True):
-        part = tuple(str(v) for v in part)
-        key = keys.get(part)
-        if key is None:
-            continue
-        hist = histogram.filter(pl.all_horizontal(pl.col(c) == v for c, v in zip(cols, part))) if histogram.height else histogram
-        _atomic_write(hist, _path(key, "hist"))
-        _atomic_write(rec, _path(key, "record"))  # written last: its presence means the entry is whole
-        stored += 1
-    return stored
+    chunk = hashlib.blake2b("|".join(sorted(stored)).encode(), digest_size=_CHUNK_NAME_LENGTH // 2).hexdigest()
+    _atomic_write(histogram.write_parquet, _chunk_file(chunk, "hist"))
+    _atomic_write(records.write_parquet, _chunk_file(chunk, "record"))
+    folders: set[Path] = set()
+    for key in stored:  # written last: an entry's presence means its chunk files are whole
+        path = _entry(key)
+        if path.parent not in folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(path.parent)
+        # no rename needed: a torn entry names no chunk (names have a fixed length) and is recomputed
+        path.write_text(chunk, encoding="utf-8")
+    return len(stored)
 
 
 load_cached_task = as_task(load_cached, name="load-cached-partitions")

@@ -1,13 +1,18 @@
 """Reduce rows to per-partition sufficient statistics, and merge them exactly.
 
-One pass over a chunk of partitions scores each row, computes its loss, counts bad input, and
-aggregates per partition into a *record*: counts and sums that add up across files, chunks,
-workers and nightly runs. BCE, accuracy, Brier score and the rest are ratios of those sums, so the
-overall figure is Σ loss / Σ n over all rows (never a mean of partition means).
+One streaming pass over a chunk of partitions scores each row, computes its loss, counts bad input,
+and adds it to its partition's *record*: counts and sums that add up across files, chunks, workers
+and nightly runs. BCE, accuracy, Brier score and the rest are ratios of those sums, so the overall
+figure is Σ loss / Σ n over all rows (never a mean of partition means).
 
-ROC AUC does not add up: it is computed exactly per partition (a chunk always holds whole
-partitions) from average ranks, and overall from merged score histograms whose ties within a bin
-are counted as one half; the reported ``roc_auc_bound`` is the largest possible error of that.
+Polars decodes the columns and computes a linear model's logit inside the scan; the per-row loop
+(:mod:`tasks.kernels`) runs on each batch while Polars decodes the next one. Partitions that are
+hive folders need no key column at all: a file's rows belong to one partition.
+
+ROC AUC does not add up: it comes from per-partition score histograms (4096 bins of equal width
+in probability), merged per partition and overall, with ties within a bin counted as one half; the
+reported ``roc_auc_bound`` is the largest possible error of that. ``exact_auc`` adds the exact
+per-partition AUC from average ranks (a chunk always holds whole partitions), at the cost of a sort.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 
-from tasks.bce import PROBA_EPS, loss_expr_from_probabilities
+from tasks.bce import loss_expr_from_probabilities
 from tasks.dataset import DataFile, Dataset, scan_files
 from tasks._prefect import as_task
 from tasks.errors import InputError
@@ -38,13 +43,9 @@ SUM_COLUMNS = (
     "n_saturated",
 )
 #: Version of the metric code; part of every cache key (bump when a formula changes).
-METRIC_VERSION = "1"
-
-HIST_BINS = 4096
+METRIC_VERSION = "2"
 
 _S, _Y, _L, _E = "__score", "__y", "__loss", "__e"
-#: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
-SATURATED_LOGIT = 36.04365338911715
 
 
 def _score_columns(scorer: Scorer, label: str) -> list[pl.Expr]:
@@ -70,32 +71,10 @@ def _logit_loss() -> pl.Expr:
     return (s.clip(lower_bound=0.0) - s * y + pl.col(_E).log1p()).alias(_L)
 
 
-def _probability(kind: str) -> pl.Expr:
-    """P(y = 1): for a logit σ(z) = ½ + sign(z)·(1/(1 + e) − ½), no branch and no second exp."""
-    if kind == "logit":
-        return 0.5 + pl.col(_S).sign() * (1.0 / (1.0 + pl.col(_E)) - 0.5)
-    return pl.col(_S)
-
-
 def _with_loss(lf: pl.LazyFrame, kind: str) -> pl.LazyFrame:
     """Add the loss column (and e for a logit) to a frame that has the score and label columns."""
     lf = lf.with_columns(_loss_columns(kind))
     return lf.with_columns(_logit_loss()) if kind == "logit" else lf
-
-
-def _fast_check_exprs(scorer: Scorer) -> list[pl.Expr]:
-    """Bad-input counts that cost almost nothing in the hot pass.
-
-    A null, NaN or infinite feature makes the linear logit null or non-finite (NaN·0 is NaN), so one
-    count on the score covers every feature; labels outside {0, 1} or null are the rows that are
-    neither positive nor negative (``n_rows − n_pos − n_neg``). Only when a count is not zero are the
-    files checked column by column, to name the one at fault.
-    """
-    s = pl.col(_S)
-    bad = (~s.is_finite()).fill_null(True)
-    if scorer.kind == "probability":
-        bad = bad | ((s < 0.0) | (s > 1.0)).fill_null(True)
-    return [bad.sum().cast(pl.Int64).alias("bad_score")]
 
 
 def _check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
@@ -116,38 +95,6 @@ def _check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
             bad = bad | (s < 0) | (s > 1)
         exprs.append(bad.fill_null(True).sum().alias("bad_score"))
     return exprs
-
-
-def _stat_exprs(kind: str, with_auc: bool) -> list[pl.Expr]:
-    s, y, loss = pl.col(_S), pl.col(_Y), pl.col(_L)
-    p = _probability(kind)
-    pred = (s > 0.0) if kind == "logit" else (s > 0.5)
-    saturated = (s.abs() >= SATURATED_LOGIT) if kind == "logit" else ((s <= PROBA_EPS) | (s >= 1.0 - PROBA_EPS))
-    exprs = [
-        pl.len().cast(pl.Int64).alias("n_rows"),
-        (y == 1.0).sum().cast(pl.Int64).alias("n_pos"),
-        (y == 0.0).sum().cast(pl.Int64).alias("n_neg"),
-        loss.sum().alias("sum_loss"),
-        (loss * loss).sum().alias("sum_loss_sq"),
-        (loss * y).sum().alias("sum_loss_pos"),
-        (pred == (y == 1.0)).sum().cast(pl.Int64).alias("n_correct"),
-        ((p - y) ** 2).sum().alias("sum_brier"),
-        p.sum().alias("sum_p"),
-        saturated.sum().cast(pl.Int64).alias("n_saturated"),
-    ]
-    if with_auc:
-        n_pos = (y == 1.0).sum().cast(pl.Float64)
-        n_neg = (y == 0.0).sum().cast(pl.Float64)
-        rank_sum = pl.col("__rank").filter(y == 1.0).sum()
-        auc = (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
-        exprs.append(pl.when((n_pos > 0) & (n_neg > 0)).then(auc).otherwise(None).alias("roc_auc"))
-    return exprs
-
-
-def _hist_bin(kind: str) -> pl.Expr:
-    # bins of equal width in probability: a monotone map of the score, so AUC's order is kept
-    # NaN scores (bad input, reported by the checks of the same pass) must not break the cast
-    return (_probability(kind).clip(0.0, 1.0) * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int32, strict=False).alias("bin")
 
 
 def _raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int]) -> None:
@@ -197,16 +144,19 @@ def _raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], ch
         )
 
 
-def reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_auc: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Score one chunk of whole partitions in one pass and reduce it.
+def reduce_chunk(
+    dataset: Dataset, scorer: Scorer, files: list[DataFile], exact_auc: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Score one chunk of whole partitions in one streaming pass and reduce it.
 
     Returns ``(records, histogram)``: one record per partition (the partition columns, the sums of
-    :data:`SUM_COLUMNS` and ``roc_auc``), and per-score-bin counts ``(bin, n, n_pos)`` for the
-    overall ROC AUC. Raises :class:`InputError` (naming the file and column) on nulls,
-    non-finite features or scores, or labels outside {0, 1}.
+    :data:`SUM_COLUMNS`, and ``roc_auc`` from average ranks when ``exact_auc``), and per-partition
+    score-bin counts ``(bin, n, n_pos)`` from which ROC AUC is computed per partition and overall.
+    Raises :class:`InputError` (naming the file and column) on nulls, non-finite features or
+    scores, or labels outside {0, 1}.
     """
     try:
-        return _reduce_chunk(dataset, scorer, files, with_auc)
+        return _reduce_chunk(dataset, scorer, files, exact_auc)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, OSError) as exc:
         # a file whose footer read fine but whose data pages do not: name it
         for f in files:
@@ -218,43 +168,149 @@ def reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_a
         raise
 
 
-def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], with_auc: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    keys = list(dataset.partition_by)
-    lf = scan_files(dataset, files)
+class _Partitions:
+    """Partition numbers of the rows of each batch, as runs of consecutive rows.
+
+    When every partition key is a hive folder, a file's rows are all in one partition: runs follow
+    from the files' row counts (from their footers) and the scan's order, and no key is read per
+    row. Otherwise the key columns come with each batch and runs are found where they change.
+    """
+
+    def __init__(self, dataset: Dataset, files: list[DataFile]) -> None:
+        self.keys = list(dataset.partition_by)
+        self.by_files = all(k in dataset.hive_keys for k in self.keys)
+        self.index: dict[tuple, int] = {}
+        self.offset = 0
+        if self.by_files:
+            file_part = [self._number(tuple(f.hive[k] for k in self.keys)) for f in files]
+            self.file_part = np.asarray(file_part, dtype=np.int64)
+            self.file_ends = np.cumsum([f.num_rows for f in files], dtype=np.int64)
+
+    def _number(self, key: tuple) -> int:
+        return self.index.setdefault(key, len(self.index))
+
+    @property
+    def columns(self) -> list[str]:
+        """Key columns each batch must carry."""
+        return [] if self.by_files else self.keys
+
+    def runs(self, batch: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(run_ends, run_ids)`` of a batch: run r is rows up to ``run_ends[r]``, partition ``run_ids[r]``."""
+        n = batch.height
+        start, self.offset = self.offset, self.offset + n
+        if self.by_files:
+            first = int(np.searchsorted(self.file_ends, start, side="right"))
+            last = int(np.searchsorted(self.file_ends, start + n - 1, side="right"))
+            ends = np.minimum(self.file_ends[first : last + 1], start + n) - start
+            return ends, self.file_part[first : last + 1]
+        keys = batch.select(self.keys)
+        changed = pl.any_horizontal(pl.col(k).ne_missing(pl.col(k).shift(1)) for k in self.keys)
+        starts = np.flatnonzero(keys.select(changed.fill_null(True)).to_series().to_numpy())
+        ids = [self._number(row) for row in keys[starts].rows()]
+        return np.append(starts[1:], n).astype(np.int64), np.asarray(ids, dtype=np.int64)
+
+    def frame(self, dataset: Dataset, schema: pl.Schema | None) -> pl.DataFrame:
+        """The key columns of every partition number, in number order."""
+        rows = list(self.index)
+        if not self.keys:
+            return pl.DataFrame({"partition": ["all"] * len(rows)})
+        if self.by_files or schema is None:
+            return pl.DataFrame(rows, schema={k: pl.String for k in self.keys}, orient="row")
+        return pl.DataFrame(rows, schema={k: schema[k] for k in self.keys}, orient="row")
+
+
+def _batch_scores(scorer: Scorer, batch: pl.DataFrame, dataset: Dataset, files: list[DataFile]) -> np.ndarray:
+    if scorer.model is None:
+        return batch.get_column(_S).to_numpy()
+    X = batch.select(scorer.features).to_numpy()
+    if not np.isfinite(X).all():
+        # before the model sees them (it may fail or return nonsense): name the file and column
+        _raise_bad_input(dataset, scorer, files, {"bad_score": int((~np.isfinite(X)).any(axis=1).sum())})
+    return scorer.score_numpy(X)
+
+
+def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.Expr]:
+    nan = float("nan")
     if scorer.model is not None:
-        # Any classifier: materialise this chunk's features, check them before the model sees them.
-        df = lf.collect()
-        checks = df.select(_check_exprs(dataset, scorer)).row(0, named=True)
-        if any(checks.values()):
-            _raise_bad_input(dataset, scorer, files, checks)
-        X = df.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy()
-        lf = df.lazy().with_columns(pl.Series(_S, scorer.score_numpy(X)))
-    scored = _with_loss(lf.with_columns(_score_columns(scorer, dataset.label)), scorer.kind)
-    if with_auc:
-        rank = pl.col(_S).rank("average")
-        scored = scored.with_columns((rank.over(keys) if keys else rank).cast(pl.Float64).alias("__rank"))
-    aggs = [*_stat_exprs(scorer.kind, with_auc), *_fast_check_exprs(scorer)]
-    grouped = scored.group_by(keys).agg(aggs) if keys else scored.select(aggs)
-    if with_auc:
-        # per partition, so cached partitions can be merged into the overall AUC later
-        hist = scored.group_by([*keys, _hist_bin(scorer.kind)]).agg(
-            pl.len().cast(pl.Int64).alias("n"), (pl.col(_Y) == 1.0).sum().cast(pl.Int64).alias("n_pos")
-        )
-        records, histogram = pl.collect_all([grouped, hist], engine="streaming")
+        score = [pl.col(c).cast(pl.Float64).fill_null(nan) for c in scorer.features]
     else:
-        records, histogram = grouped.collect(engine="streaming"), pl.DataFrame(
-            schema={**{k: pl.String for k in keys}, "bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64}
-        )
-    totals = records.select(
-        pl.col("bad_score").sum(), (pl.col("n_rows") - pl.col("n_pos") - pl.col("n_neg")).sum().alias("bad_label")
-    ).row(0, named=True)
-    if totals["bad_score"] or totals["bad_label"]:
-        _raise_bad_input(dataset, scorer, files, totals)
-    records = records.drop("bad_score")
-    if not keys:
-        records = records.with_columns(pl.lit("all").alias("partition"))
-        histogram = histogram.with_columns(pl.lit("all").alias("partition"))
+        # nulls become NaN, which the pass counts as bad scores (a null feature makes the logit null)
+        score = [_score_columns(scorer, dataset.label)[0].fill_null(nan)]
+    label = pl.col(dataset.label).cast(pl.Float64).fill_null(nan).alias(_Y)
+    return [*score, label, *[pl.col(k) for k in keys]]
+
+
+def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact_auc: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from tasks import kernels
+
+    parts = _Partitions(dataset, files)
+    logit = scorer.kind == "logit"
+    stats = np.zeros((max(len(parts.index), 16), len(kernels.STATS)))
+    hist_n = np.zeros(kernels.HIST_BINS, np.int64)
+    hist_pos = np.zeros(kernels.HIST_BINS, np.int64)
+    touched = np.zeros(kernels.HIST_BINS, np.int32)
+    state = np.array([-1, 0], np.int64)
+    bins_out: list[np.ndarray] = []
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (ids, scores, labels) for exact AUC
+    schema = None
+    scratch = kernels.Batch(65_536)
+    query = scan_files(dataset, files).select(_scan_columns(dataset, scorer, parts.columns))
+    # Polars' own batches (whole morsels, no re-slicing): for the same files they are the same from
+    # run to run, and so are the sums, to the last bit
+    for batch in query.collect_batches():
+        if not batch.height:
+            continue
+        schema = batch.schema
+        s = _batch_scores(scorer, batch, dataset, files)
+        y = batch.get_column(_Y).to_numpy()
+        run_ends, run_ids = parts.runs(batch)
+        if len(parts.index) > stats.shape[0]:
+            stats = np.vstack([stats, np.zeros((max(len(parts.index), 2 * stats.shape[0]) - stats.shape[0], stats.shape[1]))])
+        s, a, b, y, p = scratch.load(s, y, logit)
+        out = scratch.out
+        n_out = kernels.reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, out, p)
+        bins_out.append(out[:n_out].copy())
+        if stats[:, -2:].any():
+            break  # bad input: stop reading, say where below
+        if exact_auc:
+            kept.append((np.repeat(run_ids, np.diff(run_ends, prepend=0)), s.copy(), y.copy()))
+    out = np.empty((kernels.HIST_BINS, 4), np.int64)
+    bins_out.append(out[: kernels.close_histogram(hist_n, hist_pos, touched, state, out)])
+
+    stats = stats[: len(parts.index)]
+    bad_score, bad_label = (int(v) for v in stats[:, -2:].sum(axis=0))
+    if bad_score or bad_label:
+        _raise_bad_input(dataset, scorer, files, {"bad_score": bad_score, "bad_label": bad_label})
+    keys_frame = parts.frame(dataset, schema).with_row_index("__part")
+    sums = {name: stats[:, j] for j, name in enumerate(kernels.STATS) if name in SUM_COLUMNS}
+    records = keys_frame.with_columns(
+        pl.Series(name, values).cast(pl.Int64 if name.startswith("n_") else pl.Float64) for name, values in sums.items()
+    )
+    if exact_auc:
+        records = records.join(_exact_auc(kept), on="__part", how="left")
+    records = records.filter(pl.col("n_rows") > 0).drop("__part")
+    bins = np.concatenate(bins_out)
+    histogram = (
+        pl.DataFrame({"__part": bins[:, 0].astype(np.uint32), "bin": bins[:, 1].astype(np.int32), "n": bins[:, 2], "n_pos": bins[:, 3]})
+        .group_by("__part", "bin")
+        .agg(pl.col("n").sum(), pl.col("n_pos").sum())
+        .join(keys_frame, on="__part")
+        .select(*keys_frame.drop("__part").columns, "bin", "n", "n_pos")
+    )
     return records, histogram
+
+
+def _exact_auc(kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pl.DataFrame:
+    """ROC AUC of each partition from average ranks (Mann–Whitney U), exact for ties."""
+    if not kept:
+        return pl.DataFrame(schema={"__part": pl.UInt32, "roc_auc": pl.Float64})
+    ids, s, y = (np.concatenate(col) for col in zip(*kept))
+    df = pl.DataFrame({"__part": ids.astype(np.uint32), _S: s, _Y: y})
+    pos = pl.col(_Y) == 1.0
+    n_pos, n_neg = pos.sum().cast(pl.Float64), (~pos).sum().cast(pl.Float64)
+    rank_sum = pl.col(_S).rank("average").filter(pos).sum()
+    auc = (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
+    return df.group_by("__part").agg(pl.when((n_pos > 0) & (n_neg > 0)).then(auc).otherwise(None).alias("roc_auc"))
 
 
 def merge_records(records: Iterable[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
@@ -296,6 +352,30 @@ def auc_from_histogram(hist: pl.DataFrame) -> tuple[float | None, float | None]:
     return auc, 0.5 * ties / (P * N)
 
 
+def auc_by_partition(histograms: Iterable[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
+    """Each partition's ROC AUC and its bound from its merged histogram (see :func:`auc_from_histogram`)."""
+    group = keys or ["partition"]
+    frames = [h for h in histograms if h.height]
+    if not frames:
+        return pl.DataFrame(schema={**{k: pl.String for k in group}, "roc_auc": pl.Float64, "roc_auc_bound": pl.Float64})
+    n, n_pos = pl.col("n").cast(pl.Float64), pl.col("n_pos").cast(pl.Float64)
+    h = (
+        pl.concat(frames, how="diagonal_relaxed")
+        .group_by([*group, "bin"])
+        .agg(n.sum(), n_pos.sum())
+        .sort([*group, "bin"])
+        .with_columns((pl.col("n") - pl.col("n_pos")).alias("neg"))
+        .with_columns((pl.col("neg").cum_sum().over(group) - pl.col("neg")).alias("neg_below"))
+    )
+    P, N = pl.col("n_pos").sum(), pl.col("neg").sum()
+    ties = (pl.col("n_pos") * pl.col("neg")).sum()
+    both = (P > 0) & (N > 0)
+    return h.group_by(group).agg(
+        pl.when(both).then(((pl.col("n_pos") * pl.col("neg_below")).sum() + 0.5 * ties) / (P * N)).alias("roc_auc"),
+        pl.when(both).then(0.5 * ties / (P * N)).alias("roc_auc_bound"),
+    )
+
+
 def finalize_table(merged: pl.DataFrame) -> pl.DataFrame:
     """The per-partition table a reviewer reads: figures derived from the summed statistics."""
     n = pl.col("n_rows").cast(pl.Float64)
@@ -321,8 +401,9 @@ def finalize_table(merged: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.lit(""))
         .alias("note"),
     )
-    if "roc_auc" not in df.columns:
-        df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias("roc_auc"))
+    for col in ("roc_auc", "roc_auc_bound"):
+        if col not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias(col))
     return df
 
 
@@ -356,6 +437,17 @@ def summarize_records(
 ) -> tuple[pl.DataFrame, dict[str, float | int | None]]:
     """Merge chunk records into the per-partition table and the overall row."""
     merged = merge_records(records, keys)
+    binned = auc_by_partition(histograms, keys)
+    group = keys or ["partition"]
+    if "roc_auc" in merged.columns:
+        # exact where a partition was ranked in one chunk, else the binned value and its bound
+        binned = binned.rename({"roc_auc": "__binned"})
+        merged = merged.join(binned, on=group, how="left", nulls_equal=True).with_columns(
+            pl.coalesce("roc_auc", "__binned").alias("roc_auc"),
+            pl.when(pl.col("roc_auc").is_not_null()).then(0.0).otherwise(pl.col("roc_auc_bound")).alias("roc_auc_bound"),
+        ).drop("__binned")
+    else:
+        merged = merged.join(binned, on=group, how="left", nulls_equal=True)
     return finalize_table(merged), overall_row(merged, merge_histograms(histograms))
 
 

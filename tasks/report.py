@@ -16,7 +16,7 @@ from tasks.tracking import DatasetRef, EvaluationLog, metric_key_suffix, partiti
 
 OVERALL_METRICS = ("bce", "bce_se", "accuracy", "brier", "positive_rate", "mean_predicted", "roc_auc", "roc_auc_bound", "bce_pos", "bce_neg")
 TABLE_COLUMNS = (
-    "n_rows", "n_pos", "bce", "bce_low", "bce_high", "verdict", "bce_se", "positive_rate", "accuracy", "roc_auc", "brier",
+    "n_rows", "n_pos", "bce", "bce_low", "bce_high", "verdict", "bce_se", "positive_rate", "accuracy", "roc_auc", "roc_auc_bound", "brier",
     "mean_predicted", "bce_pos", "bce_neg", "n_saturated", "note",
 )
 

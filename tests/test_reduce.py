@@ -39,11 +39,11 @@ FEATURES = ["a", "b", "c"]
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def run(ds: Dataset, scorer, target_rows: int | None = None, with_auc: bool = True):
+def run(ds: Dataset, scorer, target_rows: int | None = None, exact_auc: bool = True):
     chunks = [list(ds.files)] if target_rows is None else group_files(ds, target_rows)
     records, hists = [], []
     for chunk in chunks:
-        r, h = reduce_chunk(ds, scorer, chunk, with_auc=with_auc)
+        r, h = reduce_chunk(ds, scorer, chunk, exact_auc=exact_auc)
         records.append(r)
         hists.append(h)
     table, overall = summarize_records(records, hists, list(ds.partition_by))
@@ -232,7 +232,7 @@ def test_records_of_one_partition_from_several_chunks_add_up(tmp_path: Path):
     model = fitted_logistic()
     scorer = make_scorer(model, ds.features)
     one_table, one_overall, _ = run(ds, scorer)
-    recs, hists = zip(*(reduce_chunk(ds, scorer, [f]) for f in ds.files))
+    recs, hists = zip(*(reduce_chunk(ds, scorer, [f], exact_auc=True) for f in ds.files))
     merged = merge_records(recs, ["region"])
     table = finalize_table(merged).sort("region")
     one_table = one_table.sort("region")
@@ -250,11 +250,22 @@ def test_records_of_one_partition_from_several_chunks_add_up(tmp_path: Path):
     assert over["roc_auc"] == pytest.approx(one_overall["roc_auc"], abs=1e-15)
 
 
-def test_without_auc(hive_data: Path):
+def test_binned_auc_per_partition_is_within_its_bound(hive_data: Path):
+    """The default AUC (no sort): per partition from its histogram, within the stated bound of sklearn's."""
     ds = discover_dataset(hive_data, "label", FEATURES)
-    table, overall, _ = run(ds, make_scorer(fitted_logistic(), ds.features), with_auc=False)
-    assert table["roc_auc"].null_count() == table.height
-    assert overall["roc_auc"] is None and overall["roc_auc_bound"] is None  # no AUC at all when switched off
+    model = fitted_logistic()
+    table, overall, _ = run(ds, make_scorer(model, ds.features), exact_auc=False)
+    exact_table, exact_overall, _ = run(ds, make_scorer(model, ds.features), exact_auc=True)
+    for region, df in rows_by_partition(ds).items():
+        row = table_row(table, "region", region)
+        exact = roc_auc_score(df["label"].to_numpy(), model.decision_function(df.select(FEATURES).to_numpy()))
+        assert 0 < row["roc_auc_bound"] < 0.01
+        assert abs(row["roc_auc"] - exact) <= row["roc_auc_bound"] + 1e-12
+        assert table_row(exact_table, "region", region)["roc_auc_bound"] == 0.0
+    # everything else is the same with or without the sort
+    for col in ["n_rows", "bce", "bce_se", "accuracy", "brier"]:
+        np.testing.assert_allclose(table.sort("region")[col].to_numpy(), exact_table.sort("region")[col].to_numpy(), rtol=1e-12, atol=0)
+    assert overall["roc_auc"] == exact_overall["roc_auc"]
 
 
 # --- non-linear classifiers (numpy path) ------------------------------------------------------------

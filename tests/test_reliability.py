@@ -81,11 +81,11 @@ def test_killed_process_is_recovered_and_rerun_is_identical(prefect_server, mlfl
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cache = tmp_path / "kcache"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(cache.rglob("*.record.parquet"))) < 3:
+    while time.monotonic() < deadline and len(list(cache.rglob("*.entry"))) < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    cached_before = len(list(cache.rglob("*.record.parquet")))
+    cached_before = len(list(cache.rglob("*.entry")))
     assert 0 < cached_before < 24
 
     # a run of the same evaluation left RUNNING by a process that no longer exists

@@ -1,0 +1,210 @@
+"""The per-row loop of the streaming reduce, compiled with numba: one pass, no temporary per figure.
+
+The transcendental parts (``exp``, ``log1p``, ``log``) are computed by numpy on the whole batch
+where they are vectorised; this loop then reads each row once and adds its loss, its figures and
+its histogram bin to the statistics of its partition. Imported only when a reduce runs (numba
+loads its compiled code from the on-disk cache, next to this file).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+#: Columns of the per-partition statistics array (all float64; counts are exact below 2**53).
+STATS = (
+    "n_rows", "n_pos", "n_neg", "sum_loss", "sum_loss_sq", "sum_loss_pos",
+    "n_correct", "sum_brier", "sum_p", "n_saturated", "bad_score", "bad_label",
+)
+HIST_BINS = 4096
+#: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
+SATURATED_LOGIT = 36.04365338911715
+PROBA_EPS = float(np.finfo(np.float64).eps)
+
+
+# error_model="numpy": x/0 gives inf like numpy instead of a Python exception check per row (which
+# stops vectorisation); reassociation lets LLVM vectorise the sums (several partial sums: if
+# anything more accurate than one running sum); no other fast-math flag, so NaN and inf keep
+# their meaning
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
+_SUMS_FLAGS = {"reassoc", "contract"}
+
+
+@numba.njit(fastmath=_SUMS_FLAGS, **_JIT)
+def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compiled
+    # branch-free figures of rows lo..hi of one partition, added to acc (columns of STATS); each
+    # row's probability goes to ps, for the histogram (a scatter, which cannot be vectorised)
+    n_pos = 0.0
+    n_neg = 0.0
+    s_loss = 0.0
+    s_loss2 = 0.0
+    s_loss_pos = 0.0
+    n_correct = 0.0
+    s_brier = 0.0
+    s_p = 0.0
+    n_sat = 0.0
+    bad_score = 0.0
+    for i in range(lo, hi):
+        si = s[i]
+        yi = y[i]
+        fpos = 1.0 if yi == 1.0 else 0.0
+        if logit:
+            ai = a[i]
+            loss = (si if si > 0.0 else 0.0) - si * yi + b[i]
+            q = 1.0 / (1.0 + ai)
+            p = q if si >= 0.0 else ai * q
+            n_correct += 1.0 if (si > 0.0) == (yi == 1.0) else 0.0
+            n_sat += 1.0 if abs(si) >= SATURATED_LOGIT else 0.0
+            bad_score += 0.0 if abs(si) < np.inf else 1.0
+        else:
+            loss = a[i] if yi == 1.0 else b[i]
+            p = si
+            n_correct += 1.0 if (si > 0.5) == (yi == 1.0) else 0.0
+            n_sat += 1.0 if (si <= PROBA_EPS) | (si >= 1.0 - PROBA_EPS) else 0.0
+            bad_score += 0.0 if (si >= 0.0) & (si <= 1.0) else 1.0
+        d = p - yi
+        n_pos += fpos
+        n_neg += 1.0 if yi == 0.0 else 0.0
+        s_loss += loss
+        s_loss2 += loss * loss
+        s_loss_pos += loss * fpos
+        s_brier += d * d
+        s_p += p
+        ps[i] = p
+    acc[0] += hi - lo
+    acc[1] += n_pos
+    acc[2] += n_neg
+    acc[3] += s_loss
+    acc[4] += s_loss2
+    acc[5] += s_loss_pos
+    acc[6] += n_correct
+    acc[7] += s_brier
+    acc[8] += s_p
+    acc[9] += n_sat
+    acc[10] += bad_score
+    acc[11] += (hi - lo) - n_pos - n_neg
+
+
+@numba.njit(**_JIT)
+def _flush_histogram(part, hist_n, hist_pos, touched, n_touched, out, n_out):  # pragma: no cover - compiled
+    # emit the touched bins of the open partition as (partition, bin, n, n_pos), then clear them
+    for t in range(n_touched):
+        b = touched[t]
+        out[n_out, 0] = part
+        out[n_out, 1] = b
+        out[n_out, 2] = hist_n[b]
+        out[n_out, 3] = hist_pos[b]
+        n_out += 1
+        hist_n[b] = 0
+        hist_pos[b] = 0
+    return n_out
+
+
+@numba.njit(**_JIT)
+def reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, out, ps):  # pragma: no cover - compiled
+    """Add a batch of rows to per-partition statistics and score histograms.
+
+    ``s`` is the score (a logit when ``logit``, else a probability of class 1) and ``y`` the label.
+    For a logit, ``a = exp(−|s|)`` and ``b = log1p(a)``, so the loss is ``max(s, 0) − s·y + b`` and
+    σ(s) is ``1/(1+a)`` or ``a/(1+a)``; for a probability clipped to [eps, 1 − eps], ``a`` and ``b``
+    are the losses ``−log p`` and ``−log1p(−p)`` of a positive and of a negative row.
+
+    The rows come in runs of one partition: run r ends (exclusive) at ``run_ends[r]`` and adds to
+    row ``run_ids[r]`` of ``stats`` (columns :data:`STATS`). Rows with a non-finite or out-of-range
+    score, or a label other than 0/1, are counted in ``bad_score``/``bad_label`` (their other
+    figures are meaningless: the caller raises). The histogram of the open partition (``state[0]``,
+    with ``state[1]`` bins touched) stays open across batches and is written to ``out`` as
+    ``(partition, bin, n, n_pos)`` rows when the partition changes. ``ps`` is scratch space of
+    the batch's length. Returns the number of rows written to ``out``.
+    """
+    cur = state[0]
+    n_touched = state[1]
+    n_out = 0
+    lo = 0
+    for r in range(run_ends.shape[0]):
+        hi = run_ends[r]
+        k = run_ids[r]
+        if k != cur:
+            if cur >= 0:
+                n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out)
+                n_touched = 0
+            cur = k
+        _run_sums(s, a, b, y, lo, hi, logit, stats[k], ps)
+        for i in range(lo, hi):
+            p = ps[i]
+            # a bad score (NaN or outside [0, 1]) is counted as such; the caller raises
+            bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if (p >= 0.0) & (p <= 1.0) else 0
+            if hist_n[bin_] == 0:
+                touched[n_touched] = bin_
+                n_touched += 1
+            hist_n[bin_] += 1
+            hist_pos[bin_] += 1 if y[i] == 1.0 else 0
+        lo = hi
+    state[0] = cur
+    state[1] = n_touched
+    return n_out
+
+
+@numba.njit(**_JIT)
+def close_histogram(hist_n, hist_pos, touched, state, out):  # pragma: no cover - compiled
+    """Write the open partition's histogram to ``out`` (at the end of a chunk); returns the rows."""
+    n_out = 0
+    if state[0] >= 0:
+        n_out = _flush_histogram(state[0], hist_n, hist_pos, touched, state[1], out, 0)
+    state[0] = -1
+    state[1] = 0
+    return n_out
+
+
+def _aligned(n: int) -> np.ndarray:
+    raw = np.empty(n + 8)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip : skip + n]
+
+
+class Batch:
+    """A batch's columns in 64-byte-aligned buffers, with the terms :func:`reduce_batch` reads.
+
+    Same data, same sums to the last bit: the compiled sums are vectorised, and where a vector
+    loop starts depends on the address of its first row; with every buffer aligned the same way,
+    it does not vary from run to run (a fresh numpy array can start anywhere).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.s, self.y, self.a, self.b, self.p = (_aligned(capacity) for _ in range(5))
+        self.out = np.empty((capacity + HIST_BINS, 4), np.int64)
+
+    def load(self, s: np.ndarray, y: np.ndarray, logit: bool) -> tuple[np.ndarray, ...]:
+        """``(s, a, b, y, p)`` views for one batch: copies of s and y, the vectorised terms, scratch p."""
+        n = len(s)
+        if n > len(self.s):
+            self.__init__(n)
+        S, Y, A, B = s, y, self.a[:n], self.b[:n]
+        with np.errstate(all="ignore"):  # bad rows are counted by the loop, not warned about here
+            if logit:
+                np.abs(S, out=A)
+                np.negative(A, out=A)
+                np.exp(A, out=A)  # a = exp(-|s|)
+                np.log1p(A, out=B)
+            else:
+                np.clip(S, PROBA_EPS, 1.0 - PROBA_EPS, out=B)
+                np.log(B, out=A)
+                np.negative(A, out=A)  # -log p
+                np.negative(B, out=B)
+                np.log1p(B, out=B)
+                np.negative(B, out=B)  # -log1p(-p)
+        return S, A, B, Y, self.p[:n]
+
+
+def warm_up() -> None:
+    """Load the compiled loop (from numba's on-disk cache; compiled the first time) on one row."""
+    batch = Batch(1)
+    s, a, b, y, p = batch.load(np.array([0.5]), np.array([1.0]), True)
+    stats = np.zeros((1, len(STATS)))
+    hist_n, hist_pos = np.zeros(HIST_BINS, np.int64), np.zeros(HIST_BINS, np.int64)
+    touched, state = np.zeros(HIST_BINS, np.int32), np.array([-1, 0], np.int64)
+    one, zero = np.array([1], np.int64), np.array([0], np.int64)
+    reduce_batch(s, a, b, y, one, zero, True, stats, hist_n, hist_pos, touched, state, batch.out, p)
+    close_histogram(hist_n, hist_pos, touched, state, batch.out)
