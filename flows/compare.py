@@ -1,6 +1,7 @@
 """Champion vs challenger: both models scored on the same rows, the paired BCE difference logged."""
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 from prefect.runtime import flow_run
 
 from flows.settings import CompareSettings
@@ -27,10 +28,10 @@ def compare_flow(settings: CompareSettings) -> dict:
     challenger_scorer = make_scorer(challenger, dataset.features)
 
     records = [
-        reduce_paired_chunk_task(dataset, champion_scorer, challenger_scorer, chunk)
+        reduce_paired_chunk_task(quote(dataset), champion_scorer, challenger_scorer, quote(chunk))
         for chunk in group_files(dataset, settings.chunk_rows)
     ]
-    table, overall = summarize_comparison_task(records, list(dataset.partition_by), settings.min_rows)
+    table, overall = summarize_comparison_task(quote(records), list(dataset.partition_by), settings.min_rows)
     table = with_partition_label(table, dataset.partition_by)
 
     regressions = check_regression(table, overall, settings.max_regression) if settings.max_regression is not None else []
@@ -40,7 +41,7 @@ def compare_flow(settings: CompareSettings) -> dict:
         str(flow_run.get_id() or ""),
     )
     content.tags["quality_gate"] = "failed" if regressions else ("passed" if settings.max_regression is not None else "not set")
-    run_id, experiment_id = log_evaluation_task(content, tracking_uri)
+    run_id, experiment_id = log_evaluation_task(quote(content), tracking_uri)
     if promote:
         name, version = move_alias_task(settings.challenger, settings.champion, settings.alias, run_id, tracking_uri)
         logger.info(f"moved alias {settings.alias!r} of {name} to version {version}: {reason}")

@@ -1,7 +1,9 @@
 """The evaluation flow: DATA → scan → check → score → loss → reduce → merge → report.
 
 Wiring only: every step is a task from :mod:`tasks`. (No ``from __future__ import annotations``
-here: Prefect must resolve the settings type when a deployment loads this file.)
+here: Prefect must resolve the settings type when a deployment loads this file.) Arguments that
+hold thousands of items (the dataset's files, cache keys, per-partition records) go through
+``quote()``: no task here takes a future, and Prefect would otherwise walk every item of them.
 """
 
 import time
@@ -90,7 +92,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
         model = fitted = fit_logistic_streaming_task(quote(dataset), **settings.model_params)
         model_info = ModelInfo("LogisticRegression fitted on this data (streaming L-BFGS)", params=model.get_params())
     elif model is None and not settings.score_col:
-        X, y = collect_training_data_task(dataset)
+        X, y = collect_training_data_task(quote(dataset))
         model = fitted = fit_model_task(X, y, settings.model_params)
         model_info = ModelInfo("LogisticRegression fitted on this data", params=model.get_params())
     scorer = stored_scorer(settings.score_col, settings.score_kind) if settings.score_col else make_scorer(model, dataset.features)
@@ -98,7 +100,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     # 4. score, check and reduce, a chunk of whole partitions per task; cached partitions are not read
     exact_auc = settings.auc == "exact"
     keys = partition_keys(dataset, scorer, exact_auc) if settings.cache else {}
-    cached = load_cached_task(keys) if settings.cache and not settings.full else {}
+    cached = load_cached_task(quote(keys)) if settings.cache and not settings.full else {}
     records = [rec for rec, _ in cached.values()]
     hists = [hist for _, hist in cached.values()]
     chunks = group_files(dataset, settings.rows_per_task(holds_rows=exact_auc), skip=set(cached))
@@ -108,10 +110,9 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
         done = [f.result() for f in futures]
     started, rows_done = time.monotonic(), 0
     for i, chunk in enumerate(chunks, 1):
-        # quote(): the dataset lists every file; Prefect need not walk it looking for futures
         rec, hist = done[i - 1] if settings.dask else reduce_chunk_task(quote(dataset), scorer, quote(chunk), exact_auc)
         if settings.cache:
-            store_records_task(quote(dataset), keys, rec, hist)
+            store_records_task(quote(dataset), quote(keys), rec, hist)
         records.append(rec)
         hists.append(hist)
         rows_done += sum(f.num_rows for f in chunk)
@@ -121,7 +122,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
         logger.info(f"reused {len(cached)} cached partition(s); computed {len(keys) - len(cached)}")
 
     # 5. merge into the per-partition table and the overall row
-    table, overall = summarize_records_task(records, hists, list(dataset.partition_by))
+    table, overall = summarize_records_task(quote(records), quote(hists), list(dataset.partition_by))
     overall.update(partitions_reused=len(cached), partitions_computed=len(files_by_partition(dataset)) - len(cached))
     table = with_partition_label(table, dataset.partition_by)
     baseline = read_baseline_task(settings.gates.baseline_run_id, tracking_uri) if settings.gates.baseline_run_id else None
@@ -132,7 +133,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     audit = None
     if settings.audit:
         parts = [audit_chunk_task(quote(dataset), scorer, quote(chunk)) for chunk in group_files(dataset, settings.rows_per_task(holds_rows=True))]
-        audit = summarize_audit_task([a for a, _, _ in parts], [b for _, b, _ in parts], [t for _, _, t in parts], list(dataset.partition_by), table)
+        audit = summarize_audit_task(quote([a for a, _, _ in parts]), quote([b for _, b, _ in parts]), quote([t for _, _, t in parts]), list(dataset.partition_by), table)
 
     # 6. report: plots, the MLflow run, Prefect artifacts
     eval_key = evaluation_key(dataset, scorer, settings.model_dump(mode="json"))
@@ -143,7 +144,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     figures = make_figures_task(sample, table, overall["bce"], dataset.features, linear, bool(dataset.partition_by))
     run_name = settings.run_name or _default_run_name(settings, type(model).__name__ if model is not None else "stored scores", scheduled)
     log = build_evaluation_log_task(
-        dataset=dataset,
+        dataset=quote(dataset),
         table=table,
         overall=overall,
         model=model_info,
@@ -166,9 +167,9 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     if audit is not None:
         add_audit(log, audit, overall)
     log.results_path = save_results_task(eval_key, table, overall)
-    run_id, experiment_id = log_evaluation_task(log, tracking_uri)
+    run_id, experiment_id = log_evaluation_task(quote(log), tracking_uri)
     evaluation = Evaluation(table, overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample)
-    publish_prefect_artifacts_task(evaluation, Path(settings.data).name, ui_command(tracking_uri), verdict)
+    publish_prefect_artifacts_task(quote(evaluation), Path(settings.data).name, ui_command(tracking_uri), verdict)
     if verdict is not None and not verdict.passed:
         # after logging: the run is FINISHED and tagged; the flow run ends Failed with the reason
         raise GateFailed(verdict.message, evaluation)

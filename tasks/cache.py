@@ -187,7 +187,7 @@ def save_results(key: str, table: pl.DataFrame, overall: dict[str, Any]) -> str:
     doc = {"overall": overall, "table": table.to_dicts()}
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, default=str)
+        fh.write(json.dumps(doc, default=str))  # dumps: C encoder; dump streams through Python's
     os.replace(tmp, path)
     return str(path)
 

@@ -72,23 +72,28 @@ def list_parquet_files(path: str | os.PathLike[str]) -> list[Path]:
         if not _is_parquet(root):
             raise InputError(f"{root}: not a Parquet file (expected a .parquet file or a folder of them).")
         return [root]
-    found: list[Path] = []
+    found: list[str] = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]  # hidden and _temporary folders
         found.extend(
-            Path(folder, n) for n in names
+            os.path.join(folder, n) for n in names
             if not n.startswith((".", "_")) and n.lower().endswith((".parquet", ".pq", ".parq"))
         )
-    files = sorted(found)
-    if not files:
+    if not found:
         raise InputError(f"{root}: no .parquet files found in this folder.")
-    return files
+    return [Path(f) for f in sorted(found)]
 
 
 def parse_hive_keys(root: Path, file: Path) -> dict[str, str]:
     """``{key: value}`` from the ``key=value`` folders between ``root`` and ``file``."""
     keys: dict[str, str] = {}
-    rel = file.relative_to(root).parts[:-1] if root.is_dir() else ()
+    base, path = str(root), str(file)
+    if path.startswith(base.rstrip(os.sep) + os.sep):
+        rel = path[len(base.rstrip(os.sep)) + 1 :].split(os.sep)[:-1]
+    elif root.is_dir():
+        rel = os.path.relpath(file, root).split(os.sep)[:-1]
+    else:
+        return keys
     for part in rel:
         if "=" in part:
             k, v = part.split("=", 1)
@@ -96,16 +101,25 @@ def parse_hive_keys(root: Path, file: Path) -> dict[str, str]:
     return keys
 
 
-def _footer_fingerprint(path: Path, size: int) -> str:
-    # The Parquet footer holds every column chunk's offsets, sizes, row counts and min/max/null
-    # statistics: a rewrite with different content changes it, and hashing it (with the file
-    # size) costs one small read instead of reading the data pages, which would double the I/O.
+def _read_footer_bytes(path: Path, size: int) -> bytes:
+    """The file's Parquet footer with its length and magic (``b''`` when it has none)."""
     with open(path, "rb") as fh:
         fh.seek(max(0, size - 8))
         tail = fh.read(8)
-        footer_len = int.from_bytes(tail[:4], "little") if len(tail) == 8 and tail[4:] == b"PAR1" else 0
-        fh.seek(max(0, size - 8 - footer_len))
-        footer = fh.read(footer_len + 8)
+        if len(tail) != 8 or tail[4:] != b"PAR1":
+            return b""
+        footer_len = int.from_bytes(tail[:4], "little")
+        if footer_len > size - 12:
+            return b""
+        fh.seek(size - 8 - footer_len)
+        return fh.read(footer_len) + tail
+
+
+def _footer_fingerprint(size: int, footer: bytes) -> str:
+    # The Parquet footer holds every column chunk's offsets, sizes, row counts and min/max/null
+    # statistics: a rewrite with different content changes it, and hashing it (with the file
+    # size) costs nothing more than the footer read the checks need anyway, instead of reading
+    # the data pages, which would double the I/O.
     return hashlib.blake2b(str(size).encode() + footer, digest_size=16).hexdigest()
 
 
@@ -121,9 +135,10 @@ def _kind(t: pa.DataType) -> str:
     return "other"
 
 
-def _read_footer(path: Path) -> tuple[pq.FileMetaData, pa.Schema]:
+def _read_footer(path: Path, footer: bytes = b"") -> tuple[pq.FileMetaData, pa.Schema]:
     try:
-        md = pq.read_metadata(path)
+        # parsed from the bytes already read (the leading magic makes them a Parquet "file")
+        md = pq.read_metadata(pa.BufferReader(b"PAR1" + footer) if footer else path)
         return md, md.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -173,9 +188,10 @@ def select_partitions(
 
 
 def _read_one(path: Path) -> tuple[pq.FileMetaData, pa.Schema, int, str]:
-    md, schema = _read_footer(path)
-    size = path.stat().st_size
-    return md, schema, size, _footer_fingerprint(path, size)
+    size = os.stat(path).st_size
+    footer = _read_footer_bytes(path, size)
+    md, schema = _read_footer(path, footer)
+    return md, schema, size, _footer_fingerprint(size, footer)
 
 
 def _read_footers(paths: list[Path]):
@@ -221,7 +237,7 @@ def discover_dataset(
             )
         if ref_schema is None:
             ref_schema, ref_file = schema, path
-        else:
+        elif not schema.equals(ref_schema):
             for name in used:
                 if name in schema.names and name in ref_schema.names and _kind(schema.field(name).type) != _kind(ref_schema.field(name).type):
                     raise InputError(
@@ -265,8 +281,10 @@ def discover_dataset(
     schema_kinds = {n: str(ref_schema.field(n).type) for n in ref_schema.names}
     schema_kinds.update({k: "string (hive key)" for k in hive_keys})
     fp = hashlib.blake2b(digest_size=16)
+    base = str(root if root.is_dir() else root.parent)
     for f in files:
-        fp.update(os.path.relpath(f.path, root if root.is_dir() else root.parent).encode())
+        rel = f.path[len(base) + 1 :] if f.path.startswith(base + os.sep) else os.path.relpath(f.path, base)
+        fp.update(rel.encode())
         fp.update(f.fingerprint.encode())
     fp.update(repr((label, features, parts)).encode())
     return Dataset(

@@ -85,13 +85,26 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
     acc[9] += n_sat
     acc[10] += bad_score
     acc[11] += (hi - lo) - n_pos - n_neg
+    return bad_score + ((hi - lo) - n_pos - n_neg)
 
 
 @numba.njit(**_JIT)
-def _flush_histogram(part, hist_n, hist_pos, touched, n_touched, out, n_out):  # pragma: no cover - compiled
-    # emit the touched bins of the open partition as (partition, bin, n, n_pos), then clear them
+def _flush_histogram(part, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush):  # pragma: no cover - compiled
+    # emit the open partition's touched bins, in bin order, as (partition, bin, n, n_pos) rows of
+    # out, and its AUC sums (partition, P, N, Σ pos·neg_below, Σ pos·neg) as a row of flushes
+    bins = np.sort(touched[:n_touched])
+    n_p = 0.0
+    n_n = 0.0
+    above = 0.0
+    ties = 0.0
     for t in range(n_touched):
-        b = touched[t]
+        b = bins[t]
+        pos = float(hist_pos[b])
+        neg = float(hist_n[b]) - pos
+        above += pos * n_n
+        ties += pos * neg
+        n_p += pos
+        n_n += neg
         out[n_out, 0] = part
         out[n_out, 1] = b
         out[n_out, 2] = hist_n[b]
@@ -99,11 +112,16 @@ def _flush_histogram(part, hist_n, hist_pos, touched, n_touched, out, n_out):  #
         n_out += 1
         hist_n[b] = 0
         hist_pos[b] = 0
+    flushes[n_flush, 0] = part
+    flushes[n_flush, 1] = n_p
+    flushes[n_flush, 2] = n_n
+    flushes[n_flush, 3] = above
+    flushes[n_flush, 4] = ties
     return n_out
 
 
 @numba.njit(**_JIT)
-def reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, out, ps):  # pragma: no cover - compiled
+def reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, out, flushes, ps):  # pragma: no cover - compiled
     """Add a batch of rows to per-partition statistics and score histograms.
 
     ``s`` is the score (a logit when ``logit``, else a probability of class 1) and ``y`` the label.
@@ -116,22 +134,26 @@ def reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, 
     score, or a label other than 0/1, are counted in ``bad_score``/``bad_label`` (their other
     figures are meaningless: the caller raises). The histogram of the open partition (``state[0]``,
     with ``state[1]`` bins touched) stays open across batches and is written to ``out`` as
-    ``(partition, bin, n, n_pos)`` rows when the partition changes. ``ps`` is scratch space of
-    the batch's length. Returns the number of rows written to ``out``.
+    ``(partition, bin, n, n_pos)`` rows when the partition changes, with a row of ``flushes``:
+    ``(partition, P, N, A, T)``, from which AUC = (A + T/2)/(P·N) within ± T/(2·P·N) when the
+    partition was written once. ``state[2]`` counts bad rows. ``ps`` is scratch space of the
+    batch's length. Returns the number of rows written to ``out`` and to ``flushes``.
     """
     cur = state[0]
     n_touched = state[1]
     n_out = 0
+    n_flush = 0
     lo = 0
     for r in range(run_ends.shape[0]):
         hi = run_ends[r]
         k = run_ids[r]
         if k != cur:
             if cur >= 0:
-                n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out)
+                n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush)
+                n_flush += 1
                 n_touched = 0
             cur = k
-        _run_sums(s, a, b, y, lo, hi, logit, stats[k], ps)
+        state[2] += _run_sums(s, a, b, y, lo, hi, logit, stats[k], ps)
         for i in range(lo, hi):
             p = ps[i]
             # a bad score (NaN or outside [0, 1]) is counted as such; the caller raises
@@ -144,18 +166,19 @@ def reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, 
         lo = hi
     state[0] = cur
     state[1] = n_touched
-    return n_out
+    return n_out, n_flush
 
 
 @numba.njit(**_JIT)
-def close_histogram(hist_n, hist_pos, touched, state, out):  # pragma: no cover - compiled
-    """Write the open partition's histogram to ``out`` (at the end of a chunk); returns the rows."""
-    n_out = 0
+def close_histogram(hist_n, hist_pos, touched, state, out, flushes):  # pragma: no cover - compiled
+    """Write the open partition's histogram (at the end of a chunk); returns the rows written."""
+    n_out, n_flush = 0, 0
     if state[0] >= 0:
-        n_out = _flush_histogram(state[0], hist_n, hist_pos, touched, state[1], out, 0)
+        n_out = _flush_histogram(state[0], hist_n, hist_pos, touched, state[1], out, 0, flushes, 0)
+        n_flush = 1
     state[0] = -1
     state[1] = 0
-    return n_out
+    return n_out, n_flush
 
 
 def _aligned(n: int) -> np.ndarray:
@@ -175,6 +198,7 @@ class Batch:
     def __init__(self, capacity: int) -> None:
         self.s, self.y, self.a, self.b, self.p = (_aligned(capacity) for _ in range(5))
         self.out = np.empty((capacity + HIST_BINS, 4), np.int64)
+        self.flushes = np.empty((capacity + 1, 5))
 
     def load(self, s: np.ndarray, y: np.ndarray, logit: bool) -> tuple[np.ndarray, ...]:
         """``(s, a, b, y, p)`` views for one batch: copies of s and y, the vectorised terms, scratch p."""
@@ -204,7 +228,12 @@ def warm_up() -> None:
     s, a, b, y, p = batch.load(np.array([0.5]), np.array([1.0]), True)
     stats = np.zeros((1, len(STATS)))
     hist_n, hist_pos = np.zeros(HIST_BINS, np.int64), np.zeros(HIST_BINS, np.int64)
-    touched, state = np.zeros(HIST_BINS, np.int32), np.array([-1, 0], np.int64)
+    touched, state = np.zeros(HIST_BINS, np.int32), new_state()
     one, zero = np.array([1], np.int64), np.array([0], np.int64)
-    reduce_batch(s, a, b, y, one, zero, True, stats, hist_n, hist_pos, touched, state, batch.out, p)
-    close_histogram(hist_n, hist_pos, touched, state, batch.out)
+    reduce_batch(s, a, b, y, one, zero, True, stats, hist_n, hist_pos, touched, state, batch.out, batch.flushes, p)
+    close_histogram(hist_n, hist_pos, touched, state, batch.out, batch.flushes)
+
+
+def new_state() -> np.ndarray:
+    """The loop's state between batches: open partition (none), bins touched, bad rows."""
+    return np.array([-1, 0, 0], np.int64)

@@ -249,15 +249,18 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
     hist_n = np.zeros(kernels.HIST_BINS, np.int64)
     hist_pos = np.zeros(kernels.HIST_BINS, np.int64)
     touched = np.zeros(kernels.HIST_BINS, np.int32)
-    state = np.array([-1, 0], np.int64)
+    state = kernels.new_state()
     bins_out: list[np.ndarray] = []
+    flushes_out: list[np.ndarray] = []
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (ids, scores, labels) for exact AUC
     schema = None
     scratch = kernels.Batch(65_536)
     query = scan_files(dataset, files).select(_scan_columns(dataset, scorer, parts.columns))
-    # Polars' own batches (whole morsels, no re-slicing): for the same files they are the same from
-    # run to run, and so are the sums, to the last bit
-    for batch in query.collect_batches():
+    # Polars' own batches (whole morsels, no copy) unless files are small: then one batch per file
+    # would cost more in calls than in rows. Either way, the same files give the same batches, so
+    # the same sums to the last bit, run after run.
+    small_files = sum(f.num_rows for f in files) < 32_768 * len(files)
+    for batch in query.collect_batches(chunk_size=65_536 if small_files else None):
         if not batch.height:
             continue
         schema = batch.schema
@@ -267,36 +270,54 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
         if len(parts.index) > stats.shape[0]:
             stats = np.vstack([stats, np.zeros((max(len(parts.index), 2 * stats.shape[0]) - stats.shape[0], stats.shape[1]))])
         s, a, b, y, p = scratch.load(s, y, logit)
-        out = scratch.out
-        n_out = kernels.reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, out, p)
-        bins_out.append(out[:n_out].copy())
-        if stats[:, -2:].any():
+        n_out, n_flush = kernels.reduce_batch(
+            s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, scratch.out, scratch.flushes, p
+        )
+        bins_out.append(scratch.out[:n_out].copy())
+        flushes_out.append(scratch.flushes[:n_flush].copy())
+        if state[2]:
             break  # bad input: stop reading, say where below
         if exact_auc:
             kept.append((np.repeat(run_ids, np.diff(run_ends, prepend=0)), s.copy(), y.copy()))
-    out = np.empty((kernels.HIST_BINS, 4), np.int64)
-    bins_out.append(out[: kernels.close_histogram(hist_n, hist_pos, touched, state, out)])
+    n_out, n_flush = kernels.close_histogram(hist_n, hist_pos, touched, state, scratch.out, scratch.flushes)
+    bins_out.append(scratch.out[:n_out].copy())
+    flushes_out.append(scratch.flushes[:n_flush].copy())
 
     stats = stats[: len(parts.index)]
     bad_score, bad_label = (int(v) for v in stats[:, -2:].sum(axis=0))
     if bad_score or bad_label:
         _raise_bad_input(dataset, scorer, files, {"bad_score": bad_score, "bad_label": bad_label})
     keys_frame = parts.frame(dataset, schema).with_row_index("__part")
+    key_columns = keys_frame.columns[1:]
     sums = {name: stats[:, j] for j, name in enumerate(kernels.STATS) if name in SUM_COLUMNS}
     records = keys_frame.with_columns(
         pl.Series(name, values).cast(pl.Int64 if name.startswith("n_") else pl.Float64) for name, values in sums.items()
     )
-    if exact_auc:
-        records = records.join(_exact_auc(kept), on="__part", how="left")
-    records = records.filter(pl.col("n_rows") > 0).drop("__part")
     bins = np.concatenate(bins_out)
-    histogram = (
-        pl.DataFrame({"__part": bins[:, 0].astype(np.uint32), "bin": bins[:, 1].astype(np.int32), "n": bins[:, 2], "n_pos": bins[:, 3]})
-        .group_by("__part", "bin")
-        .agg(pl.col("n").sum(), pl.col("n_pos").sum())
-        .join(keys_frame, on="__part")
-        .select(*keys_frame.drop("__part").columns, "bin", "n", "n_pos")
+    flushes = np.concatenate(flushes_out)
+    whole = len(np.unique(flushes[:, 0])) == len(flushes)
+    histogram = pl.DataFrame(
+        {"__part": bins[:, 0].astype(np.uint32), "bin": bins[:, 1].astype(np.int32), "n": bins[:, 2], "n_pos": bins[:, 3]}
     )
+    if not whole:
+        histogram = histogram.group_by("__part", "bin").agg(pl.col("n").sum(), pl.col("n_pos").sum())
+    index = histogram.get_column("__part")
+    histogram = histogram.select(*(keys_frame.get_column(k).gather(index) for k in key_columns), "bin", "n", "n_pos")
+    if whole:
+        # each partition's histogram was written once, whole: its AUC sums came with it
+        P, N, A, T = flushes[:, 1], flushes[:, 2], flushes[:, 3], flushes[:, 4]
+        both = (P > 0) & (N > 0)
+        with np.errstate(all="ignore"):
+            auc = pl.DataFrame({
+                "__part": flushes[:, 0].astype(np.uint32),
+                "roc_auc": np.where(both, (A + 0.5 * T) / (P * N), np.nan),
+                "roc_auc_bound": np.where(both, 0.5 * T / (P * N), np.nan),
+            }).fill_nan(None)
+    else:  # rows of a partition came in several runs (keys that are columns): merge its bins first
+        auc = auc_by_partition([histogram], key_columns).join(keys_frame, on=key_columns, nulls_equal=True).drop(key_columns)
+    if exact_auc:
+        auc = _exact_auc(kept).with_columns(pl.when(pl.col("roc_auc").is_not_null()).then(0.0).alias("roc_auc_bound"))
+    records = records.join(auc, on="__part", how="left").filter(pl.col("n_rows") > 0).drop("__part")
     return records, histogram
 
 
@@ -319,9 +340,10 @@ def merge_records(records: Iterable[pl.DataFrame], keys: list[str]) -> pl.DataFr
     df = pl.concat(frames, how="diagonal_relaxed")
     group = keys or ["partition"]
     aggs = [pl.col(c).sum() for c in SUM_COLUMNS]
-    if "roc_auc" in df.columns:
-        # a partition's AUC comes from one chunk; more than one record means it cannot be merged
-        aggs.append(pl.when(pl.len() == 1).then(pl.col("roc_auc").first()).otherwise(None).alias("roc_auc"))
+    for col in ("roc_auc", "roc_auc_bound"):
+        if col in df.columns:
+            # a partition's AUC comes from one chunk; more than one record means it cannot be merged
+            aggs.append(pl.when(pl.len() == 1).then(pl.col(col).first()).otherwise(None).alias(col))
     return df.group_by(group, maintain_order=True).agg(aggs).sort(group)
 
 
@@ -437,17 +459,6 @@ def summarize_records(
 ) -> tuple[pl.DataFrame, dict[str, float | int | None]]:
     """Merge chunk records into the per-partition table and the overall row."""
     merged = merge_records(records, keys)
-    binned = auc_by_partition(histograms, keys)
-    group = keys or ["partition"]
-    if "roc_auc" in merged.columns:
-        # exact where a partition was ranked in one chunk, else the binned value and its bound
-        binned = binned.rename({"roc_auc": "__binned"})
-        merged = merged.join(binned, on=group, how="left", nulls_equal=True).with_columns(
-            pl.coalesce("roc_auc", "__binned").alias("roc_auc"),
-            pl.when(pl.col("roc_auc").is_not_null()).then(0.0).otherwise(pl.col("roc_auc_bound")).alias("roc_auc_bound"),
-        ).drop("__binned")
-    else:
-        merged = merged.join(binned, on=group, how="left", nulls_equal=True)
     return finalize_table(merged), overall_row(merged, merge_histograms(histograms))
 
 
