@@ -277,8 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from tasks.kernels import warm_up
 
                 warm_up()
-            server.wait()
             install_log_filters(args.verbose)
+            if server.starting and args.command == "evaluate" and args.model_uri:
+                from tasks.model import prefetch_model
+
+                prefetch_model(args.model_uri)  # in time otherwise spent waiting for the server
+            server.wait()
             code = _COMMANDS[args.command](parser_args)
         except InputError as exc:
             code, message = EXIT_BAD_INPUT, f"bce-eval: error: {exc}"

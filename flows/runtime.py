@@ -154,6 +154,11 @@ class PrefectServer:
         with open(debug_log_path(), "ab") as log:
             self._process = subprocess.Popen(self._command, env=self._env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
+    @property
+    def starting(self) -> bool:
+        """Whether a temporary server was started (and the caller has time to spare until it answers)."""
+        return self._process is not None
+
     def wait(self) -> None:
         """Block until the temporary server answers (a clear error if it does not)."""
         if self._process is None:

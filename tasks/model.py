@@ -13,7 +13,7 @@ A scorer says how to get each row's score from its features, and whether that sc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import polars as pl
@@ -111,8 +111,36 @@ def stored_scorer(column: str, kind: ScoreKind) -> Scorer:
     return Scorer(kind, (), column=column, description=f"stored {kind} column {column!r}")
 
 
+#: Results computed ahead by :func:`prefetch_model`, each taken (once) by the first call that needs it.
+_AHEAD: dict[tuple[str, str], Any] = {}
+
+
+def prefetch_model(model_uri: str) -> None:
+    """Describe, read and load ``model_uri`` now, for the flow's tasks to take later.
+
+    The CLI calls this while Prefect's temporary server starts, so the model loads in time that is
+    otherwise spent waiting. Each result is taken by the first call for the same URI and then
+    forgotten (an alias that moves later is resolved again). A failure is left for the task to
+    report: it repeats the call, with its retries and its error message.
+    """
+    try:
+        ahead = {(kind, model_uri): fn(model_uri) for kind, fn in (("describe", _describe_model_uri), ("features", _model_feature_names), ("model", _load_model))}
+    except Exception:  # noqa: BLE001 - not swallowed: the task makes the same call and reports it
+        return
+    _AHEAD.update(ahead)
+
+
+def _take(kind: str, model_uri: str, fn: Callable[[str], Any]) -> Any:
+    key = (kind, model_uri)
+    return _AHEAD.pop(key) if key in _AHEAD else fn(model_uri)
+
+
 def load_model(model_uri: str) -> Any:
     """Load a scikit-learn model from MLflow (``runs:/…``, ``models:/name/1``, ``models:/name@alias``)."""
+    return _take("model", model_uri, _load_model)
+
+
+def _load_model(model_uri: str) -> Any:
     import mlflow
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
@@ -131,6 +159,10 @@ def load_model(model_uri: str) -> Any:
 
 def model_feature_names(model_uri: str) -> list[str] | None:
     """The input column names in the logged model's signature, if it has one."""
+    return _take("features", model_uri, _model_feature_names)
+
+
+def _model_feature_names(model_uri: str) -> list[str] | None:
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
@@ -151,6 +183,10 @@ def model_feature_names(model_uri: str) -> list[str] | None:
 
 def describe_model_uri(model_uri: str) -> dict[str, str]:
     """Registry name, version and source run of a ``models:/`` or ``runs:/`` URI, as tags."""
+    return _take("describe", model_uri, _describe_model_uri)
+
+
+def _describe_model_uri(model_uri: str) -> dict[str, str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
