@@ -188,24 +188,25 @@ def _aligned(n: int) -> np.ndarray:
 
 
 class Batch:
-    """A batch's columns in 64-byte-aligned buffers, with the terms :func:`reduce_batch` reads.
+    """Buffers for the terms :func:`reduce_batch` reads, reused batch after batch, 64-byte aligned.
 
-    Same data, same sums to the last bit: the compiled sums are vectorised, and where a vector
-    loop starts depends on the address of its first row; with every buffer aligned the same way,
-    it does not vary from run to run (a fresh numpy array can start anywhere).
+    Same data, same sums to the last bit: the compiled sums are vectorised, and how a vector loop
+    splits its rows can depend on the addresses of its arrays; with these buffers always aligned
+    the same way it does not vary from run to run (a fresh numpy array can start anywhere).
     """
 
     def __init__(self, capacity: int) -> None:
-        self.s, self.y, self.a, self.b, self.p = (_aligned(capacity) for _ in range(5))
+        self.a, self.b, self.p = (_aligned(capacity) for _ in range(3))
         self.out = np.empty((capacity + HIST_BINS, 4), np.int64)
         self.flushes = np.empty((capacity + 1, 5))
 
     def load(self, s: np.ndarray, y: np.ndarray, logit: bool) -> tuple[np.ndarray, ...]:
-        """``(s, a, b, y, p)`` views for one batch: copies of s and y, the vectorised terms, scratch p."""
+        """``(s, a, b, y, p)`` for one batch: the scores and labels, their vectorised terms, scratch p."""
         n = len(s)
-        if n > len(self.s):
+        if n > len(self.a):
             self.__init__(n)
-        S, Y, A, B = s, y, self.a[:n], self.b[:n]
+        S, Y = np.ascontiguousarray(s, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64)
+        A, B = self.a[:n], self.b[:n]
         with np.errstate(all="ignore"):  # bad rows are counted by the loop, not warned about here
             if logit:
                 np.abs(S, out=A)

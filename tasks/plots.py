@@ -19,15 +19,16 @@ from tasks.model import Scorer
 _NEG, _POS = "#d62728", "#2ca02c"  # the seed's red and green
 
 
-def sample_scores(dataset: Dataset, scorer: Scorer, max_rows: int = 5000) -> pl.DataFrame:
+def sample_scores(dataset: Dataset, scorer: Scorer, max_rows: int = 5000, max_files: int = 10) -> pl.DataFrame:
     """Up to ``max_rows`` checked rows with their label ``y``, probability ``p`` and ``loss``.
 
-    Rows are taken from the start of files spread evenly over the dataset, so every part of a
-    large dataset is represented without reading it all.
+    Rows are taken from the start of ``max_files`` files spread evenly over the dataset, so every
+    part of a large dataset is represented without reading it all (a file's first rows cost the
+    decoding of its first pages, which grow with its row groups: few files keep that small).
     """
     files = list(dataset.files)
-    step = max(1, len(files) // 50)
-    chosen = files[::step][:50]
+    step = max(1, len(files) // max_files)
+    chosen = files[::step][:max_files]
     per_file = max(1, max_rows // len(chosen))
     cols = [*scorer.features, *([scorer.column] if scorer.column else [])]
     lf = pl.concat([scan_files(dataset, [f]).head(per_file) for f in chosen])
