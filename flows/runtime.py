@@ -19,7 +19,6 @@ from types import TracebackType
 from tasks.errors import GateFailed, InputError, TrackingError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_QUIET_MESSAGES = ("Starting temporary server", "Stopping temporary server", "See https://www.prefect.io/docs")
 
 
 def prepare_environment() -> None:
@@ -49,16 +48,13 @@ def debug_log_path() -> Path:
 
 
 class _ConsoleFilter(logging.Filter):
-    """Keep tracebacks off the console (they stay in the debug log) and the temporary server quiet."""
+    """Keep tracebacks off the console (they stay in the debug log)."""
 
     def __init__(self, handler: logging.Handler) -> None:
         super().__init__()
         self.handler = handler
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if msg.startswith(_QUIET_MESSAGES):
-            return False
         if not record.exc_info:
             return True
         exc = record.exc_info[1]

@@ -1,6 +1,6 @@
 """A cache of per-partition results, so a nightly run reads only what is new.
 
-Each partition's record (its sufficient statistics and exact AUC) and its score histogram are
+Each partition's record (its sufficient statistics and ROC AUC) and its score histogram are
 stored under a key made of:
 
 - the model's identity: a hash of its fitted parameters (coefficients, or the pickled estimator),
@@ -8,7 +8,7 @@ stored under a key made of:
 - the partition's content: its hive values and the fingerprints of its files (size + Parquet
   footer, which holds every column chunk's offsets and statistics, so a rewritten file with the
   same name gets a new key);
-- the label and feature columns, whether AUC is computed, and :data:`tasks.reduce.METRIC_VERSION`.
+- the label and feature columns, whether the per-partition AUC is exact, and :data:`tasks.reduce.METRIC_VERSION`.
 
 The store is a folder (``BCE_EVAL_CACHE``, default ``.bce-eval/cache`` in the repo): each chunk's
 records and histograms in one pair of Parquet files, written atomically (temporary file, then

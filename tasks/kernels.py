@@ -13,6 +13,8 @@ import math
 import numba
 import numpy as np
 
+from tasks.bce import PROBA_EPS
+
 #: Columns of the per-partition statistics array (all float64; counts are exact below 2**53).
 STATS = (
     "n_rows", "n_pos", "n_neg", "sum_loss", "sum_loss_sq", "sum_loss_pos",
@@ -21,7 +23,6 @@ STATS = (
 HIST_BINS = 4096
 #: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
 SATURATED_LOGIT = 36.04365338911715
-PROBA_EPS = float(np.finfo(np.float64).eps)
 
 
 # error_model="numpy": x/0 gives inf like numpy instead of a Python exception check per row (which

@@ -23,7 +23,7 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 
-from tasks.bce import loss_expr_from_probabilities
+from tasks.bce import loss_expr_from_logits, loss_expr_from_probabilities
 from tasks.dataset import DataFile, Dataset, scan_files
 from tasks._prefect import as_task
 from tasks.errors import InputError
@@ -45,7 +45,7 @@ SUM_COLUMNS = (
 #: Version of the metric code; part of every cache key (bump when a formula changes).
 METRIC_VERSION = "2"
 
-_S, _Y, _L, _E = "__score", "__y", "__loss", "__e"
+_S, _Y = "__score", "__y"
 
 
 def _score_columns(scorer: Scorer, label: str) -> list[pl.Expr]:
@@ -56,25 +56,6 @@ def _score_columns(scorer: Scorer, label: str) -> list[pl.Expr]:
     else:
         s = pl.col(_S)  # already added from numpy
     return [s.alias(_S), pl.col(label).cast(pl.Float64).alias(_Y)]
-
-
-def _loss_columns(kind: str) -> list[pl.Expr]:
-    """The row's loss (and, for a logit, e = exp(−|z|), computed once for the loss and for σ(z))."""
-    s, y = pl.col(_S), pl.col(_Y)
-    if kind == "logit":
-        return [(-s.abs()).exp().alias(_E)]
-    return [loss_expr_from_probabilities(s, y).alias(_L)]
-
-
-def _logit_loss() -> pl.Expr:
-    s, y = pl.col(_S), pl.col(_Y)
-    return (s.clip(lower_bound=0.0) - s * y + pl.col(_E).log1p()).alias(_L)
-
-
-def _with_loss(lf: pl.LazyFrame, kind: str) -> pl.LazyFrame:
-    """Add the loss column (and e for a logit) to a frame that has the score and label columns."""
-    lf = lf.with_columns(_loss_columns(kind))
-    return lf.with_columns(_logit_loss()) if kind == "logit" else lf
 
 
 def _check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
@@ -209,7 +190,7 @@ class _Partitions:
         ids = [self._number(row) for row in keys[starts].rows()]
         return np.append(starts[1:], n).astype(np.int64), np.asarray(ids, dtype=np.int64)
 
-    def frame(self, dataset: Dataset, schema: pl.Schema | None) -> pl.DataFrame:
+    def frame(self, schema: pl.Schema | None) -> pl.DataFrame:
         """The key columns of every partition number, in number order."""
         rows = list(self.index)
         if not self.keys:
@@ -287,7 +268,7 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
     bad_score, bad_label = (int(v) for v in stats[:, -2:].sum(axis=0))
     if bad_score or bad_label:
         _raise_bad_input(dataset, scorer, files, {"bad_score": bad_score, "bad_label": bad_label})
-    keys_frame = parts.frame(dataset, schema).with_row_index("__part")
+    keys_frame = parts.frame(schema).with_row_index("__part")
     key_columns = keys_frame.columns[1:]
     sums = {name: stats[:, j] for j, name in enumerate(kernels.STATS) if name in SUM_COLUMNS}
     records = keys_frame.with_columns(
@@ -305,14 +286,10 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
     histogram = histogram.select(*(keys_frame.get_column(k).gather(index) for k in key_columns), "bin", "n", "n_pos")
     if whole:
         # each partition's histogram was written once, whole: its AUC sums came with it
-        P, N, A, T = flushes[:, 1], flushes[:, 2], flushes[:, 3], flushes[:, 4]
-        both = (P > 0) & (N > 0)
-        with np.errstate(all="ignore"):
-            auc = pl.DataFrame({
-                "__part": flushes[:, 0].astype(np.uint32),
-                "roc_auc": np.where(both, (A + 0.5 * T) / (P * N), np.nan),
-                "roc_auc_bound": np.where(both, 0.5 * T / (P * N), np.nan),
-            }).fill_nan(None)
+        roc_auc, bound = _auc_from_sums(*flushes[:, 1:5].T)
+        auc = pl.DataFrame(
+            {"__part": flushes[:, 0].astype(np.uint32), "roc_auc": roc_auc, "roc_auc_bound": bound}
+        ).fill_nan(None)
     else:  # rows of a partition came in several runs (keys that are columns): merge its bins first
         auc = auc_by_partition([histogram], key_columns).join(keys_frame, on=key_columns, nulls_equal=True).drop(key_columns)
     if exact_auc:
@@ -355,6 +332,17 @@ def merge_histograms(histograms: Iterable[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames).group_by("bin").agg(pl.col("n").sum(), pl.col("n_pos").sum()).sort("bin")
 
 
+def _auc_from_sums(P: np.ndarray, N: np.ndarray, A: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUC = (A + T/2)/(P·N) and its bound T/(2·P·N); NaN where a class is missing.
+
+    ``P``/``N`` count positives/negatives, ``A`` = Σᵦ pᵦ·(negatives in lower bins) and
+    ``T`` = Σᵦ pᵦ·nᵦ (pairs that share a bin, counted as one half).
+    """
+    both = (P > 0) & (N > 0)
+    with np.errstate(all="ignore"):
+        return np.where(both, (A + 0.5 * T) / (P * N), np.nan), np.where(both, 0.5 * T / (P * N), np.nan)
+
+
 def auc_from_histogram(hist: pl.DataFrame) -> tuple[float | None, float | None]:
     """ROC AUC from per-bin counts, and the largest possible error of counting ties as halves.
 
@@ -365,13 +353,9 @@ def auc_from_histogram(hist: pl.DataFrame) -> tuple[float | None, float | None]:
     h = hist.sort("bin")
     pos = h.get_column("n_pos").to_numpy().astype(np.float64)
     neg = h.get_column("n").to_numpy().astype(np.float64) - pos
-    P, N = pos.sum(), neg.sum()
-    if P == 0 or N == 0:
-        return None, None
     neg_below = np.cumsum(neg) - neg
-    ties = float(np.sum(pos * neg))
-    auc = (float(np.sum(pos * neg_below)) + 0.5 * ties) / (P * N)
-    return auc, 0.5 * ties / (P * N)
+    auc, bound = _auc_from_sums(pos.sum(), neg.sum(), np.sum(pos * neg_below), np.sum(pos * neg))
+    return (None, None) if np.isnan(auc) else (float(auc), float(bound))
 
 
 def auc_by_partition(histograms: Iterable[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
@@ -389,12 +373,15 @@ def auc_by_partition(histograms: Iterable[pl.DataFrame], keys: list[str]) -> pl.
         .with_columns((pl.col("n") - pl.col("n_pos")).alias("neg"))
         .with_columns((pl.col("neg").cum_sum().over(group) - pl.col("neg")).alias("neg_below"))
     )
-    P, N = pl.col("n_pos").sum(), pl.col("neg").sum()
-    ties = (pl.col("n_pos") * pl.col("neg")).sum()
-    both = (P > 0) & (N > 0)
-    return h.group_by(group).agg(
-        pl.when(both).then(((pl.col("n_pos") * pl.col("neg_below")).sum() + 0.5 * ties) / (P * N)).alias("roc_auc"),
-        pl.when(both).then(0.5 * ties / (P * N)).alias("roc_auc_bound"),
+    sums = h.group_by(group).agg(
+        pl.col("n_pos").sum().alias("P"),
+        pl.col("neg").sum().alias("N"),
+        (pl.col("n_pos") * pl.col("neg_below")).sum().alias("A"),
+        (pl.col("n_pos") * pl.col("neg")).sum().alias("T"),
+    )
+    auc, bound = _auc_from_sums(*(sums.get_column(c).to_numpy() for c in "PNAT"))
+    return sums.select(group).with_columns(
+        pl.Series("roc_auc", auc).fill_nan(None), pl.Series("roc_auc_bound", bound).fill_nan(None)
     )
 
 
@@ -478,5 +465,6 @@ def row_losses(frame: pl.DataFrame, scorer: Scorer, label: str) -> pl.Series:
     if scorer.model is not None:
         X = frame.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy()
         frame = frame.with_columns(pl.Series(_S, scorer.score_numpy(X)))
-    scored = _with_loss(frame.lazy().with_columns(_score_columns(scorer, label)), scorer.kind)
-    return scored.select(_L).collect().to_series()
+    loss = loss_expr_from_logits if scorer.kind == "logit" else loss_expr_from_probabilities
+    scored = frame.lazy().with_columns(_score_columns(scorer, label))
+    return scored.select(loss(pl.col(_S), pl.col(_Y)).alias("__loss")).collect().to_series()
