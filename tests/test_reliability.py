@@ -118,21 +118,24 @@ def test_retried_flow_run_reuses_its_run(mlflow_uri):
     assert len(mlflow.MlflowClient().search_runs([exp.experiment_id])) == 1
 
 
-def _eight(args_for, env) -> list[subprocess.CompletedProcess]:
-    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", *args_for(i)], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
-    return [(p, *p.communicate(timeout=600)) for p in procs]
+def _eight_runs(env: dict[str, str], prefix: str):
+    """Start 8 evaluations of the demo data at once; each must succeed. Returns the client and the runs."""
+    data = str(REPO / "data" / "demo")
+    args = ["evaluate", data, "--label", "label", "--features", "f1,f2,f3", "--run-name"]
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", *args, f"{prefix}{i}"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("bce-evaluation").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"{prefix}{i}" for i in range(8)]
+    return client, runs
 
 
 def test_eight_at_once_on_a_fresh_sqlite_store_with_temporary_servers(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", PREFECT_HOME=str(tmp_path / "ph"))
-    data = str(REPO / "data" / "demo")
-    results = _eight(lambda i: ["evaluate", data, "--label", "label", "--features", "f1,f2,f3", "--run-name", f"c{i}"], env)
-    for proc, out, err in results:
-        assert proc.returncode == 0, err[-2000:]
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("bce-evaluation").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == [f"c{i}" for i in range(8)]
+    _, runs = _eight_runs(env, "c")
     assert all(r.info.status == "FINISHED" and len([k for k in r.data.metrics if k.startswith("bce_by_partition/")]) == 6 for r in runs)
 
 
@@ -141,13 +144,7 @@ def test_eight_at_once_against_one_mlflow_server(prefect_server, tmp_path):
     server = _start_mlflow(port, tmp_path)
     try:
         env = {**os.environ, "PREFECT_API_URL": prefect_server, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-        data = str(REPO / "data" / "demo")
-        results = _eight(lambda i: ["evaluate", data, "--label", "label", "--features", "f1,f2,f3", "--run-name", f"s{i}"], env)
-        for proc, out, err in results:
-            assert proc.returncode == 0, err[-2000:]
-        client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-        runs = client.search_runs([client.get_experiment_by_name("bce-evaluation").experiment_id])
-        assert sorted(r.info.run_name for r in runs) == [f"s{i}" for i in range(8)]
+        client, runs = _eight_runs(env, "s")
         assert all(r.info.status == "FINISHED" for r in runs)
         assert all(any(a.path == "bce_by_partition.json" for a in client.list_artifacts(r.info.run_id)) for r in runs)
     finally:
