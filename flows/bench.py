@@ -134,6 +134,35 @@ def naive(root: Path, model: object) -> None:
         log_loss(part["label"].to_numpy(), p, labels=[0, 1])
 
 
+def hot_pass(root: Path, model: object) -> None:
+    """Discovery and the streaming reduce of every partition, in process, as the flow calls them."""
+    from tasks.dataset import discover_dataset, group_files
+    from tasks.model import make_scorer
+    from tasks.reduce import reduce_chunk
+
+    dataset = discover_dataset(root, "label", FEATURES)
+    scorer = make_scorer(model, dataset.features)
+    for chunk in group_files(dataset, 64_000_000):
+        reduce_chunk(dataset, scorer, chunk)
+
+
+def verify_pass(root: Path) -> None:
+    """What ``--verify-cache`` adds: discovery and a hash of every partition's used column chunks."""
+    from tasks.cache import partition_content_hashes
+    from tasks.dataset import discover_dataset, files_by_partition
+
+    dataset = discover_dataset(root, "label", FEATURES)
+    partition_content_hashes(dataset, files_by_partition(dataset))
+
+
+def measure_verify_cost(root: Path, model: object, repeats: int) -> dict[str, float]:
+    """``--verify-cache``'s hashing against the hot pass of a full run, in process, best of ``repeats``."""
+    hot_pass(root, model)  # compile the loop and fill the page cache first
+    hot = _best(lambda: _timed(lambda: hot_pass(root, model)), repeats)
+    verify = _best(lambda: _timed(lambda: verify_pass(root)), repeats)
+    return {"hot_pass_s": round(hot, 3), "verify_hash_s": round(verify, 3), "verify_over_full": round(verify / hot, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--small", type=int, default=4_000_000)
@@ -141,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--partition-rows", type=int, default=2_000_000, help="rows for the 100 vs 10,000 partitions test")
+    ap.add_argument("--verify-only", action="store_true", help="only measure --verify-cache's cost, in process, on the large dataset")
     args = ap.parse_args(argv)
 
     import mlflow
@@ -168,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"], signature=mlflow.models.infer_signature(sample.select(FEATURES).to_pandas().head(5)))
     model_uri = f"runs:/{run.info.run_id}/model"
     w, b = model.coef_.ravel(), float(model.intercept_[0])
+    print("timing --verify-cache's hashing against the hot pass (in process) ...", flush=True)
+    verify_cost = measure_verify_cost(large, model, args.repeats)
+    print(f"  {verify_cost}", flush=True)
+    if args.verify_only:
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
 
     port = _free_port()
     server_env = {**env, "PREFECT_HOME": str(work / "prefect-server")}
@@ -176,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    results: dict[str, object] = {"small_rows": args.small, "large_rows": args.large, "partitions": args.partitions}
+    results: dict[str, object] = {"small_rows": args.small, "large_rows": args.large, "partitions": args.partitions, "verify_cache": verify_cost}
     try:
         import httpx
 
@@ -239,7 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         inc_t = _run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri], cache_env)[0]
         # the same run again, nothing new: every partition cached (per-partition bookkeeping, no rows)
         cached_t = min(_run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri], cache_env)[0] for _ in range(args.repeats))
-        results["incremental"] = {"full_s": round(full_t, 2), "one_new_partition_s": round(inc_t, 2), "nothing_new_s": round(cached_t, 2)}
+        # --verify-cache: the first verified run recomputes what was cached without a hash; after it,
+        # a verified run with nothing new only hashes the bytes of every cached file
+        verify_cmd = [*cli, str(inc_root), "--label", "label", "--model-uri", model_uri, "--verify-cache"]
+        _run(verify_cmd, cache_env)
+        verified_t = min(_run(verify_cmd, cache_env)[0] for _ in range(args.repeats))
+        results["incremental"] = {
+            "full_s": round(full_t, 2), "one_new_partition_s": round(inc_t, 2), "nothing_new_s": round(cached_t, 2),
+            "nothing_new_verified_s": round(verified_t, 2),
+        }
         shutil.rmtree(inc_root, ignore_errors=True)
 
         print("timing fixed costs ...", flush=True)
@@ -277,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  incremental: one new partition of {args.partitions + 1}: {inc['one_new_partition_s']} s vs a full run {inc['full_s']} s "
           f"and {inc['nothing_new_s']} s with nothing new; marginal cost {inc['marginal_ratio']}x of a full run's minus the "
           f"tiny-data fixed cost, {inc['new_rows_ratio']}x minus the nothing-new run (target <= 0.1)")
+    v = r["verify_cache"]
+    print(f"  --verify-cache: hashing every cached file's used column chunks costs {v['verify_over_full']}x the hot pass of a "
+          f"full run in process ({v['verify_hash_s']} s vs {v['hot_pass_s']} s); a whole verified run with nothing new "
+          f"{inc['nothing_new_verified_s']} s vs {inc['nothing_new_s']} s unverified and {inc['full_s']} s full")
     return 0
 
 

@@ -11,9 +11,16 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from tasks.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_TRACKING, GateFailed, InputError, TrackingError
+
+if TYPE_CHECKING:  # the CLI imports pydantic and the settings only when a command needs them
+    from pydantic import BaseModel, ValidationError
+
+    from flows.settings import EvaluateSettings
+
+    M = TypeVar("M", bound=BaseModel)
 
 
 def _csv(text: str) -> list[str]:
@@ -40,10 +47,15 @@ def _add_evaluate_options(p: Any) -> None:
     p.add_argument("--chunk-rows", type=int, help="rows per task, whole partitions (default 64,000,000; 4,000,000 with --auc exact, --audit or --dask)")
     p.add_argument("--fit", choices=["sklearn", "streaming"], default="sklearn", help="streaming: exact L-BFGS fit over chunks, for data larger than memory")
     p.add_argument("--dask", metavar="ADDRESS", help="run the partition work on Dask: a scheduler address (tcp://host:8786) or 'local'")
-    p.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local (default 2)")
+    p.add_argument("--dask-workers", type=int, help="workers of --dask local (default 2)")
     p.add_argument("--audit", action="store_true", help="one more pass: BCE three ways (exact, sklearn's and Keras' clipping), saturation, calibration split, largest losses")
     p.add_argument("--full", action="store_true", help="recompute every partition, ignoring cached results")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the per-partition cache")
+    p.add_argument(
+        "--verify-cache", action="store_true",
+        help="re-hash the bytes of every cached file's column chunks and recompute any partition whose bytes changed "
+        "(for copies that keep every file attribute)",
+    )
     p.add_argument("--auc", choices=["binned", "exact"], default="binned", help="ROC AUC per partition: from 4096-bin histograms with a stated bound (default), or exact from ranks (a sort per partition)")
     reg = p.add_argument_group("registry")
     reg.add_argument("--register", metavar="NAME", help="register the fitted model as a new version of NAME")
@@ -62,30 +74,61 @@ def _add_evaluate_options(p: Any) -> None:
     gate.add_argument("--judge-on", choices=["interval", "point"], default="interval", help="fail a partition when its whole 95%% interval is above the threshold (default), or its point BCE")
 
 
-def _evaluate_settings(args: argparse.Namespace) -> Any:
-    from flows.settings import EvaluateSettings
-    from tasks.gates import GateSettings
+# settings whose CLI option is not "--" + the field name with dashes
+_OPTION_OF_SETTING = {
+    "data": "DATA",
+    "register_name": "--register",
+    "register_alias": "--alias",
+    "cache": "--no-cache",
+    "gates.baseline_run_id": "--baseline-run",
+    "model_params.C": "--C",
+}
 
-    if args.score_col and args.model_uri:
-        raise InputError("pass either --score-col or --model-uri, not both.")
-    if not args.features and not args.model_uri and not args.score_col:
-        raise InputError("--features is required when fitting a model (or pass --model-uri / --score-col).")
+
+def _option_name(loc: tuple[Any, ...]) -> str:
+    path = ".".join(str(p) for p in loc)
+    return _OPTION_OF_SETTING.get(path) or "--" + str(loc[-1]).replace("_", "-")
+
+
+def settings_error(exc: "ValidationError") -> InputError:
+    """The first error of a pydantic ``ValidationError`` as one :class:`InputError` line.
+
+    A rule between settings (a model validator) already words its message for the user; a field
+    error gets the option's name and the value in front of pydantic's message (not its
+    "Value error, ..." prefix, error count or documentation URL).
+    """
+    err = exc.errors(include_url=False)[0]
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return InputError(str(err["ctx"]["error"]))
+    msg = err["msg"].rstrip(".")
+    msg = msg[:1].lower() + msg[1:]
+    if not err["loc"]:
+        return InputError(f"{msg}.")
+    return InputError(f"{_option_name(tuple(err['loc']))} {err['input']!r}: {msg}.")
+
+
+def build_settings(cls: "type[M]", values: dict[str, Any]) -> "M":
+    """``cls(**values)``, with a validation error turned into one :class:`InputError` line."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+
+
+def _evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
+    """The settings of ``evaluate``/``serve``; every rule between options is the settings model's."""
+    from flows.settings import EvaluateSettings
+
     params = {k: v for k, v in (("C", args.C), ("max_iter", args.max_iter)) if v is not None}
-    if args.alias and not args.register:
-        raise InputError("--alias needs --register NAME.")
-    if args.register and (args.model_uri or args.score_col):
-        raise InputError("--register registers a fitted model; it cannot be used with --model-uri or --score-col.")
-    if args.fit == "streaming" and (args.model_uri or args.score_col):
-        raise InputError("--fit streaming fits a model; it cannot be used with --model-uri or --score-col.")
-    if args.max_regression is not None and not args.baseline_run:
-        raise InputError("--max-regression needs --baseline-run RUN_ID.")
     where: dict[str, list[str]] = {}
     for item in args.where:
         key, sep, values = item.partition("=")
         if not sep or not key or not values:
             raise InputError(f"--where {item!r}: expected KEY=V1,V2.")
         where.setdefault(key.strip(), []).extend(_csv(values))
-    return EvaluateSettings(
+    values: dict[str, Any] = dict(
         data=args.data,
         label=args.label,
         features=args.features,
@@ -101,15 +144,15 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
         full=args.full,
         audit=args.audit,
         cache=not args.no_cache,
+        verify_cache=args.verify_cache,
         fit=args.fit,
         dask=args.dask,
-        dask_workers=args.dask_workers,
         register_name=args.register,
         register_alias=args.alias,
         where=where,
         date_key=args.date_key,
         window_days=args.window_days,
-        gates=GateSettings(
+        gates=dict(
             max_bce=args.max_bce,
             max_partition_bce=args.max_partition_bce,
             max_regression=args.max_regression,
@@ -119,6 +162,9 @@ def _evaluate_settings(args: argparse.Namespace) -> Any:
             judge_on=args.judge_on,
         ),
     )
+    if args.dask_workers is not None:  # else the settings' default
+        values["dask_workers"] = args.dask_workers
+    return build_settings(EvaluateSettings, values)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -150,7 +196,7 @@ def _cmd_circles(args: argparse.Namespace) -> int:
     from flows.circles import circles_flow
     from flows.settings import CirclesSettings
 
-    out = circles_flow(CirclesSettings(epochs=args.epochs, experiment=args.experiment))
+    out = circles_flow(build_settings(CirclesSettings, {"epochs": args.epochs, "experiment": args.experiment}))
     args._output.append(f"{out['line']}\n  MLflow run {out['run_id']} (training {out['seconds']:.2f} s)")
     return 0
 
@@ -159,13 +205,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from flows.compare import compare_flow
     from flows.settings import CompareSettings
 
-    out = compare_flow(
-        CompareSettings(
+    settings = build_settings(
+        CompareSettings,
+        dict(
             data=args.data, label=args.label, champion=args.champion, challenger=args.challenger,
             features=args.features, partition_by=args.partition_by, experiment=args.experiment,
             promote=args.promote, margin=args.margin, min_rows=args.min_rows, max_regression=args.max_regression,
-        )
+        ),
     )
+    out = compare_flow(settings)
     o = out["overall"]
     lines = [
         f"Champion {args.champion} vs challenger {args.challenger} on {o['n_rows']:,} rows",
@@ -181,10 +229,47 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_serve(settings: "EvaluateSettings") -> str:
+    """What every scheduled run would refuse, refused now; returns a line describing what was checked.
+
+    The same calls the flow makes before reading any data: the model loads and is a binary 0/1
+    classifier taking the features, the baseline run is an evaluation, and the data's footers have
+    the columns and partitions (the date window is taken up to now). Raises :class:`InputError`.
+    """
+    from tasks.dataset import discover_dataset
+    from tasks.model import load_model, make_scorer, model_feature_names
+
+    features = list(settings.features)
+    model = None
+    if settings.model_uri:
+        model = load_model(settings.model_uri)
+        features = features or (model_feature_names(settings.model_uri) or [])
+    dataset = discover_dataset(
+        settings.data, settings.label, features, settings.partition_by,
+        [settings.score_col] if settings.score_col else [],
+        settings.where, settings.date_key, settings.window_days,
+    )
+    if model is not None:
+        make_scorer(model, dataset.features)  # the model takes these columns
+    if settings.gates.baseline_run_id:
+        from tasks.gates import read_baseline
+        from tasks.tracking import resolve_tracking_uri
+
+        read_baseline(settings.gates.baseline_run_id, resolve_tracking_uri())
+    by = f", partitioned by {','.join(dataset.partition_by)}" if dataset.partition_by else ""
+    return (
+        f"checked {settings.data}: {dataset.num_rows:,} rows in {len(dataset.files)} file(s){by}; "
+        f"label {dataset.label!r}, " + (f"features {','.join(dataset.features)}" if dataset.features else f"scores {settings.score_col!r}")
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _evaluate_settings(args).model_copy(update={"data": os.path.abspath(args.data)})
+    # refuse now, with one line, what would otherwise fail every scheduled run
+    checked = check_serve(settings)
     from flows.evaluate import evaluate_flow
 
+    print(checked, flush=True)
     print(f"serving deployment bce-evaluate/{args.name} on cron {args.cron!r} (Ctrl-C to stop)", flush=True)
     evaluate_flow.serve(
         name=args.name,
@@ -278,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 warm_up()
             install_log_filters(args.verbose)
-            if server.starting and args.command == "evaluate" and args.model_uri:
+            if server.starting and args.command in {"evaluate", "serve"} and args.model_uri:
                 from tasks.model import prefetch_model
 
                 prefetch_model(args.model_uri)  # in time otherwise spent waiting for the server

@@ -19,7 +19,14 @@ from tasks.errors import GateFailed
 from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import check_gates_task, read_baseline_task, with_verdicts
 from tasks.audit import audit_chunk_task, summarize_audit_task
-from tasks.cache import evaluation_key, load_cached_task, partition_keys, save_results_task, store_records_task
+from tasks.cache import (
+    evaluation_key,
+    load_cached_task,
+    partition_content_hashes_task,
+    partition_keys,
+    save_results_task,
+    store_records_task,
+)
 from tasks.dataset import collect_training_data_task, discover_dataset_task, files_by_partition, group_files
 from tasks.model import (
     ModelInfoTags,
@@ -100,7 +107,8 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     # 4. score, check and reduce, a chunk of whole partitions per task; cached partitions are not read
     exact_auc = settings.auc == "exact"
     keys = partition_keys(dataset, scorer, exact_auc) if settings.cache else {}
-    cached = load_cached_task(quote(keys)) if settings.cache and not settings.full else {}
+    hashes = partition_content_hashes_task(quote(dataset), quote(list(keys))) if settings.cache and settings.verify_cache else None
+    cached = load_cached_task(quote(keys), quote(hashes)) if settings.cache and not settings.full else {}
     records = [rec for rec, _ in cached.values()]
     hists = [hist for _, hist in cached.values()]
     chunks = group_files(dataset, settings.rows_per_task(holds_rows=exact_auc), skip=set(cached))
@@ -112,7 +120,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     for i, chunk in enumerate(chunks, 1):
         rec, hist = done[i - 1] if settings.dask else reduce_chunk_task(quote(dataset), scorer, quote(chunk), exact_auc)
         if settings.cache:
-            store_records_task(quote(dataset), quote(keys), rec, hist)
+            store_records_task(quote(dataset), quote(keys), rec, hist, quote(hashes))
         records.append(rec)
         hists.append(hist)
         rows_done += sum(f.num_rows for f in chunk)

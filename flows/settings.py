@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.gates import GateSettings
 
@@ -41,6 +41,10 @@ class EvaluateSettings(BaseModel):
     audit: bool = Field(default=False, description="One more pass: BCE three ways, saturation, calibration split, largest losses.")
     cache: bool = Field(default=True, description="Reuse and store per-partition results (keyed by model, file content, metric version).")
     full: bool = Field(default=False, description="Ignore cached results (they are still written).")
+    verify_cache: bool = Field(
+        default=False,
+        description="Re-hash the bytes of every cached file's column chunks and recompute any partition whose bytes changed (for copies that keep every file attribute).",
+    )
     auc: Literal["binned", "exact"] = Field(default="binned", description="ROC AUC per partition from 4096-bin histograms with a stated bound, or exact from ranks (a sort per partition). Overall AUC is always binned.")
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
     top_partitions: int = Field(default=5, ge=0, description="Worst partitions shown in the summary.")
@@ -53,6 +57,78 @@ class EvaluateSettings(BaseModel):
     window_days: int | None = Field(default=None, ge=1, description="Days up to the scheduled time (or now) to evaluate.")
 
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
+
+    @model_validator(mode="after")
+    def _settings_agree(self) -> "EvaluateSettings":
+        """Rules between two settings, checked here so the CLI, ``serve`` and a deployment's runs all get them.
+
+        Each message names the CLI options, then the settings a deployment's parameters spell.
+        Rules on a setting that has a default (``dask_workers``, ``score_kind``) compare with that
+        default: a dumped-and-reloaded settings object (a served deployment) must still be valid.
+        """
+        fits = not self.model_uri and not self.score_col
+        if self.score_col and self.model_uri:
+            raise ValueError("pass either --score-col or --model-uri, not both (settings: score_col or model_uri).")
+        if fits and not self.features:
+            raise ValueError(
+                "--features is required when fitting a model (or pass --model-uri / --score-col) "
+                "(settings: features, or model_uri / score_col)."
+            )
+        if self.label in self.features:
+            raise ValueError(
+                f"--features includes the label column {self.label!r}; drop it from --features (settings: features contains label)."
+            )
+        if self.score_col is not None and self.score_col == self.label:
+            raise ValueError(
+                f"--score-col {self.score_col!r} is the label column; pass the column holding the predictions "
+                "(settings: score_col equals label)."
+            )
+        if self.score_kind != "probability" and not self.score_col:
+            raise ValueError(
+                f"--score-kind {self.score_kind} says what --score-col holds; pass --score-col COLUMN or drop --score-kind "
+                "(settings: score_kind needs score_col)."
+            )
+        if self.register_alias and not self.register_name:
+            raise ValueError("--alias needs --register NAME (settings: register_alias needs register_name).")
+        if self.register_name and not fits:
+            raise ValueError(
+                "--register registers a fitted model; it cannot be used with --model-uri or --score-col "
+                "(settings: register_name with model_uri or score_col)."
+            )
+        if self.fit == "streaming" and not fits:
+            raise ValueError(
+                "--fit streaming fits a model; it cannot be used with --model-uri or --score-col "
+                "(settings: fit=streaming with model_uri or score_col)."
+            )
+        if self.model_params and not fits:
+            raise ValueError(
+                f"--C / --max-iter configure the fitted LogisticRegression (given: "
+                f"{', '.join(f'{k}={v}' for k, v in sorted(self.model_params.items()))}); they cannot be used with "
+                "--model-uri or --score-col (settings: model_params with model_uri or score_col)."
+            )
+        if self.window_days is not None and not self.date_key:
+            raise ValueError(
+                "--window-days needs --date-key KEY, the hive key holding each partition's date "
+                "(settings: window_days needs date_key)."
+            )
+        if self.date_key and self.window_days is None:
+            raise ValueError(
+                "--date-key needs --window-days N, the number of days up to the scheduled time to evaluate "
+                "(settings: date_key needs window_days)."
+            )
+        default_workers = type(self).model_fields["dask_workers"].default
+        if self.dask_workers != default_workers and self.dask != "local":
+            where = f"--dask {self.dask} is a running cluster with its own workers" if self.dask else "no --dask was given"
+            raise ValueError(
+                f"--dask-workers sizes the cluster of --dask local, but {where}; drop --dask-workers or pass --dask local "
+                "(settings: dask_workers needs dask='local')."
+            )
+        if self.verify_cache and not self.cache:
+            raise ValueError(
+                "--verify-cache checks the per-partition cache; it cannot be used with --no-cache "
+                "(settings: verify_cache needs cache=true)."
+            )
+        return self
 
     def rows_per_task(self, holds_rows: bool) -> int:
         """``chunk_rows``, or its default: small when a task holds its rows or Dask spreads the work."""
@@ -92,3 +168,22 @@ class CompareSettings(BaseModel):
     chunk_rows: int = Field(default=4_000_000, gt=0)
 
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
+
+    @model_validator(mode="after")
+    def _settings_agree(self) -> "CompareSettings":
+        """Rules between two settings (messages name the CLI options, then the settings)."""
+        if self.champion.strip() == self.challenger.strip():
+            raise ValueError(
+                f"--champion and --challenger are the same model ({self.champion}); pass two different models "
+                "(settings: champion equals challenger)."
+            )
+        if self.margin and not self.promote:
+            raise ValueError(
+                "--margin is the improvement --promote requires; pass --promote or drop --margin "
+                "(settings: margin needs promote)."
+            )
+        if self.label in self.features:
+            raise ValueError(
+                f"--features includes the label column {self.label!r}; drop it from --features (settings: features contains label)."
+            )
+        return self

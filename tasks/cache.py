@@ -5,10 +5,18 @@ stored under a key made of:
 
 - the model's identity: a hash of its fitted parameters (coefficients, or the pickled estimator),
   or the stored score column and its kind;
-- the partition's content: its hive values and the fingerprints of its files (size + Parquet
-  footer, which holds every column chunk's offsets and statistics, so a rewritten file with the
-  same name gets a new key);
-- the label and feature columns, whether the per-partition AUC is exact, and :data:`tasks.reduce.METRIC_VERSION`.
+- the partition's files: for each, its path relative to the dataset, its size and Parquet footer
+  (every column chunk's offsets and statistics) and its identity on the storage (locally: device,
+  inode, size, mtime and ctime in nanoseconds; see :class:`tasks.storage.LocalStorage`), so a file
+  rewritten in place, replaced by a rename, added or removed gives the partition a new key;
+- the label and feature columns, the partition columns, whether the per-partition AUC is exact,
+  :data:`tasks.reduce.METRIC_VERSION` and a hash of the metric code's source files.
+
+What it cannot see without ``--verify-cache``: a file whose bytes changed while every one of those
+attributes stayed the same (possible only by resetting the clock or copying a file system image).
+``--verify-cache`` hashes the bytes of every cached file's footer and used column chunks (xxh3,
+no decoding) and recomputes any partition whose bytes differ from what they were when it was cached
+(or that was cached without a hash).
 
 The store is a folder (``BCE_EVAL_CACHE``, default ``.bce-eval/cache`` in the repo): each chunk's
 records and histograms in one pair of Parquet files, written atomically (temporary file, then
@@ -23,15 +31,16 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import polars as pl
 
 from tasks._prefect import as_task
-from tasks.dataset import Dataset, files_by_partition
+from tasks.dataset import Dataset, content_hashes, files_by_partition
 from tasks.model import Scorer
 from tasks.reduce import METRIC_VERSION
+from tasks.storage import storage_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,20 +68,51 @@ def scorer_identity(scorer: Scorer) -> str:
     return h.hexdigest()
 
 
-def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tuple[str, ...], str]:
+#: The modules whose code computes the cached figures: any edit to them invalidates the cache
+_METRIC_SOURCES = ("bce.py", "kernels.py", "reduce.py")
+
+
+def metric_code_identity(sources: tuple[Path, ...] | None = None) -> str:
+    """:data:`METRIC_VERSION` and a hash of the metric code, so an edit nobody versioned still recomputes."""
+    h = hashlib.blake2b(METRIC_VERSION.encode(), digest_size=8)
+    for path in sources or tuple(REPO_ROOT / "tasks" / name for name in _METRIC_SOURCES):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tuple[str | None, ...], str]:
     """The cache key of every partition (hive partitions only; otherwise one key for the data)."""
-    base = f"{scorer_identity(scorer)}|{dataset.label}|{dataset.features}|{dataset.partition_by}|{exact_auc}|{METRIC_VERSION}"
+    storage = storage_for(dataset.root)
+    base = (
+        f"{scorer_identity(scorer)}|{dataset.label}|{dataset.features}|{dataset.partition_by}|"
+        f"{exact_auc}|{metric_code_identity()}"
+    )
     out = {}
     for part, files in files_by_partition(dataset).items():
         h = hashlib.blake2b(base.encode(), digest_size=20)
         h.update(repr(part).encode())
         for f in sorted(files, key=lambda f: f.path):
-            h.update(f"{Path(f.path).name}:{f.fingerprint}".encode())
+            h.update(f"{storage.relative(dataset.root, f.path)}:{f.fingerprint}:{f.identity}\n".encode())
+        out[part] = h.hexdigest()
+    return out
+
+
+def partition_content_hashes(dataset: Dataset, parts: Iterable[tuple[str | None, ...]]) -> dict[tuple[str | None, ...], str]:
+    """A hash of the bytes each partition's files hold in the columns the evaluation reads."""
+    by_part = files_by_partition(dataset)
+    out = {}
+    for part in parts:
+        files = sorted(by_part[part], key=lambda f: f.path)
+        hashes = content_hashes(dataset, files)
+        h = hashlib.blake2b(digest_size=_HASH_LENGTH // 2)
+        for f in files:
+            h.update(f"{f.path}:{hashes[f.path]}\n".encode())
         out[part] = h.hexdigest()
     return out
 
 
 _CHUNK_NAME_LENGTH = 32
+_HASH_LENGTH = 32
 
 
 def _entry(key: str) -> Path:
@@ -83,16 +123,34 @@ def _chunk_file(name: str, kind: str) -> Path:
     return cache_dir() / "chunks" / f"{name}.{kind}.parquet"
 
 
-def load_cached(keys: dict[tuple[str, ...], str]) -> dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame]]:
-    """The cached (record, histogram) of each partition whose entry and chunk files are present."""
-    where: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+def _read_entry(key: str) -> tuple[str, str | None] | None:
+    """``(chunk name, content hash or None)`` of an entry; None when absent or torn by a crash."""
+    try:
+        text = _entry(key).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    chunk, _, digest = text.partition(":")
+    if len(chunk) != _CHUNK_NAME_LENGTH or (digest and len(digest) != _HASH_LENGTH):
+        return None
+    return chunk, digest or None
+
+
+def load_cached(
+    keys: dict[tuple[str | None, ...], str], verify: dict[tuple[str | None, ...], str] | None = None
+) -> dict[tuple[str | None, ...], tuple[pl.DataFrame, pl.DataFrame]]:
+    """The cached (record, histogram) of each partition whose entry and chunk files are present.
+
+    With ``verify`` (each partition's content hash now), a partition is returned only if its entry
+    was stored with the same hash: an entry cached without one, or from other bytes, is recomputed.
+    """
+    where: dict[str, list[tuple[tuple[str | None, ...], str]]] = {}
     for part, key in keys.items():
-        try:
-            chunk = _entry(key).read_text(encoding="utf-8")
-        except OSError:
+        entry = _read_entry(key)
+        if entry is None:
             continue
-        if len(chunk) != _CHUNK_NAME_LENGTH:
-            continue  # torn by a crash: recompute
+        chunk, digest = entry
+        if verify is not None and (digest is None or digest != verify.get(part)):
+            continue
         where.setdefault(chunk, []).append((part, key))
     found = {}
     for chunk, wanted in where.items():
@@ -124,13 +182,18 @@ def _atomic_write(write: Callable[[str], None], path: Path) -> None:
 
 
 def store_records(
-    dataset: Dataset, keys: dict[tuple[str, ...], str], records: pl.DataFrame, histogram: pl.DataFrame
+    dataset: Dataset,
+    keys: dict[tuple[str | None, ...], str],
+    records: pl.DataFrame,
+    histogram: pl.DataFrame,
+    hashes: dict[tuple[str | None, ...], str] | None = None,
 ) -> int:
     """Store a chunk's computed partitions: two files for the chunk, one small entry per partition.
 
     The chunk's records and histograms go to one pair of Parquet files (thousands of partitions
     cost two writes, not thousands); each partition's entry names that pair and is written last,
-    so an entry that exists always points at whole files. Returns how many partitions were stored.
+    so an entry that exists always points at whole files. ``hashes`` (from ``--verify-cache``)
+    are kept in the entries, for later verified runs to compare. Returns how many were stored.
     """
     cols = list(dataset.partition_by)
     if not cols or not all(k in dataset.hive_keys for k in cols):
@@ -142,8 +205,9 @@ def store_records(
         key_of = pl.DataFrame(
             [(*part, key) for part, key in keys.items()], schema=[*cols, "__key"], orient="row"
         )
-        records = records.join(key_of, on=cols, how="inner")
-        histogram = histogram.join(key_of, on=cols, how="inner")
+        # nulls_equal: a null hive partition (__HIVE_DEFAULT_PARTITION__) is a partition too
+        records = records.join(key_of, on=cols, how="inner", nulls_equal=True)
+        histogram = histogram.join(key_of, on=cols, how="inner", nulls_equal=True)
         rec_keys, hist_keys = pl.col("__key"), pl.col("__key")
     records = records.with_columns(rec_keys.alias("__key"))
     histogram = histogram.with_columns(hist_keys.alias("__key"))
@@ -153,6 +217,7 @@ def store_records(
     chunk = hashlib.blake2b("|".join(sorted(stored)).encode(), digest_size=_CHUNK_NAME_LENGTH // 2).hexdigest()
     _atomic_write(histogram.write_parquet, _chunk_file(chunk, "hist"))
     _atomic_write(records.write_parquet, _chunk_file(chunk, "record"))
+    digest_of = {key: (hashes or {}).get(part) for part, key in keys.items()}
     folders: set[Path] = set()
     for key in stored:  # written last: an entry's presence means its chunk files are whole
         path = _entry(key)
@@ -160,17 +225,19 @@ def store_records(
             path.parent.mkdir(parents=True, exist_ok=True)
             folders.add(path.parent)
         # no rename needed: a torn entry names no chunk (names have a fixed length) and is recomputed
-        path.write_text(chunk, encoding="utf-8")
+        digest = digest_of.get(key)
+        path.write_text(f"{chunk}:{digest}" if digest else chunk, encoding="utf-8")
     return len(stored)
 
 
 load_cached_task = as_task(load_cached, name="load-cached-partitions")
+partition_content_hashes_task = as_task(partition_content_hashes, name="hash-partition-bytes")
 store_records_task = as_task(store_records, name="cache-partitions")
 
 
 def evaluation_key(dataset: Dataset, scorer: Scorer, settings: dict[str, Any]) -> str:
     """What makes two evaluations "the same": data content, model, and the settings that change results."""
-    ignore = {"run_name", "experiment", "full", "cache", "dask", "dask_workers", "chunk_rows", "top_partitions"}
+    ignore = {"run_name", "experiment", "full", "cache", "verify_cache", "dask", "dask_workers", "chunk_rows", "top_partitions"}
     relevant = {k: v for k, v in sorted(settings.items()) if k not in ignore}
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{dataset.fingerprint}|{scorer_identity(scorer)}|{relevant!r}|{METRIC_VERSION}".encode())

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from tasks._prefect import as_task
 
@@ -30,6 +30,20 @@ class GateSettings(BaseModel):
         default="interval",
         description="interval: a partition fails only when its whole 95% BCE interval is above the threshold; point: when its BCE is.",
     )
+
+    @model_validator(mode="after")
+    def _baseline_pairs_with_regression(self) -> "GateSettings":
+        """A regression gate needs its baseline, and a baseline is read only for that gate."""
+        # messages name the CLI option first (most users start there), then the settings path
+        # that a deployment's parameters use; this model is always EvaluateSettings.gates
+        if self.max_regression is not None and not self.baseline_run_id:
+            raise ValueError("--max-regression needs --baseline-run RUN_ID (settings: gates.max_regression needs gates.baseline_run_id).")
+        if self.baseline_run_id and self.max_regression is None:
+            raise ValueError(
+                "--baseline-run is only read for --max-regression; pass --max-regression DELTA or drop --baseline-run "
+                "(settings: gates.baseline_run_id needs gates.max_regression)."
+            )
+        return self
 
     @property
     def active(self) -> bool:
@@ -143,20 +157,30 @@ def read_baseline(run_id: str, tracking_uri: str) -> dict[str, Any]:
     if "bce" not in run.data.metrics:
         raise InputError(f"--baseline-run {run_id}: that run has no 'bce' metric; pass an evaluation run.")
     doc = json.loads(Path(local).read_text())
-    cols = doc["columns"]
-    keys = [c for c in cols if c not in _TABLE_VALUE_COLUMNS]
+    cols = doc.get("columns", [])
+    if "bce" not in cols:
+        raise InputError(f"--baseline-run {run_id}: its bce_by_partition.json has no 'bce' column; pass an evaluation run.")
+    keys = baseline_key_columns(cols)
     parts = {}
     for row in doc["data"]:
         r = dict(zip(cols, row))
-        label = partition_label({k: r[k] for k in keys}) if keys != ["partition"] else r["partition"]
+        label = r["partition"] if keys == ["partition"] else partition_label({k: r[k] for k in keys})
         parts[label] = r["bce"]
     return {"bce": run.data.metrics["bce"], "partitions": parts}
 
 
-_TABLE_VALUE_COLUMNS = {
-    "n_rows", "n_pos", "bce", "bce_se", "positive_rate", "accuracy", "roc_auc", "brier",
-    "mean_predicted", "bce_pos", "bce_neg", "n_saturated", "note", "verdict", "bce_low", "bce_high",
-}
+def baseline_key_columns(columns: list[str]) -> list[str]:
+    """The partition key columns of a logged ``bce_by_partition.json`` (``["partition"]`` when unpartitioned).
+
+    ``table_for_mlflow`` writes the key columns, then value columns from ``TABLE_COLUMNS`` only, so
+    the keys are whatever is not a value column: one source of truth, so a value column added to
+    the table later can never be taken for a key (which made every partition's label unmatched).
+    """
+    from tasks.report import TABLE_COLUMNS
+
+    values = set(TABLE_COLUMNS)
+    return [c for c in columns if c not in values]
+
 
 check_gates_task = as_task(check_gates, name="check-gates")
 read_baseline_task = as_task(read_baseline, name="read-baseline", retries=3)

@@ -57,16 +57,32 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, **params: Any) -> Any:
 
 
 def check_binary_model(model: Any, source: str) -> None:
-    """Raise :class:`InputError` unless ``model`` is a fitted binary classifier with 0/1 classes."""
-    classes = getattr(model, "classes_", None)
-    if classes is None or not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):
+    """Raise :class:`InputError` unless ``model`` is a fitted binary classifier of 0/1 (or False/True).
+
+    ``source`` names the model in the message (its URI). The scorers take column 1 of
+    ``predict_proba`` (or the sign of ``decision_function``) as "label 1", which is only right for
+    exactly these two classes, so anything else is refused before any data is read.
+    """
+    name = type(model).__name__
+    if not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):
         raise InputError(
-            f"{source}: {type(model).__name__} is not a fitted scikit-learn classifier "
-            "(it needs classes_ and predict_proba or decision_function)."
+            f"{source}: {name} is not a classifier (it has neither predict_proba nor decision_function); "
+            "pass a binary classifier trained on 0/1 labels."
         )
-    values = [v.item() if hasattr(v, "item") else v for v in classes]
-    if len(values) != 2 or sorted(int(v) for v in values) != [0, 1]:
-        raise InputError(f"{source}: the model's classes are {values}, expected the binary classes [0, 1].")
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        raise InputError(f"{source}: {name} has no classes_ (not a fitted scikit-learn classifier); pass a fitted binary classifier.")
+    values = [v.item() if hasattr(v, "item") else v for v in np.asarray(classes, dtype=object).ravel()]
+    if len(values) != 2:
+        raise InputError(
+            f"{source}: {name} has {len(values)} classes {values}; BCE needs a binary classifier of the classes 0 and 1."
+        )
+    # numbers or booleans equal to 0 and 1 (bool is an int); text such as "0"/"1" is not a label here
+    if not all(isinstance(v, (bool, int, float)) for v in values) or sorted(values) != [0, 1]:
+        raise InputError(
+            f"{source}: {name} was trained on the classes {values}, not 0 and 1 (or False and True); "
+            "its scores cannot be matched to 0/1 labels, so retrain it on 0/1 labels."
+        )
 
 
 def _is_linear(model: Any) -> bool:
@@ -136,7 +152,10 @@ def _take(kind: str, model_uri: str, fn: Callable[[str], Any]) -> Any:
 
 
 def load_model(model_uri: str) -> Any:
-    """Load a scikit-learn model from MLflow (``runs:/…``, ``models:/name/1``, ``models:/name@alias``)."""
+    """Load a scikit-learn binary 0/1 classifier from MLflow (``runs:/…``, ``models:/name/1``, ``models:/name@alias``).
+
+    Raises :class:`InputError` naming the URI when it cannot be loaded or is not such a classifier.
+    """
     return _take("model", model_uri, _load_model)
 
 
@@ -149,12 +168,16 @@ def _load_model(model_uri: str) -> Any:
 
     mlflow.set_tracking_uri(resolve_tracking_uri())
     try:
-        return mlflow.sklearn.load_model(model_uri)
+        model = mlflow.sklearn.load_model(model_uri)
     except MlflowException as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"--model-uri {model_uri}: cannot load the model ({first}).") from exc
     except OSError as exc:
         raise InputError(f"--model-uri {model_uri}: cannot load the model ({exc}).") from exc
+    # here, not in the callers: evaluate, compare, serve's pre-flight and the prefetch all load
+    # through this function, so none of them can score a model that is not a 0/1 classifier
+    check_binary_model(model, f"model {model_uri}")
+    return model
 
 
 def model_feature_names(model_uri: str) -> list[str] | None:

@@ -159,7 +159,10 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str)
 def predictions_table(sample: pl.DataFrame, features: tuple[str, ...]) -> dict[str, list[Any]]:
     """Per-row predictions (for small data: the seed's p(y) listing) as a table artifact."""
     cols = [*features, "y", "p", "loss"]
-    out = sample.select([c for c in cols if c in sample.columns])
+    # a Decimal feature would reach json.dumps as decimal.Decimal objects: log its values as floats
+    out = sample.select(
+        pl.col(c).cast(pl.Float64) if isinstance(sample.schema[c], pl.Decimal) else pl.col(c) for c in cols if c in sample.columns
+    )
     return {c: [_clean(float(v)) if isinstance(v, (float, np.floating)) else v for v in out.get_column(c).to_list()] for c in out.columns}
 
 

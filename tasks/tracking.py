@@ -130,12 +130,13 @@ def ui_command(tracking_uri: str) -> str:
 
 def partition_label(values: dict[str, Any]) -> str:
     """``k1=v1/k2=v2``: how a partition is named in tables and plots (original values kept)."""
-    return "/".join(f"{k}={v}" for k, v in values.items()) if values else "all"
+    # a null partition (hive's __HIVE_DEFAULT_PARTITION__) reads "null", as Polars prints it
+    return "/".join(f"{k}={'null' if v is None else v}" for k, v in values.items()) if values else "all"
 
 
 def metric_key_suffix(values: dict[str, Any]) -> str:
     """A valid, unique MLflow key part for a partition (hostile values are sanitised and hashed)."""
-    raw = ".".join(f"{k}_{v}" for k, v in values.items()) if values else "all"
+    raw = ".".join(f"{k}_{'null' if v is None else v}" for k, v in values.items()) if values else "all"
     safe = _KEY_SAFE.sub("_", raw).strip(" ")
     safe = safe.replace("..", "_")[:120] or "_"
     ambiguous = (

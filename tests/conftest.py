@@ -3,7 +3,9 @@ and tiny partitioned Parquet datasets written into tmp_path."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +93,48 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "bce-cache"
     monkeypatch.setenv("BCE_EVAL_CACHE", str(path))
     return path
+
+
+_PREFECT_LOGGERS = ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra")
+
+
+@pytest.fixture(autouse=True)
+def console_logs_to_this_test() -> None:
+    """Point Prefect's console handlers at this test's stderr.
+
+    They keep the stream that was ``sys.stderr`` when Prefect set up logging: if that was an
+    earlier test's capture (closed since), a flow's ``print()`` fails there, recursively.
+    """
+    for name in _PREFECT_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            console = getattr(handler, "console", None)
+            if console is not None:
+                console.file = sys.stderr
+
+
+def run_cli_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, list[str]]:
+    """``bce-eval ARGS`` in this process: (exit code, stdout, non-empty stderr lines).
+
+    ``main`` sets up the process for a one-shot command (environment defaults, log handlers and
+    filters, logger levels); these are put back afterwards, so later tests see the session as it was.
+    """
+    from flows.cli import main
+
+    names = (*_PREFECT_LOGGERS, "mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent")
+    saved = [(lg, list(lg.handlers), lg.level, {h: list(h.filters) for h in lg.handlers}) for lg in map(logging.getLogger, names)]
+    env = dict(os.environ)
+    capsys.readouterr()
+    try:
+        code = main(args)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        for logger, handlers, level, filters in saved:
+            for handler in [h for h in logger.handlers if h not in handlers]:
+                logger.removeHandler(handler)
+                handler.close()
+            logger.setLevel(level)
+            for handler, kept in filters.items():
+                handler.filters[:] = kept
+    out = capsys.readouterr()
+    return code, out.out, [line for line in out.err.splitlines() if line.strip()]

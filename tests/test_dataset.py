@@ -107,7 +107,7 @@ def test_non_parquet_file(tmp_path: Path):
 
 def test_folder_without_parquet(tmp_path: Path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(InputError, match=esc(tmp_path) + ".*no .parquet files"):
+    with pytest.raises(InputError, match=esc(tmp_path) + ".*no Parquet files"):
         discover_dataset(tmp_path, "label", FEATURES)
 
 
@@ -173,18 +173,23 @@ def test_schemas_disagree(tmp_path: Path):
     second = tmp_path / "part-1.parquet"
     with pytest.raises(
         InputError,
-        match=esc(second) + r": column 'b' is (string|large_string) but .*part-0\.parquet has double; the files' schemas disagree",
+        match=esc(second) + r": feature column 'b' is (string|large_string) but .*part-0\.parquet has double; the files' schemas disagree\. Rewrite",
     ):
         discover_dataset(tmp_path, "label", FEATURES)
 
 
-def test_int_and_float_feature_disagree(tmp_path: Path):
+def test_int_and_float_feature_widen_to_float(tmp_path: Path):
     df = make_frame(10, 0)
     df.write_parquet(tmp_path / "part-0.parquet")
-    df.with_columns(pl.col("a").round(0).cast(pl.Int64)).write_parquet(tmp_path / "part-1.parquet")
-    # the kinds (int vs float) must agree across files, so one scan can read them all
-    with pytest.raises(InputError, match=esc(tmp_path / "part-1.parquet") + r": column 'a' is int64 but .* has double"):
-        discover_dataset(tmp_path, "label", FEATURES)
+    ints = df.with_columns(pl.col("a").round(0).cast(pl.Int64))
+    ints.write_parquet(tmp_path / "part-1.parquet")
+    # as pyarrow.dataset would: an int64 column beside a double one is read as double
+    ds = discover_dataset(tmp_path, "label", FEATURES)
+    assert dict(ds.scan_schema)["a"] == pl.Float64
+    got = scan_files(ds).collect()
+    assert got.get_column("a").dtype == pl.Float64
+    expected = pl.concat([df.get_column("a"), ints.get_column("a").cast(pl.Float64)])
+    assert got.get_column("a").to_list() == expected.to_list()
 
 
 def test_column_missing_in_one_file(tmp_path: Path):

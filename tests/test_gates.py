@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -13,6 +14,7 @@ from flows.settings import EvaluateSettings
 from tasks.errors import GateFailed
 from tasks.gates import GateSettings, check_gates
 from tests.conftest import write_hive
+from tests.conftest import run_cli_in_process as run_cli
 
 
 def _scored(n: int, losses: np.ndarray) -> pl.DataFrame:
@@ -78,3 +80,74 @@ def test_regression_gate_against_a_baseline_model_uses_paired_differences(prefec
     # a generous allowance passes
     ok = compare_flow(CompareSettings(**base, max_regression=1.0))
     assert ok["overall"]["bce_diff"] > 0
+
+
+def test_baseline_key_columns_are_what_the_logged_table_holds_besides_values():
+    from tasks.gates import baseline_key_columns
+    from tasks.report import TABLE_COLUMNS, table_for_mlflow
+
+    values = {c: [0.5] for c in TABLE_COLUMNS if c not in {"verdict", "note"}} | {"verdict": ["passed"], "note": [""]}
+    keyed = pl.DataFrame({"region": ["north"], "day": ["2026-11-24"], **values})
+    assert baseline_key_columns(list(table_for_mlflow(keyed, ("region", "day")))) == ["region", "day"]
+    whole = pl.DataFrame({"partition": ["all"], **values})
+    assert baseline_key_columns(list(table_for_mlflow(whole, ()))) == ["partition"]
+
+
+@pytest.fixture
+def cli(prefect_server, mlflow_uri, monkeypatch, capsys):
+    """``bce-eval ARGS`` in this process: (exit code, stdout, non-empty stderr lines)."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    return lambda args: run_cli(args, capsys)
+
+
+def test_regression_gate_against_a_baseline_run_fails_only_the_partition_that_regressed(cli, mlflow_uri, hive_data, tmp_path):
+    import json
+    import shutil
+
+    import mlflow
+    from sklearn.metrics import log_loss
+
+    code, out, err = cli(["evaluate", str(hive_data), "--label", "label", "--features", "a,b,c"])
+    assert code == 0, err
+    base_id = out.split("MLflow run ")[1].split()[0]
+
+    # the next version of the data: the same files, but 40% of the south region's labels flipped
+    v2 = tmp_path / "v2"
+    shutil.copytree(hive_data, v2)
+    south = v2 / "region=south" / "part-0.parquet"
+    df = pl.read_parquet(south)
+    flip = np.random.default_rng(11).random(df.height) < 0.4
+    df.with_columns(pl.Series("label", np.where(flip, 1 - df.get_column("label").to_numpy(), df.get_column("label").to_numpy()))).write_parquet(south)
+
+    model_uri = f"runs:/{base_id}/model"
+    code, out, err = cli(["evaluate", str(v2), "--label", "label", "--model-uri", model_uri, "--max-regression", "0.05", "--baseline-run", base_id])
+    assert code == 3, err
+    run_id = out.split("MLflow run ")[1].split()[0]
+
+    # per-partition BCE of both versions, independently: the logged model's probabilities and sklearn's log_loss
+    model = mlflow.sklearn.load_model(model_uri)
+    expected = {}
+    for region in ("north", "south", "east", "west"):
+        old = pl.read_parquet(hive_data / f"region={region}" / "part-0.parquet").to_pandas()
+        new = pl.read_parquet(v2 / f"region={region}" / "part-0.parquet").to_pandas()
+        p_old = model.predict_proba(old[["a", "b", "c"]].to_numpy())[:, 1]
+        p_new = model.predict_proba(new[["a", "b", "c"]].to_numpy())[:, 1]
+        expected[f"region={region}"] = log_loss(new["label"], p_new, labels=[0, 1]) - log_loss(old["label"], p_old, labels=[0, 1])
+    assert expected["region=south"] > 0.05 and all(v == 0 for k, v in expected.items() if k != "region=south")
+
+    client = mlflow.MlflowClient(mlflow_uri)
+
+    def table(rid: str) -> dict[str, dict]:
+        doc = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="bce_by_partition.json", tracking_uri=mlflow_uri)).read_text())
+        return {f"region={r['region']}": r for r in (dict(zip(doc["columns"], row)) for row in doc["data"])}
+
+    base, now = table(base_id), table(run_id)
+    for part, delta in expected.items():
+        assert now[part]["bce"] - base[part]["bce"] == pytest.approx(delta, rel=1e-9, abs=1e-12), part
+    assert {p: r["verdict"] for p, r in now.items()} == {
+        "region=north": "passed", "region=south": "failed", "region=east": "passed", "region=west": "passed",
+    }
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["quality_gate"] == "failed"
+    assert run.data.tags["quality_gate.partitions"] == "region=south"
+    assert f"region=south (+{expected['region=south']:.4f})" in err[-1] and err[-1].startswith("bce-eval: quality gate failed")
