@@ -137,7 +137,7 @@ def naive(root: Path, model: object) -> None:
 def hot_pass(root: Path, model: object) -> None:
     """Discovery and the streaming reduce of every partition, in process, as the flow calls them."""
     from tasks.dataset import discover_dataset, group_files
-    from tasks.model import make_scorer
+    from tasks.scoring import make_scorer
     from tasks.reduce import reduce_chunk
 
     dataset = discover_dataset(root, "label", FEATURES)

@@ -237,7 +237,8 @@ def check_serve(settings: "EvaluateSettings") -> str:
     the columns and partitions (the date window is taken up to now). Raises :class:`InputError`.
     """
     from tasks.dataset import discover_dataset
-    from tasks.model import load_model, make_scorer, model_feature_names
+    from tasks.model import load_model, model_feature_names
+    from tasks.scoring import make_scorer
 
     features = list(settings.features)
     model = None

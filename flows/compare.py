@@ -8,7 +8,8 @@ from flows.settings import CompareSettings
 from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
 from tasks.errors import GateFailed
 from tasks.dataset import discover_dataset_task, group_files
-from tasks.model import describe_model_task, load_model_task, make_scorer, model_features_task
+from tasks.model import describe_model_task, load_model_task, model_features_task
+from tasks.scoring import make_scorer
 from tasks.report import comparison_content, with_partition_label
 from tasks.tracking import log_evaluation_task, move_alias_task, resolve_tracking_uri
 

@@ -27,16 +27,16 @@ from tasks.cache import (
     save_results_task,
     store_records_task,
 )
-from tasks.dataset import collect_training_data_task, discover_dataset_task, files_by_partition, group_files
+from tasks.dataset import discover_dataset_task, files_by_partition, group_files
+from tasks.training_data import collect_training_data_task
 from tasks.model import (
     ModelInfoTags,
     describe_model_task,
     fit_model_task,
     load_model_task,
-    make_scorer,
     model_features_task,
-    stored_scorer,
 )
+from tasks.scoring import make_scorer, stored_scorer
 from tasks.plots import make_figures_task, sample_scores_task
 from tasks.reduce import reduce_chunk_task, summarize_records_task
 from tasks.report import (

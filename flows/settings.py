@@ -66,69 +66,77 @@ class EvaluateSettings(BaseModel):
         Rules on a setting that has a default (``dask_workers``, ``score_kind``) compare with that
         default: a dumped-and-reloaded settings object (a served deployment) must still be valid.
         """
+        for rule in (self._model_rules, self._fit_rules, self._run_rules):
+            message = rule()
+            if message:
+                raise ValueError(message)
+        return self
+
+    def _model_rules(self) -> str | None:
+        """What is evaluated: a model, stored scores, or a fit, and the columns around it."""
         fits = not self.model_uri and not self.score_col
         if self.score_col and self.model_uri:
-            raise ValueError("pass either --score-col or --model-uri, not both (settings: score_col or model_uri).")
+            return "pass either --score-col or --model-uri, not both (settings: score_col or model_uri)."
         if fits and not self.features:
-            raise ValueError(
+            return (
                 "--features is required when fitting a model (or pass --model-uri / --score-col) "
                 "(settings: features, or model_uri / score_col)."
             )
         if self.label in self.features:
-            raise ValueError(
-                f"--features includes the label column {self.label!r}; drop it from --features (settings: features contains label)."
-            )
+            return f"--features includes the label column {self.label!r}; drop it from --features (settings: features contains label)."
         if self.score_col is not None and self.score_col == self.label:
-            raise ValueError(
+            return (
                 f"--score-col {self.score_col!r} is the label column; pass the column holding the predictions "
                 "(settings: score_col equals label)."
             )
         if self.score_kind != "probability" and not self.score_col:
-            raise ValueError(
+            return (
                 f"--score-kind {self.score_kind} says what --score-col holds; pass --score-col COLUMN or drop --score-kind "
                 "(settings: score_kind needs score_col)."
             )
+        return None
+
+    def _fit_rules(self) -> str | None:
+        """Options that only mean something when this run fits the model."""
+        fits = not self.model_uri and not self.score_col
         if self.register_alias and not self.register_name:
-            raise ValueError("--alias needs --register NAME (settings: register_alias needs register_name).")
+            return "--alias needs --register NAME (settings: register_alias needs register_name)."
         if self.register_name and not fits:
-            raise ValueError(
+            return (
                 "--register registers a fitted model; it cannot be used with --model-uri or --score-col "
                 "(settings: register_name with model_uri or score_col)."
             )
         if self.fit == "streaming" and not fits:
-            raise ValueError(
+            return (
                 "--fit streaming fits a model; it cannot be used with --model-uri or --score-col "
                 "(settings: fit=streaming with model_uri or score_col)."
             )
         if self.model_params and not fits:
-            raise ValueError(
-                f"--C / --max-iter configure the fitted LogisticRegression (given: "
-                f"{', '.join(f'{k}={v}' for k, v in sorted(self.model_params.items()))}); they cannot be used with "
+            given = ", ".join(f"{k}={v}" for k, v in sorted(self.model_params.items()))
+            return (
+                f"--C / --max-iter configure the fitted LogisticRegression (given: {given}); they cannot be used with "
                 "--model-uri or --score-col (settings: model_params with model_uri or score_col)."
             )
+        return None
+
+    def _run_rules(self) -> str | None:
+        """Partition selection, the cluster and the cache."""
         if self.window_days is not None and not self.date_key:
-            raise ValueError(
-                "--window-days needs --date-key KEY, the hive key holding each partition's date "
-                "(settings: window_days needs date_key)."
-            )
+            return "--window-days needs --date-key KEY, the hive key holding each partition's date (settings: window_days needs date_key)."
         if self.date_key and self.window_days is None:
-            raise ValueError(
+            return (
                 "--date-key needs --window-days N, the number of days up to the scheduled time to evaluate "
                 "(settings: date_key needs window_days)."
             )
-        default_workers = type(self).model_fields["dask_workers"].default
-        if self.dask_workers != default_workers and self.dask != "local":
+        if self.dask_workers != type(self).model_fields["dask_workers"].default and self.dask != "local":
             where = f"--dask {self.dask} is a running cluster with its own workers" if self.dask else "no --dask was given"
-            raise ValueError(
+            return (
                 f"--dask-workers sizes the cluster of --dask local, but {where}; drop --dask-workers or pass --dask local "
                 "(settings: dask_workers needs dask='local')."
             )
         if self.verify_cache and not self.cache:
-            raise ValueError(
-                "--verify-cache checks the per-partition cache; it cannot be used with --no-cache "
-                "(settings: verify_cache needs cache=true)."
-            )
-        return self
+            return "--verify-cache checks the per-partition cache; it cannot be used with --no-cache (settings: verify_cache needs cache=true)."
+        return None
 
     def rows_per_task(self, holds_rows: bool) -> int:
         """``chunk_rows``, or its default: small when a task holds its rows or Dask spreads the work."""

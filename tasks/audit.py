@@ -16,16 +16,15 @@ For every partition, from one extra pass over its rows:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import polars as pl
 
 from tasks._prefect import as_task
 from tasks.bce import PROBA_EPS, sigmoid
 from tasks.dataset import DataFile, Dataset, scan_files
-from tasks.model import Scorer
-from tasks.reduce import check_frame, row_losses
+from tasks.bad_input import check_frame
+from tasks.reduce import row_losses
+from tasks.scoring import Scorer
 
 KERAS_EPS = 1e-7
 CALIBRATION_BINS = 20
@@ -52,7 +51,7 @@ def audit_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], top_k: 
         frame = frame.with_columns(pl.lit("all").alias("partition"))
     loss = row_losses(frame, scorer, dataset.label)
     y = frame.get_column(dataset.label).cast(pl.Float64)
-    score = _scores(frame, scorer)
+    score = scorer.score_frame(frame)
     p = pl.Series("p", sigmoid(score) if scorer.kind == "logit" else score)
     df = frame.select(keys).with_columns(loss.alias("loss"), y.alias("y"), p)
     sums = df.group_by(keys).agg(
@@ -75,14 +74,6 @@ def audit_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], top_k: 
         .head(top_k)
     )
     return sums, bins, top
-
-
-def _scores(frame: pl.DataFrame, scorer: Scorer) -> np.ndarray:
-    if scorer.model is not None:
-        return scorer.score_numpy(frame.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy())
-    if scorer.expression is not None:
-        return frame.select(scorer.expression).to_series().to_numpy()
-    return frame.get_column(scorer.column).cast(pl.Float64).to_numpy()
 
 
 def _entropy(rate: np.ndarray) -> np.ndarray:
@@ -121,4 +112,5 @@ def summarize_audit(
 
 
 audit_chunk_task = as_task(audit_chunk, name="audit-chunk")
+
 summarize_audit_task = as_task(summarize_audit, name="merge-audit")

@@ -3,8 +3,8 @@
 Each partition's record (its sufficient statistics and ROC AUC) and its score histogram are
 stored under a key made of:
 
-- the model's identity: a hash of its fitted parameters (coefficients, or the pickled estimator),
-  or the stored score column and its kind;
+- the scorer's identity (:attr:`tasks.scoring.Scorer.identity`): a linear model's coefficients, a
+  loaded model's registry version or artifact digest, or the stored score column and its kind;
 - the partition's files: for each, its path relative to the dataset, its size and Parquet footer
   (every column chunk's offsets and statistics) and its identity on the storage (locally: device,
   inode, size, mtime and ctime in nanoseconds; see :class:`tasks.storage.LocalStorage`), so a file
@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import polars as pl
 
 from tasks._prefect import as_task
 from tasks.dataset import Dataset, content_hashes, files_by_partition
-from tasks.model import Scorer
+from tasks.scoring import Scorer
 from tasks.reduce import METRIC_VERSION
 from tasks.storage import storage_for
 
@@ -50,26 +48,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BCE_EVAL_CACHE", REPO_ROOT / ".bce-eval" / "cache"))
 
 
-def scorer_identity(scorer: Scorer) -> str:
-    """A hash that changes whenever the scores could change."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{scorer.kind}|{scorer.features}|{scorer.column}".encode())
-    if scorer.model is not None:
-        model = scorer.model
-        coef = getattr(model, "coef_", None)
-        if coef is not None and getattr(model, "intercept_", None) is not None:
-            h.update(type(model).__name__.encode())
-            h.update(np.ascontiguousarray(coef, dtype=np.float64).tobytes())
-            h.update(np.ascontiguousarray(model.intercept_, dtype=np.float64).tobytes())
-        else:
-            h.update(pickle.dumps(model, protocol=5))
-    elif scorer.expression is not None:
-        h.update(str(scorer.expression).encode())  # the linear expression spells out every weight
-    return h.hexdigest()
-
-
 #: The modules whose code computes the cached figures: any edit to them invalidates the cache
-_METRIC_SOURCES = ("bce.py", "kernels.py", "reduce.py")
+_METRIC_SOURCES = ("bce.py", "kernels.py", "reduce.py", "auc.py", "metrics.py", "dataset.py", "column_types.py", "model.py")
 
 
 def metric_code_identity(sources: tuple[Path, ...] | None = None) -> str:
@@ -84,7 +64,7 @@ def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tu
     """The cache key of every partition (hive partitions only; otherwise one key for the data)."""
     storage = storage_for(dataset.root)
     base = (
-        f"{scorer_identity(scorer)}|{dataset.label}|{dataset.features}|{dataset.partition_by}|"
+        f"{scorer.identity}|{dataset.label}|{dataset.features}|{dataset.partition_by}|"
         f"{exact_auc}|{metric_code_identity()}"
     )
     out = {}
@@ -240,7 +220,7 @@ def evaluation_key(dataset: Dataset, scorer: Scorer, settings: dict[str, Any]) -
     ignore = {"run_name", "experiment", "full", "cache", "verify_cache", "dask", "dask_workers", "chunk_rows", "top_partitions"}
     relevant = {k: v for k, v in sorted(settings.items()) if k not in ignore}
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{dataset.fingerprint}|{scorer_identity(scorer)}|{relevant!r}|{METRIC_VERSION}".encode())
+    h.update(f"{dataset.fingerprint}|{scorer.identity}|{relevant!r}|{METRIC_VERSION}".encode())
     return h.hexdigest()
 
 

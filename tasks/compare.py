@@ -16,11 +16,12 @@ from typing import Any
 import polars as pl
 
 from tasks._prefect import as_task
+from tasks.metrics import normal_interval, standard_error
 from tasks.dataset import DataFile, Dataset, scan_files
-from tasks.model import Scorer
-from tasks.reduce import check_frame, row_losses
+from tasks.scoring import Scorer
+from tasks.bad_input import check_frame
+from tasks.reduce import row_losses
 
-Z95 = 1.959963984540054
 PAIRED_SUMS = ("n_rows", "sum_loss_champion", "sum_loss_challenger", "sum_d", "sum_d_sq")
 
 
@@ -47,9 +48,9 @@ def reduce_paired_chunk(dataset: Dataset, champion: Scorer, challenger: Scorer, 
 
 def _interval(n: float, sum_d: float, sum_d_sq: float) -> tuple[float, float, float, float]:
     mean = sum_d / n
-    var = max(sum_d_sq / n - mean * mean, 0.0) * (n / (n - 1)) if n > 1 else float("nan")
-    se = math.sqrt(var / n) if n > 1 else float("nan")
-    return mean, se, mean - Z95 * se, mean + Z95 * se
+    se = standard_error(sum_d, sum_d_sq, n)
+    low, high = normal_interval(mean, se)
+    return mean, se, low, high
 
 
 def summarize_comparison(records: list[pl.DataFrame], keys: list[str], min_rows: int = 30) -> tuple[pl.DataFrame, dict[str, Any]]:

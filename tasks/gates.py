@@ -13,6 +13,7 @@ import polars as pl
 from pydantic import BaseModel, Field, model_validator
 
 from tasks._prefect import as_task
+from tasks.metrics import normal_interval
 
 
 class GateSettings(BaseModel):
@@ -91,6 +92,8 @@ def check_gates(
     small = (pl.col("n_rows") < gates.min_rows) | (
         pl.min_horizontal(pl.col("n_pos"), pl.col("n_rows") - pl.col("n_pos")) < gates.min_class_rows
     )
+    if gates.judge_on == "interval" and "bce_se" in table.columns:
+        small = small | pl.col("bce_se").is_null()  # one row: no interval to judge
     judged = table.filter(~small)
     too_small = table.filter(small).get_column("partition").to_list()
     verdicts = {p: "too small" for p in too_small}
@@ -98,13 +101,13 @@ def check_gates(
     if gates.max_bce is not None and overall["bce"] > gates.max_bce:
         failures.append(f"overall BCE {overall['bce']:.4f} > {gates.max_bce}")
     if gates.max_partition_bce is not None:
-        z = 1.959963984540054
-        measure = pl.col("bce") - z * pl.col("bce_se") if gates.judge_on == "interval" else pl.col("bce")
+        low, _ = normal_interval(pl.col("bce"), pl.col("bce_se"))
+        measure = low if gates.judge_on == "interval" else pl.col("bce")
         bad = judged.filter(measure > gates.max_partition_bce).sort("bce", descending=True)
         if bad.height:
             how = "whose 95% interval lies above" if gates.judge_on == "interval" else "with BCE above"
             names = [
-                f"{p} ({b:.4f} [{b - z * se:.4f}, {b + z * se:.4f}])" for p, b, se in bad.select("partition", "bce", "bce_se").iter_rows()
+                "{} ({:.4f} [{:.4f}, {:.4f}])".format(p, b, *normal_interval(b, se)) for p, b, se in bad.select("partition", "bce", "bce_se").iter_rows()
             ]
             failures.append(f"{bad.height} partition(s) {how} {gates.max_partition_bce}: " + ", ".join(names[:20]))
             at_fault.extend(bad.get_column("partition").to_list())

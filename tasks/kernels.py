@@ -14,12 +14,16 @@ import numba
 import numpy as np
 
 from tasks.bce import PROBA_EPS
+from tasks.metrics import KERNEL_COLUMNS
 
-#: Columns of the per-partition statistics array (all float64; counts are exact below 2**53).
-STATS = (
-    "n_rows", "n_pos", "n_neg", "sum_loss", "sum_loss_sq", "sum_loss_pos",
-    "n_correct", "sum_brier", "sum_p", "n_saturated", "bad_score", "bad_label",
-)
+#: Columns of the per-partition statistics array (all float64; counts are exact below 2**53): the
+#: metric schema's sums, then its bad-input counters
+STATS = KERNEL_COLUMNS
+# each sum's column, by name: numba reads these module constants as compile-time constants
+_N_ROWS, _N_POS, _N_NEG = (STATS.index(c) for c in ("n_rows", "n_pos", "n_neg"))
+_SUM_LOSS, _SUM_LOSS_SQ, _SUM_LOSS_POS = (STATS.index(c) for c in ("sum_loss", "sum_loss_sq", "sum_loss_pos"))
+_N_CORRECT, _SUM_BRIER, _SUM_P, _N_SATURATED = (STATS.index(c) for c in ("n_correct", "sum_brier", "sum_p", "n_saturated"))
+_BAD_SCORE, _BAD_LABEL = (STATS.index(c) for c in ("bad_score", "bad_label"))
 HIST_BINS = 4096
 #: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
 SATURATED_LOGIT = 36.04365338911715
@@ -35,7 +39,7 @@ _SUMS_FLAGS = {"reassoc", "contract"}
 
 @numba.njit(fastmath=_SUMS_FLAGS, **_JIT)
 def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compiled
-    # branch-free figures of rows lo..hi of one partition, added to acc (columns of STATS); each
+    # branch-free figures of rows lo..hi of one partition, added to acc (columns of STATS, by name); each
     # row's probability goes to ps, for the histogram (a scatter, which cannot be vectorised)
     n_pos = 0.0
     n_neg = 0.0
@@ -74,18 +78,18 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
         s_brier += d * d
         s_p += p
         ps[i] = p
-    acc[0] += hi - lo
-    acc[1] += n_pos
-    acc[2] += n_neg
-    acc[3] += s_loss
-    acc[4] += s_loss2
-    acc[5] += s_loss_pos
-    acc[6] += n_correct
-    acc[7] += s_brier
-    acc[8] += s_p
-    acc[9] += n_sat
-    acc[10] += bad_score
-    acc[11] += (hi - lo) - n_pos - n_neg
+    acc[_N_ROWS] += hi - lo
+    acc[_N_POS] += n_pos
+    acc[_N_NEG] += n_neg
+    acc[_SUM_LOSS] += s_loss
+    acc[_SUM_LOSS_SQ] += s_loss2
+    acc[_SUM_LOSS_POS] += s_loss_pos
+    acc[_N_CORRECT] += n_correct
+    acc[_SUM_BRIER] += s_brier
+    acc[_SUM_P] += s_p
+    acc[_N_SATURATED] += n_sat
+    acc[_BAD_SCORE] += bad_score
+    acc[_BAD_LABEL] += (hi - lo) - n_pos - n_neg
     return bad_score + ((hi - lo) - n_pos - n_neg)
 
 

@@ -33,6 +33,8 @@ class Sum:
     name: str
     dtype: type[pl.DataType]
     doc: str
+    #: shown among the overall figures (the other sums are bookkeeping for the formulas)
+    reported: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class HistogramFigure:
 
 
 SUMS: tuple[Sum, ...] = (
-    Sum("n_rows", pl.Int64, "rows"),
-    Sum("n_pos", pl.Int64, "rows whose label is 1"),
+    Sum("n_rows", pl.Int64, "rows", reported=True),
+    Sum("n_pos", pl.Int64, "rows whose label is 1", reported=True),
     Sum("n_neg", pl.Int64, "rows whose label is 0"),
     Sum("sum_loss", pl.Float64, "Σ loss, the loss of a row being −log of its predicted probability of its label"),
     Sum("sum_loss_sq", pl.Float64, "Σ loss², for the standard error"),
@@ -66,7 +68,7 @@ SUMS: tuple[Sum, ...] = (
     Sum("n_correct", pl.Int64, "rows whose thresholded prediction (p > 0.5) equals the label"),
     Sum("sum_brier", pl.Float64, "Σ (p − y)²"),
     Sum("sum_p", pl.Float64, "Σ p, the predicted probability of class 1"),
-    Sum("n_saturated", pl.Int64, "rows whose probability is within machine epsilon of 0 or 1"),
+    Sum("n_saturated", pl.Int64, "rows whose probability is within machine epsilon of 0 or 1", reported=True),
 )
 
 #: Bad-input counters the compiled loop keeps after the sums (never stored: the run stops instead)
@@ -148,15 +150,27 @@ HISTOGRAM_FIGURES: tuple[HistogramFigure, ...] = (
 )
 
 
-def figure_names(figures: Iterable[Figure | HistogramFigure] = (*FIGURES, *HISTOGRAM_FIGURES)) -> tuple[str, ...]:
-    return tuple(f.name for f in figures)
+def figure_names(figures: Iterable[Figure | HistogramFigure] | None = None) -> tuple[str, ...]:
+    """Names of ``figures`` (default: every figure and histogram figure)."""
+    return tuple(f.name for f in (figures if figures is not None else (*FIGURES, *HISTOGRAM_FIGURES)))
 
 
-#: Every value column of a per-partition table (sums, figures, histogram figures), in display order
-VALUE_COLUMNS: tuple[str, ...] = (*SUM_COLUMNS, *figure_names())
+def table_value_columns() -> tuple[str, ...]:
+    """The value columns of the per-partition table a reviewer reads (and MLflow keeps), in order.
 
-#: Gate targets: figures a threshold may be set on
-GATE_TARGETS: tuple[str, ...] = tuple(f.name for f in FIGURES if f.gate_target)
+    Read at call time, so an entry added to the schema shows everywhere that uses it.
+    """
+    return (*(s.name for s in SUMS if s.reported), *figure_names())
+
+
+def overall_metric_names() -> tuple[str, ...]:
+    """The overall figures logged as MLflow metrics (every numeric figure, ROC AUC and its bound)."""
+    return tuple(f.name for f in FIGURES if f.name != "note") + figure_names(HISTOGRAM_FIGURES)
+
+
+def gate_targets() -> tuple[str, ...]:
+    """Figures a quality-gate threshold may be set on."""
+    return tuple(f.name for f in FIGURES if f.gate_target)
 
 
 def derive_figures(sums: pl.DataFrame) -> pl.DataFrame:
@@ -167,6 +181,17 @@ def derive_figures(sums: pl.DataFrame) -> pl.DataFrame:
 def total_sums(records: pl.DataFrame) -> pl.DataFrame:
     """One row: each sum added over all partitions (the overall record)."""
     return records.select(pl.col(s.name).sum().cast(s.dtype) for s in SUMS)
+
+
+def overall_figures(records: pl.DataFrame) -> dict[str, float | int | None]:
+    """The overall row: the same formulas as per partition, applied to the sums over all rows.
+
+    Holds the reported sums and every numeric figure (not the histogram figures: ROC AUC comes
+    from the merged histograms).
+    """
+    row = derive_figures(total_sums(records)).row(0, named=True)
+    keep = [s.name for s in SUMS if s.reported] + [f.name for f in FIGURES if f.name != "note"]
+    return {name: row[name] for name in keep}
 
 
 def record_schema() -> dict[str, type[pl.DataType]]:

@@ -12,41 +12,15 @@ A scorer says how to get each row's score from its features, and whether that sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
-import polars as pl
 
 from tasks._prefect import as_task
 from tasks.errors import InputError
+from tasks.scoring import check_binary_model
 
-ScoreKind = Literal["logit", "probability"]
 ModelInfoTags = dict[str, str]
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """How the reduce gets a score per row.
-
-    Exactly one of ``expression`` (a Polars expression over the feature columns), ``model`` (an
-    object scored on numpy batches) or ``column`` (stored predictions) is set.
-    """
-
-    kind: ScoreKind
-    features: tuple[str, ...]
-    expression: pl.Expr | None = None
-    model: Any = None
-    column: str | None = None
-    description: str = ""
-
-    def score_numpy(self, X: np.ndarray) -> np.ndarray:
-        """Scores of a float64 feature matrix (for models scored outside Polars)."""
-        if self.model is None:
-            raise TypeError("score_numpy needs a model scorer")
-        if self.kind == "logit":
-            return np.asarray(self.model.decision_function(X), dtype=np.float64).ravel()
-        return np.asarray(self.model.predict_proba(X), dtype=np.float64)[:, 1]
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, **params: Any) -> Any:
@@ -54,77 +28,6 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, **params: Any) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(**params).fit(X, y)
-
-
-def check_binary_model(model: Any, source: str) -> None:
-    """Raise :class:`InputError` unless ``model`` is a fitted binary classifier of 0/1 (or False/True).
-
-    ``source`` names the model in the message (its URI). The scorers take column 1 of
-    ``predict_proba`` (or the sign of ``decision_function``) as "label 1", which is only right for
-    exactly these two classes, so anything else is refused before any data is read.
-    """
-    name = type(model).__name__
-    if not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):
-        raise InputError(
-            f"{source}: {name} is not a classifier (it has neither predict_proba nor decision_function); "
-            "pass a binary classifier trained on 0/1 labels."
-        )
-    classes = getattr(model, "classes_", None)
-    if classes is None:
-        raise InputError(f"{source}: {name} has no classes_ (not a fitted scikit-learn classifier); pass a fitted binary classifier.")
-    values = [v.item() if hasattr(v, "item") else v for v in np.asarray(classes, dtype=object).ravel()]
-    if len(values) != 2:
-        raise InputError(
-            f"{source}: {name} has {len(values)} classes {values}; BCE needs a binary classifier of the classes 0 and 1."
-        )
-    # numbers or booleans equal to 0 and 1 (bool is an int); text such as "0"/"1" is not a label here
-    if not all(isinstance(v, (bool, int, float)) for v in values) or sorted(values) != [0, 1]:
-        raise InputError(
-            f"{source}: {name} was trained on the classes {values}, not 0 and 1 (or False and True); "
-            "its scores cannot be matched to 0/1 labels, so retrain it on 0/1 labels."
-        )
-
-
-def _is_linear(model: Any) -> bool:
-    from sklearn.linear_model._base import LinearClassifierMixin
-
-    return isinstance(model, LinearClassifierMixin) and np.ndim(getattr(model, "coef_", None)) == 2
-
-
-def make_scorer(model: Any, features: tuple[str, ...] | list[str]) -> Scorer:
-    """A :class:`Scorer` for a fitted binary classifier on the named feature columns."""
-    features = tuple(features)
-    n_in = getattr(model, "n_features_in_", None)
-    if n_in is not None and n_in != len(features):
-        raise InputError(
-            f"the model takes {n_in} features but {len(features)} were given ({', '.join(features)}); "
-            "pass the columns it was trained on with --features."
-        )
-    names = getattr(model, "feature_names_in_", None)
-    if names is not None and tuple(str(n) for n in names) != features:
-        raise InputError(
-            f"the model was trained on columns {list(names)} but --features gives {list(features)}; "
-            "pass the same columns in the same order."
-        )
-    if _is_linear(model):
-        w = np.asarray(model.coef_, dtype=np.float64).ravel()
-        b = float(np.asarray(model.intercept_, dtype=np.float64).ravel()[0])
-        expr = pl.lit(b, dtype=pl.Float64)
-        for name, wi in zip(features, w):
-            expr = expr + pl.col(name).cast(pl.Float64) * float(wi)
-        return Scorer("logit", features, expression=expr, description=f"linear logit of {type(model).__name__}")
-    if hasattr(model, "decision_function"):
-        return Scorer("logit", features, model=model, description=f"{type(model).__name__}.decision_function")
-    return Scorer(
-        "probability", features, model=model, description=f"{type(model).__name__}.predict_proba (clipped at eps)"
-    )
-
-
-def stored_scorer(column: str, kind: ScoreKind) -> Scorer:
-    """A :class:`Scorer` reading predictions already stored in ``column``."""
-    if kind not in ("logit", "probability"):
-        raise InputError(f"--score-kind must be 'logit' or 'probability', not {kind!r}.")
-    return Scorer(kind, (), column=column, description=f"stored {kind} column {column!r}")
 
 
 #: Results computed ahead by :func:`prefetch_model`, each taken (once) by the first call that needs it.

@@ -14,7 +14,7 @@ import polars as pl
 from tasks.bce import row_losses_from_logits, row_losses_from_probabilities, sigmoid
 from tasks.dataset import Dataset, scan_files
 from tasks._prefect import as_task
-from tasks.model import Scorer
+from tasks.scoring import Scorer
 
 _NEG, _POS = "#d62728", "#2ca02c"  # the seed's red and green
 
@@ -34,12 +34,7 @@ def sample_scores(dataset: Dataset, scorer: Scorer, max_rows: int = 5000, max_fi
     lf = pl.concat([scan_files(dataset, [f]).head(per_file) for f in chosen])
     df = lf.select([*dict.fromkeys([*cols, dataset.label, *dataset.partition_by])]).collect()
     y = df.get_column(dataset.label).cast(pl.Float64).to_numpy()
-    if scorer.column is not None:
-        s = df.get_column(scorer.column).cast(pl.Float64).to_numpy()
-    elif scorer.expression is not None:
-        s = df.select(scorer.expression).to_series().to_numpy()
-    else:
-        s = scorer.score_numpy(df.select(pl.col(c).cast(pl.Float64) for c in scorer.features).to_numpy())
+    s = scorer.score_frame(df)
     if scorer.kind == "logit":
         p, loss = sigmoid(s), row_losses_from_logits(y, s)
     else:

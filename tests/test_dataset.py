@@ -9,12 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.dataset import (
-    collect_training_data,
-    discover_dataset,
-    group_files,
-    scan_files,
-)
+from tasks.dataset import discover_dataset, group_files, scan_files
+from tasks.training_data import collect_training_data
 from tasks.errors import InputError
 from tests.conftest import make_frame, write_hive
 

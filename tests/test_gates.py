@@ -39,7 +39,7 @@ def test_small_partition_over_by_chance_passes_large_truly_worse_fails(prefect_s
     row = ev.table.filter(pl.col("seg") == "small").row(0, named=True)
     assert row["bce"] > threshold > row["bce_low"]  # over the threshold, but not surely
     # the interval is the normal approximation on the per-row losses, computed independently here
-    se = np.std(small) / math.sqrt(len(small))
+    se = np.std(small, ddof=1) / math.sqrt(len(small))  # sample variance
     assert row["bce_low"] == pytest.approx(np.mean(small) - 1.959963984540054 * se, rel=1e-9)
     assert "seg=large" in str(info.value) and "seg=small" not in str(info.value)
     # judged on the point value instead, the small partition fails too

@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from tasks.dataset import discover_dataset, group_files
-from tasks.model import make_scorer, stored_scorer
+from tasks.scoring import make_scorer, stored_scorer
 from tasks.reduce import reduce_chunk, summarize_records
 from tasks.report import with_partition_label
 

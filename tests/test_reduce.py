@@ -22,7 +22,7 @@ from sklearn.tree import DecisionTreeClassifier
 from tasks.bce import compute_bce
 from tasks.dataset import Dataset, discover_dataset, group_files
 from tasks.errors import InputError
-from tasks.model import make_scorer, stored_scorer
+from tasks.scoring import make_scorer, stored_scorer
 from tasks.reduce import (
     finalize_table,
     merge_histograms,
@@ -107,7 +107,7 @@ def test_linear_model_matches_sklearn_per_partition_and_overall(hive_data: Path)
         assert row["positive_rate"] == pytest.approx(y.mean(), rel=1e-15)
         assert row["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
         losses = exact_logit_losses(y, z)
-        assert row["bce_se"] == pytest.approx(losses.std(ddof=0) / math.sqrt(len(y)), rel=1e-6)
+        assert row["bce_se"] == pytest.approx(losses.std(ddof=1) / math.sqrt(len(y)), rel=1e-9)  # sample variance (tasks.metrics.standard_error)
         assert row["note"] == ""
         all_y.append(y), all_p.append(p), all_z.append(z)
 
@@ -118,7 +118,7 @@ def test_linear_model_matches_sklearn_per_partition_and_overall(hive_data: Path)
     assert overall["accuracy"] == pytest.approx(accuracy_score(y, (z > 0).astype(int)), rel=1e-12)
     assert overall["brier"] == pytest.approx(brier_score_loss(y, p), rel=1e-9)
     losses = exact_logit_losses(y, z)
-    assert overall["bce_se"] == pytest.approx(losses.std(ddof=0) / math.sqrt(len(y)), rel=1e-6)
+    assert overall["bce_se"] == pytest.approx(losses.std(ddof=1) / math.sqrt(len(y)), rel=1e-9)  # sample variance (tasks.metrics.standard_error)
     # overall AUC from the histogram: within its stated bound of the exact one
     sk_auc = roc_auc_score(y, p)
     assert 0 <= overall["roc_auc_bound"] < 0.01

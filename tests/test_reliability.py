@@ -180,9 +180,10 @@ def test_random_malformed_input_is_a_result_or_one_clear_error(tmp_path_factory,
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    from tasks.dataset import collect_training_data, discover_dataset, group_files
+    from tasks.dataset import discover_dataset, group_files
+    from tasks.training_data import collect_training_data
     from tasks.errors import InputError
-    from tasks.model import make_scorer
+    from tasks.scoring import make_scorer
     from tasks.reduce import reduce_chunk, summarize_records
 
     root = tmp_path_factory.mktemp("fuzz")

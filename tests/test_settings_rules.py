@@ -378,7 +378,7 @@ def test_binary_classifiers_of_0_and_1_pass_the_check(labels: list[Any]) -> None
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
-    from tasks.model import check_binary_model
+    from tasks.scoring import check_binary_model
 
     X = np.random.default_rng(0).normal(size=(40, 2))
     y = np.array(labels, dtype=type(labels[0]))[(X[:, 0] > 0).astype(int)]

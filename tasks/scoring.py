@@ -1,0 +1,166 @@
+"""How the evaluation gets a score per row: the scoring side of the model seam.
+
+A :class:`Scorer` says where each row's score comes from and whether it is a logit (exact BCE) or a
+probability (BCE clipped like scikit-learn, see :mod:`tasks.bce`):
+
+- linear models (``LogisticRegression`` and any binary ``LinearClassifierMixin``) become one
+  Polars expression ``Σ wᵢ·xᵢ + b``, evaluated inside the scan;
+- any other classifier is called on numpy batches: ``decision_function`` when it has one (a logit
+  for binary classifiers), else ``predict_proba``;
+- stored predictions are a column of the data, already a logit or a probability.
+
+Every caller scores through :meth:`Scorer.score_frame` (or reads :meth:`Scorer.scan_expression`
+inside a scan): the dispatch on the three kinds lives here only. A scorer's :attr:`Scorer.identity`
+keys the per-partition cache: it changes whenever the scores could.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from tasks.errors import InputError
+
+ScoreKind = Literal["logit", "probability"]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How a row's score is obtained.
+
+    Exactly one of ``expression`` (a Polars expression over the feature columns), ``model`` (an
+    object scored on numpy batches) or ``column`` (stored predictions) is set.
+    """
+
+    kind: ScoreKind
+    features: tuple[str, ...]
+    expression: pl.Expr | None = None
+    model: Any = None
+    column: str | None = None
+    description: str = ""
+    #: a digest that changes whenever the scores could (for cache keys)
+    identity: str = ""
+
+    @property
+    def scored_in_scan(self) -> bool:
+        """True when Polars computes the score inside the scan (a stored column or a linear logit)."""
+        return self.model is None
+
+    def scan_expression(self) -> pl.Expr:
+        """The score as a Polars expression (a stored column or a linear logit), as Float64."""
+        if self.column is not None:
+            return pl.col(self.column).cast(pl.Float64)
+        if self.expression is not None:
+            return self.expression
+        raise TypeError(f"{self.description}: scored on numpy batches, not inside the scan")
+
+    def score_numpy(self, X: np.ndarray) -> np.ndarray:
+        """Scores of a float64 feature matrix (models scored outside Polars)."""
+        if self.model is None:
+            raise TypeError("score_numpy needs a model scorer")
+        if self.kind == "logit":
+            return np.asarray(self.model.decision_function(X), dtype=np.float64).ravel()
+        return np.asarray(self.model.predict_proba(X), dtype=np.float64)[:, 1]
+
+    def score_frame(self, frame: pl.DataFrame) -> np.ndarray:
+        """Scores of every row of ``frame`` (which holds the feature or score columns), as float64."""
+        if self.scored_in_scan:
+            return frame.select(self.scan_expression()).to_series().to_numpy()
+        X = frame.select(pl.col(c).cast(pl.Float64) for c in self.features).to_numpy()
+        return self.score_numpy(X)
+
+
+def check_binary_model(model: Any, source: str) -> None:
+    """Raise :class:`InputError` unless ``model`` is a fitted binary classifier of 0/1 (or False/True).
+
+    ``source`` names the model in the message (its URI). The scorers take column 1 of
+    ``predict_proba`` (or the sign of ``decision_function``) as "label 1", which is only right for
+    exactly these two classes, so anything else is refused before any data is read.
+    """
+    name = type(model).__name__
+    if not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):
+        raise InputError(
+            f"{source}: {name} is not a classifier (it has neither predict_proba nor decision_function); "
+            "pass a binary classifier trained on 0/1 labels."
+        )
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        raise InputError(f"{source}: {name} has no classes_ (not a fitted scikit-learn classifier); pass a fitted binary classifier.")
+    values = [v.item() if hasattr(v, "item") else v for v in np.asarray(classes, dtype=object).ravel()]
+    if len(values) != 2:
+        raise InputError(
+            f"{source}: {name} has {len(values)} classes {values}; BCE needs a binary classifier of the classes 0 and 1."
+        )
+    # numbers or booleans equal to 0 and 1 (bool is an int); text such as "0"/"1" is not a label here
+    if not all(isinstance(v, (bool, int, float)) for v in values) or sorted(values) != [0, 1]:
+        raise InputError(
+            f"{source}: {name} was trained on the classes {values}, not 0 and 1 (or False and True); "
+            "its scores cannot be matched to 0/1 labels, so retrain it on 0/1 labels."
+        )
+
+
+def _is_linear(model: Any) -> bool:
+    from sklearn.linear_model._base import LinearClassifierMixin
+
+    return isinstance(model, LinearClassifierMixin) and np.ndim(getattr(model, "coef_", None)) == 2
+
+
+def _check_features(model: Any, features: tuple[str, ...]) -> None:
+    n_in = getattr(model, "n_features_in_", None)
+    if n_in is not None and n_in != len(features):
+        raise InputError(
+            f"the model takes {n_in} features but {len(features)} were given ({', '.join(features)}); "
+            "pass the columns it was trained on with --features."
+        )
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and tuple(str(n) for n in names) != features:
+        raise InputError(
+            f"the model was trained on columns {list(names)} but --features gives {list(features)}; "
+            "pass the same columns in the same order."
+        )
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def make_scorer(model: Any, features: tuple[str, ...] | list[str], model_identity: str | None = None) -> Scorer:
+    """A :class:`Scorer` for a fitted binary classifier on the named feature columns.
+
+    ``model_identity`` (a registry version or an artifact digest, from the loader) keys the cache
+    for models that are not linear; a linear model is keyed by its coefficients, and a model with
+    neither (fitted in this process) by its pickle.
+    """
+    features = tuple(features)
+    _check_features(model, features)
+    name = type(model).__name__
+    if _is_linear(model):
+        w = np.ascontiguousarray(model.coef_, dtype=np.float64)
+        b = np.ascontiguousarray(model.intercept_, dtype=np.float64)
+        expr = pl.lit(float(b.ravel()[0]), dtype=pl.Float64)
+        for col, wi in zip(features, w.ravel()):
+            expr = expr + pl.col(col).cast(pl.Float64) * float(wi)
+        identity = _digest("logit", repr(features), name, w.tobytes(), b.tobytes())
+        return Scorer("logit", features, expression=expr, description=f"linear logit of {name}", identity=identity)
+    if not model_identity:
+        import pickle
+
+        model_identity = _digest(pickle.dumps(model, protocol=5))  # fitted here, no artifact yet
+    kind: ScoreKind = "logit" if hasattr(model, "decision_function") else "probability"
+    how = f"{name}.decision_function" if kind == "logit" else f"{name}.predict_proba (clipped at eps)"
+    return Scorer(kind, features, model=model, description=how, identity=_digest(kind, repr(features), name, model_identity))
+
+
+def stored_scorer(column: str, kind: ScoreKind) -> Scorer:
+    """A :class:`Scorer` reading predictions already stored in ``column``."""
+    if kind not in ("logit", "probability"):
+        raise InputError(f"--score-kind must be 'logit' or 'probability', not {kind!r}.")
+    return Scorer(kind, (), column=column, description=f"stored {kind} column {column!r}", identity=_digest("stored", kind, column))
