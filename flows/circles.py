@@ -1,5 +1,6 @@
 """The seed's second experiment as a flow: two circles → MLP trained with BCE → curves in MLflow."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -18,8 +19,18 @@ from tasks.tracking import MetricStream, create_run_task, end_run_failed, log_ru
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
+@dataclass(frozen=True)
+class CirclesOutcome:
+    """The trained MLP's run, the seed's "Train: …, Test: …" line, training time and final figures."""
+
+    run_id: str
+    line: str
+    seconds: float
+    final: dict[str, float]
+
+
 @flow(name="bce-circles")
-def circles_flow(settings: CirclesSettings) -> dict:
+def circles_flow(settings: CirclesSettings) -> CirclesOutcome:
     """Train the seed's MLP on two circles, logging BCE and accuracy per epoch to MLflow."""
     logger = get_run_logger()
     tracking_uri = resolve_tracking_uri()
@@ -39,4 +50,4 @@ def circles_flow(settings: CirclesSettings) -> dict:
     log_run_content_task(run_id, experiment_id, content, tracking_uri)
     line = seed_line(result)
     logger.info(f"{line} (training took {result.seconds:.2f} s)")
-    return {"run_id": run_id, "line": line, "seconds": result.seconds, **result.final}
+    return CirclesOutcome(run_id, line, result.seconds, dict(result.final))

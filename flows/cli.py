@@ -169,19 +169,18 @@ def _evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     settings = _evaluate_settings(args)
-    from flows.evaluate import evaluate_flow, with_dask
+    from flows.evaluate import flow_for
     from tasks.report import format_summary
     from tasks.tracking import ui_command
 
-    name = os.path.basename(os.path.normpath(settings.data))
-    try:
-        ev = (with_dask(settings) if settings.dask else evaluate_flow)(settings)
-    except GateFailed as exc:
-        if exc.evaluation is not None:
-            ev = exc.evaluation
-            args._output.append(format_summary(ev, name, 5, ui_command(ev.tracking_uri)))
-        raise
-    args._output.append(format_summary(ev, name, 5, ui_command(ev.tracking_uri)))
+    state = flow_for(settings)(settings, return_state=True)
+    ev = state.result(raise_on_failure=False)
+    if isinstance(ev, BaseException):
+        raise ev  # bad input, tracking outage, internal error: mapped to an exit code by main()
+    args._output.append(format_summary(ev, os.path.basename(os.path.normpath(settings.data)), 5, ui_command(ev.tracking_uri)))
+    if not ev.gate_passed:
+        args._error = f"bce-eval: {ev.gate.message}"
+        return EXIT_GATE_FAILED
     return 0
 
 
@@ -197,7 +196,7 @@ def _cmd_circles(args: argparse.Namespace) -> int:
     from flows.settings import CirclesSettings
 
     out = circles_flow(build_settings(CirclesSettings, {"epochs": args.epochs, "experiment": args.experiment}))
-    args._output.append(f"{out['line']}\n  MLflow run {out['run_id']} (training {out['seconds']:.2f} s)")
+    args._output.append(f"{out.line}\n  MLflow run {out.run_id} (training {out.seconds:.2f} s)")
     return 0
 
 
@@ -213,20 +212,29 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             promote=args.promote, margin=args.margin, min_rows=args.min_rows, max_regression=args.max_regression,
         ),
     )
-    out = compare_flow(settings)
-    o = out["overall"]
+    out = compare_flow(settings, return_state=True).result(raise_on_failure=False)
+    if isinstance(out, BaseException):
+        raise out  # bad input, tracking outage, internal error: mapped to an exit code by main()
+    args._output.append(_comparison_summary(args, out))
+    if not out.gate_passed:
+        args._error = f"bce-eval: {out.gate_message}"
+        return EXIT_GATE_FAILED
+    return 0
+
+
+def _comparison_summary(args: argparse.Namespace, out: Any) -> str:
+    o = out.overall
     lines = [
         f"Champion {args.champion} vs challenger {args.challenger} on {o['n_rows']:,} rows",
         f"  BCE champion {o['bce_champion']:.4f}, challenger {o['bce_challenger']:.4f}; "
         f"difference {o['bce_diff']:+.5f} (95% CI [{o['bce_diff_low']:+.5f}, {o['bce_diff_high']:+.5f}]): {o['verdict']}",
     ]
-    for r in out["table"].sort("bce_diff").head(10).iter_rows(named=True):
-        if "partition" in r and args.partition_by or len(out["table"]) > 1:
+    for r in out.table.sort("bce_diff").head(10).iter_rows(named=True):
+        if "partition" in r and args.partition_by or len(out.table) > 1:
             lines.append(f"    {r.get('partition', 'all'):<30} {r['bce_diff']:+.5f} [{r['bce_diff_low']:+.5f}, {r['bce_diff_high']:+.5f}] {r['verdict']}")
-    lines.append(f"  promotion: {'done' if out['promoted'] else 'no'} ({out['reason']})")
-    lines.append(f"  MLflow run {out['run_id']}")
-    args._output.append("\n".join(lines))
-    return 0
+    lines.append(f"  promotion: {'done' if out.promoted else 'no'} ({out.reason})")
+    lines.append(f"  MLflow run {out.run_id}")
+    return "\n".join(lines)
 
 
 def check_serve(settings: "EvaluateSettings") -> str:
@@ -370,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 prefetch_model(args.model_uri)  # in time otherwise spent waiting for the server
             server.wait()
             code = _COMMANDS[args.command](parser_args)
+            message = getattr(parser_args, "_error", None)
         except InputError as exc:
             code, message = EXIT_BAD_INPUT, f"bce-eval: error: {exc}"
         except GateFailed as exc:

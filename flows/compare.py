@@ -1,12 +1,16 @@
 """Champion vs challenger: both models scored on the same rows, the paired BCE difference logged."""
 
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
 from prefect import flow, get_run_logger
-from prefect.utilities.annotations import quote
 from prefect.runtime import flow_run
+from prefect.states import Failed
+from prefect.utilities.annotations import quote
 
 from flows.settings import CompareSettings
 from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
-from tasks.errors import GateFailed
 from tasks.dataset import discover_dataset_task, group_files
 from tasks.model import describe_model_task, load_model_task, model_features_task
 from tasks.scoring import make_scorer
@@ -14,8 +18,27 @@ from tasks.report import comparison_content, with_partition_label
 from tasks.tracking import log_evaluation_task, move_alias_task, resolve_tracking_uri
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of a comparison: the paired table and overall row, its run, the promotion, the gate."""
+
+    run_id: str
+    experiment_id: str
+    overall: dict[str, Any]
+    table: pl.DataFrame
+    promoted: bool
+    reason: str
+    #: partitions (or "overall") where the challenger is surely worse by more than --max-regression
+    regressions: tuple[str, ...] = ()
+    gate_message: str = ""
+
+    @property
+    def gate_passed(self) -> bool:
+        return not self.regressions
+
+
 @flow(name="bce-compare")
-def compare_flow(settings: CompareSettings) -> dict:
+def compare_flow(settings: CompareSettings) -> Comparison:
     """Score both models on the same data; report and log the paired BCE difference per partition."""
     logger = get_run_logger()
     tracking_uri = resolve_tracking_uri()
@@ -46,12 +69,14 @@ def compare_flow(settings: CompareSettings) -> dict:
     if promote:
         name, version = move_alias_task(settings.challenger, settings.champion, settings.alias, run_id, tracking_uri)
         logger.info(f"moved alias {settings.alias!r} of {name} to version {version}: {reason}")
-    result = {"run_id": run_id, "experiment_id": experiment_id, "overall": overall, "table": table, "promoted": promote, "reason": reason}
+    message = ""
     if regressions:
-        raise GateFailed(
+        message = (
             f"quality gate failed: the challenger's BCE is higher by more than {settings.max_regression} (paired 95% interval) in: "
-            + ", ".join(regressions[:20]),
-            result,
+            + ", ".join(regressions[:20])
         )
+    result = Comparison(run_id, experiment_id, overall, table, promote, reason, tuple(regressions), message)
+    if regressions:
+        return Failed(message=message, data=result)  # after logging: the run is FINISHED and tagged
     logger.info(f"BCE difference (challenger − champion) {overall['bce_diff']:+.5f}, 95% CI [{overall['bce_diff_low']:+.5f}, {overall['bce_diff_high']:+.5f}]")
     return result

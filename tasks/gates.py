@@ -175,13 +175,13 @@ def read_baseline(run_id: str, tracking_uri: str) -> dict[str, Any]:
 def baseline_key_columns(columns: list[str]) -> list[str]:
     """The partition key columns of a logged ``bce_by_partition.json`` (``["partition"]`` when unpartitioned).
 
-    ``table_for_mlflow`` writes the key columns, then value columns from ``TABLE_COLUMNS`` only, so
+    ``table_for_mlflow`` writes the key columns, then value columns from ``table_columns()`` only, so
     the keys are whatever is not a value column: one source of truth, so a value column added to
     the table later can never be taken for a key (which made every partition's label unmatched).
     """
-    from tasks.report import TABLE_COLUMNS
+    from tasks.report import table_columns
 
-    values = set(TABLE_COLUMNS)
+    values = set(table_columns())
     return [c for c in columns if c not in values]
 
 

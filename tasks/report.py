@@ -11,14 +11,13 @@ import numpy as np
 import polars as pl
 
 from tasks._prefect import as_task
+from tasks import metrics as metric_schema
 from tasks.dataset import Dataset
 from tasks.tracking import DatasetRef, EvaluationLog, metric_key_suffix, partition_label, redact_uri
 
-OVERALL_METRICS = ("bce", "bce_se", "accuracy", "brier", "positive_rate", "mean_predicted", "roc_auc", "roc_auc_bound", "bce_pos", "bce_neg")
-TABLE_COLUMNS = (
-    "n_rows", "n_pos", "bce", "bce_low", "bce_high", "verdict", "bce_se", "positive_rate", "accuracy", "roc_auc", "roc_auc_bound", "brier",
-    "mean_predicted", "bce_pos", "bce_neg", "n_saturated", "note",
-)
+def table_columns() -> tuple[str, ...]:
+    """Value columns of the per-partition table as logged: the metric schema's, then the gate's verdict."""
+    return (*metric_schema.table_value_columns(), "verdict")
 
 
 @dataclass
@@ -44,6 +43,12 @@ class Evaluation:
     experiment_id: str | None = None
     tracking_uri: str | None = None
     rows: pl.DataFrame | None = None  # the scored sample (every row of a small dataset)
+    gate: Any = None  # the quality gate's verdict (tasks.gates.GateResult), None without a gate
+
+    @property
+    def gate_passed(self) -> bool:
+        """True without a gate, or when it passed."""
+        return self.gate is None or self.gate.passed
 
 
 def with_partition_label(table: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
@@ -57,7 +62,7 @@ def with_partition_label(table: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataF
 def table_for_mlflow(table: pl.DataFrame, keys: tuple[str, ...]) -> dict[str, list[Any]]:
     """The per-partition table as a dict of columns (``log_table`` rejects Polars frames)."""
     cols = [*keys] if keys else ["partition"]
-    out = table.select([*cols, *[c for c in TABLE_COLUMNS if c in table.columns]])
+    out = table.select([*cols, *[c for c in table_columns() if c in table.columns]])
     return {c: [_clean(v) for v in out.get_column(c).to_list()] for c in out.columns}
 
 
@@ -180,16 +185,21 @@ def build_evaluation_log(
     max_partition_metrics: int,
     tags: dict[str, str],
     register: tuple[str, str | None] | None = None,
+    audit: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    results_path: str | None = None,
 ) -> EvaluationLog:
-    """Everything one evaluation logs, assembled from its results."""
+    """Everything one evaluation logs, assembled from its results (and the audit, when it ran)."""
     keys = dataset.partition_by
     name = Path(dataset.root).name
-    metrics = {k: float(overall[k]) for k in OVERALL_METRICS if overall.get(k) is not None}
+    metrics = {k: float(overall[k]) for k in metric_schema.overall_metric_names() if overall.get(k) is not None}
     metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
     for k in ("partitions_reused", "partitions_computed"):
         if k in overall:
             metrics[k] = float(overall[k])
     tables = {"bce_by_partition.json": table_for_mlflow(table, keys)}
+    if audit is not None:
+        metrics.update(audit_metrics(audit[0]))
+        tables.update(audit_tables(audit))
     if overall["n_rows"] <= 1000:
         tables["predictions.json"] = predictions_table(sample, dataset.features)
     X_example = y_example = None
@@ -220,6 +230,7 @@ def build_evaluation_log(
         model_output_example=y_example,
         datasets=[DatasetRef(str(Path(dataset.root).resolve()), name, dataset.fingerprint, infer_signature(schema_df).inputs)],
         register=register,
+        results_path=results_path,
     )
 
 
@@ -363,15 +374,22 @@ def comparison_content(
     )
 
 
-def add_audit(log: EvaluationLog, audit: tuple[pl.DataFrame, pl.DataFrame], overall: dict[str, Any]) -> None:
-    """Put the BCE audit into the run: two tables and the overall figures under the three rules."""
-    table, top = audit
+def audit_metrics(table: pl.DataFrame) -> dict[str, float]:
+    """The audit's overall figures: BCE under the three rules (row-weighted), and saturated counts."""
     n = table.get_column("n_rows").sum()
-    for col in ("bce_sklearn_clip", "bce_keras_clip", "bce_recalibrated"):
-        value = float((table.get_column(col) * table.get_column("n_rows")).sum() / n)
-        log.metrics[col] = value
-        overall[col] = value
-    log.metrics["n_p_zero"] = float(table.get_column("n_p_zero").sum())
-    log.metrics["n_p_one"] = float(table.get_column("n_p_one").sum())
-    log.tables["bce_audit.json"] = {c: [_clean(v) for v in table.get_column(c).to_list()] for c in table.columns}
-    log.tables["largest_losses.json"] = {c: [_clean(v) for v in top.get_column(c).to_list()] for c in top.columns}
+    out = {
+        col: float((table.get_column(col) * table.get_column("n_rows")).sum() / n)
+        for col in ("bce_sklearn_clip", "bce_keras_clip", "bce_recalibrated")
+    }
+    out["n_p_zero"] = float(table.get_column("n_p_zero").sum())
+    out["n_p_one"] = float(table.get_column("n_p_one").sum())
+    return out
+
+
+def audit_tables(audit: tuple[pl.DataFrame, pl.DataFrame]) -> dict[str, dict[str, list[Any]]]:
+    """The audit's two tables as run artifacts: per partition, and the largest losses."""
+    table, top = audit
+    return {
+        "bce_audit.json": {c: [_clean(v) for v in table.get_column(c).to_list()] for c in table.columns},
+        "largest_losses.json": {c: [_clean(v) for v in top.get_column(c).to_list()] for c in top.columns},
+    }

@@ -42,19 +42,19 @@ def test_training_history_is_pure_bce_of_the_network():
 def test_circles_flow_logs_curves_figure_and_model(prefect_server, mlflow_uri, tmp_path):
     out = circles_flow(CirclesSettings(epochs=5, data_dir=str(tmp_path / "circles")))
     client = mlflow.MlflowClient()
-    run = client.get_run(out["run_id"])
+    run = client.get_run(out.run_id)
     assert run.info.status == "FINISHED"
     for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
-        history = client.get_metric_history(out["run_id"], key)
+        history = client.get_metric_history(out.run_id, key)
         assert sorted(m.step for m in history) == [1, 2, 3, 4, 5], key
-    artifacts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
+    artifacts = {a.path for a in client.list_artifacts(out.run_id, "plots")}
     assert "plots/learning_curves.png" in artifacts
-    model = mlflow.sklearn.load_model(f"runs:/{out['run_id']}/model")
+    model = mlflow.sklearn.load_model(f"runs:/{out.run_id}/model")
     test = pl.read_parquet(tmp_path / "circles" / "test.parquet")
     p = model.predict_proba(test.select("x1", "x2").to_numpy())[:, 1]
-    last = [m for m in client.get_metric_history(out["run_id"], "val_loss") if m.step == 5][0].value
+    last = [m for m in client.get_metric_history(out.run_id, "val_loss") if m.step == 5][0].value
     assert last == pytest.approx(log_loss(test.get_column("y").to_numpy(), p), rel=1e-6)
-    assert out["line"].startswith("Train: ") and ", Test: " in out["line"]
+    assert out.line.startswith("Train: ") and ", Test: " in out.line
     inputs = {i.dataset.name for i in run.inputs.dataset_inputs}
     assert inputs == {"train", "test"}
 
@@ -63,7 +63,7 @@ def test_circles_flow_logs_curves_figure_and_model(prefect_server, mlflow_uri, t
     for side, part in test.with_columns(side=pl.when(pl.col("x1") > 0).then(pl.lit("right")).otherwise(pl.lit("left"))).group_by("side"):
         (root / f"side={side[0]}").mkdir(parents=True)
         part.drop("side").write_parquet(root / f"side={side[0]}" / "part-0.parquet")
-    ev = evaluate_flow(EvaluateSettings(data=str(root), label="y", model_uri=f"runs:/{out['run_id']}/model"))
+    ev = evaluate_flow(EvaluateSettings(data=str(root), label="y", model_uri=f"runs:/{out.run_id}/model"))
     for side in ("left", "right"):
         part = test.filter((pl.col("x1") > 0) == (side == "right"))
         expected = log_loss(part.get_column("y").to_numpy(), model.predict_proba(part.select("x1", "x2").to_numpy())[:, 1])

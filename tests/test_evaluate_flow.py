@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 from pathlib import Path
 
@@ -143,12 +145,15 @@ def test_prefect_yaml_deployments_are_valid():
 
 
 def test_gate_fails_after_logging_the_whole_run(prefect_server, mlflow_uri, hive_data):
-    from tasks.errors import GateFailed
     from tasks.gates import GateSettings
 
-    with pytest.raises(GateFailed, match=r"4 partition\(s\) whose 95% interval lies above 0.01: .*region=") as info:
-        evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], gates=GateSettings(max_partition_bce=0.01)))
-    run = mlflow.MlflowClient().get_run(info.value.evaluation.run_id)
+    settings = EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], gates=GateSettings(max_partition_bce=0.01))
+    state = evaluate_flow(settings, return_state=True)
+    # the flow run ends Failed with the reason; its data is the whole evaluation, logged
+    assert state.is_failed()
+    assert re.search(r"4 partition\(s\) whose 95% interval lies above 0.01: .*region=", state.message)
+    evaluation = state.result(raise_on_failure=False)
+    run = mlflow.MlflowClient().get_run(evaluation.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["quality_gate"] == "failed"
     assert set(run.data.tags["quality_gate.partitions"].split(",")) == {f"region={r}" for r in ("north", "south", "east", "west")}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import math
 from pathlib import Path
 
@@ -11,7 +13,6 @@ import pytest
 
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
-from tasks.errors import GateFailed
 from tasks.gates import GateSettings, check_gates
 from tests.conftest import write_hive
 from tests.conftest import run_cli_in_process as run_cli
@@ -31,9 +32,10 @@ def test_small_partition_over_by_chance_passes_large_truly_worse_fails(prefect_s
     tiny = rng.exponential(3.0, size=5)
     root = write_hive(tmp_path / "scored", {"small": _scored(30, small), "large": _scored(5000, large), "good": _scored(2000, good), "tiny": _scored(5, tiny)}, key="seg")
     gates = GateSettings(max_partition_bce=threshold, min_rows=10)
-    with pytest.raises(GateFailed) as info:
-        evaluate_flow(EvaluateSettings(data=str(root), label="y", score_col="p", score_kind="probability", gates=gates))
-    ev = info.value.evaluation
+    state = evaluate_flow(EvaluateSettings(data=str(root), label="y", score_col="p", score_kind="probability", gates=gates), return_state=True)
+    assert state.is_failed() and "seg=large" in state.message and "seg=small" not in state.message
+    ev = state.result(raise_on_failure=False)
+    assert not ev.gate_passed
     verdict = dict(zip(ev.table.get_column("partition").to_list(), ev.table.get_column("verdict").to_list()))
     assert verdict == {"seg=small": "passed", "seg=large": "failed", "seg=good": "passed", "seg=tiny": "too small"}
     row = ev.table.filter(pl.col("seg") == "small").row(0, named=True)
@@ -41,7 +43,6 @@ def test_small_partition_over_by_chance_passes_large_truly_worse_fails(prefect_s
     # the interval is the normal approximation on the per-row losses, computed independently here
     se = np.std(small, ddof=1) / math.sqrt(len(small))  # sample variance
     assert row["bce_low"] == pytest.approx(np.mean(small) - 1.959963984540054 * se, rel=1e-9)
-    assert "seg=large" in str(info.value) and "seg=small" not in str(info.value)
     # judged on the point value instead, the small partition fails too
     point = check_gates(ev.table, ev.overall, GateSettings(max_partition_bce=threshold, min_rows=10, judge_on="point"))
     assert set(point.partitions) == {"seg=small", "seg=large"}
@@ -62,10 +63,11 @@ def test_regression_gate_against_a_baseline_model_uses_paired_differences(prefec
     good = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"]))
     weak = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], model_params={"C": 0.001}))
     base = dict(data=str(hive_data), label="label", champion=f"runs:/{good.run_id}/model", challenger=f"runs:/{weak.run_id}/model")
-    with pytest.raises(GateFailed, match=r"challenger's BCE is higher by more than 0.0 .*overall") as info:
-        compare_flow(CompareSettings(**base, max_regression=0.0))
-    result = info.value.evaluation
-    run = mlflow.MlflowClient().get_run(result["run_id"])
+    state = compare_flow(CompareSettings(**base, max_regression=0.0), return_state=True)
+    assert state.is_failed() and re.search(r"challenger's BCE is higher by more than 0.0 .*overall", state.message)
+    result = state.result(raise_on_failure=False)
+    assert not result.gate_passed and result.regressions[0].startswith("overall")
+    run = mlflow.MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["quality_gate"] == "failed"
     # the paired interval of the overall difference, recomputed from the two runs' per-row losses
     df = pl.read_parquet(hive_data, hive_partitioning=True)
@@ -75,18 +77,18 @@ def test_regression_gate_against_a_baseline_model_uses_paired_differences(prefec
         z = mlflow.sklearn.load_model(f"runs:/{ev.run_id}/model").decision_function(X)
         losses.append(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
     d = losses[1] - losses[0]
-    assert result["overall"]["bce_diff"] == pytest.approx(d.mean(), rel=1e-9)
-    assert result["overall"]["bce_diff_low"] == pytest.approx(d.mean() - 1.959963984540054 * d.std(ddof=1) / math.sqrt(len(d)), rel=1e-9)
+    assert result.overall["bce_diff"] == pytest.approx(d.mean(), rel=1e-9)
+    assert result.overall["bce_diff_low"] == pytest.approx(d.mean() - 1.959963984540054 * d.std(ddof=1) / math.sqrt(len(d)), rel=1e-9)
     # a generous allowance passes
     ok = compare_flow(CompareSettings(**base, max_regression=1.0))
-    assert ok["overall"]["bce_diff"] > 0
+    assert ok.gate_passed and ok.overall["bce_diff"] > 0
 
 
 def test_baseline_key_columns_are_what_the_logged_table_holds_besides_values():
     from tasks.gates import baseline_key_columns
-    from tasks.report import TABLE_COLUMNS, table_for_mlflow
+    from tasks.report import table_columns, table_for_mlflow
 
-    values = {c: [0.5] for c in TABLE_COLUMNS if c not in {"verdict", "note"}} | {"verdict": ["passed"], "note": [""]}
+    values = {c: [0.5] for c in table_columns() if c not in {"verdict", "note"}} | {"verdict": ["passed"], "note": [""]}
     keyed = pl.DataFrame({"region": ["north"], "day": ["2026-11-24"], **values})
     assert baseline_key_columns(list(table_for_mlflow(keyed, ("region", "day")))) == ["region", "day"]
     whole = pl.DataFrame({"partition": ["all"], **values})
