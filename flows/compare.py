@@ -12,10 +12,11 @@ from prefect.utilities.annotations import quote
 from flows.settings import CompareSettings
 from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
 from tasks.dataset import discover_dataset_task, group_files
-from tasks.model import describe_model_task, load_model_task, model_features_task
+from tasks.model import load_model_task, model_features_task
 from tasks.scoring import make_scorer
 from tasks.report import comparison_content, with_partition_label
-from tasks.tracking import log_evaluation_task, move_alias_task, resolve_tracking_uri
+from tasks.registry import describe_model_task, move_alias_task
+from tasks.tracking import log_evaluation_task, resolve_tracking_uri
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,11 @@ def compare_flow(settings: CompareSettings) -> Comparison:
     """Score both models on the same data; report and log the paired BCE difference per partition."""
     logger = get_run_logger()
     tracking_uri = resolve_tracking_uri()
-    champion_info = describe_model_task(settings.champion)
-    challenger_info = describe_model_task(settings.challenger)
-    features = settings.features or model_features_task(settings.champion) or []
-    champion = load_model_task(settings.champion)
-    challenger = load_model_task(settings.challenger)
+    champion_info = describe_model_task(settings.champion, tracking_uri)
+    challenger_info = describe_model_task(settings.challenger, tracking_uri)
+    features = settings.features or model_features_task(settings.champion, tracking_uri) or []
+    champion = load_model_task(settings.champion, tracking_uri)
+    challenger = load_model_task(settings.challenger, tracking_uri)
     dataset = discover_dataset_task(settings.data, settings.label, features, settings.partition_by)
     champion_scorer = make_scorer(champion, dataset.features)
     challenger_scorer = make_scorer(challenger, dataset.features)

@@ -38,11 +38,12 @@ from tasks.cache import (
 from tasks.dataset import Dataset, discover_dataset_task, files_by_partition, group_files
 from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import GateResult, check_gates_task, read_baseline_task, with_verdicts
-from tasks.model import describe_model_task, fit_model_task, load_model_task, model_features_task
+from tasks.model import fit_model_task, load_model_task, model_features_task
 from tasks.plots import make_figures_task, sample_scores_task
 from tasks.reduce import reduce_chunk_task, summarize_records_task
 from tasks.report import Evaluation, ModelInfo, build_evaluation_log_task, publish_prefect_artifacts_task, with_partition_label
 from tasks.scoring import Scorer, make_scorer, stored_scorer
+from tasks.registry import describe_model_task
 from tasks.tracking import log_evaluation_task, resolve_tracking_uri, ui_command
 from tasks.training_data import collect_training_data_task
 
@@ -81,7 +82,7 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     """Evaluate a binary classifier by BCE per partition and overall, and log it to MLflow."""
     tracking_uri = resolve_tracking_uri()
     scheduled = flow_run.get_scheduled_start_time()
-    scoring = resolve_scoring(settings, scheduled)
+    scoring = resolve_scoring(settings, scheduled, tracking_uri)
     reduced = reduce_with_cache(settings, scoring)
     judged = judge(settings, scoring, reduced, tracking_uri)
     evaluation = publish(settings, scoring, reduced, judged, scheduled, tracking_uri)
@@ -107,14 +108,14 @@ def flow_for(settings: EvaluateSettings):
     return with_dask(settings) if settings.dask else evaluate_flow
 
 
-def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None) -> Scoring:
+def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, tracking_uri: str) -> Scoring:
     """Stage 1: load the model (or take stored scores), select and check the data, fit if needed."""
     features, tags, model, info = list(settings.features), {}, None, None
     if settings.model_uri:
         # the model decides which columns the scan needs
-        tags = describe_model_task(settings.model_uri)
-        features = features or (model_features_task(settings.model_uri) or [])
-        model = load_model_task(settings.model_uri)
+        tags = describe_model_task(settings.model_uri, tracking_uri)
+        features = features or (model_features_task(settings.model_uri, tracking_uri) or [])
+        model = load_model_task(settings.model_uri, tracking_uri)
         info = ModelInfo(f"{type(model).__name__} from {settings.model_uri}", uri=settings.model_uri)
     extra = [settings.score_col] if settings.score_col else []
     dataset = discover_dataset_task(

@@ -70,7 +70,7 @@ class _RedactFilter(logging.Filter):
     """Mask credentials in any URI a log line mentions, for every handler (console, file, Prefect API)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tasks.tracking import redact_text
+        from tasks.redact import redact_text
 
         msg = record.getMessage()
         clean = redact_text(msg)

@@ -143,23 +143,15 @@ def with_verdicts(table: pl.DataFrame, result: "GateResult | None") -> pl.DataFr
 def read_baseline(run_id: str, tracking_uri: str) -> dict[str, Any]:
     """Overall and per-partition BCE of an earlier evaluation run."""
     import json
-    from pathlib import Path
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
 
     from tasks.errors import InputError
-    from tasks.tracking import partition_label
+    from tasks.naming import partition_label
+    from tasks.tracking import read_run_artifact
 
-    client = mlflow.MlflowClient(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bce_by_partition.json", tracking_uri=tracking_uri)
-    except (MlflowException, OSError) as exc:
-        raise InputError(f"--baseline-run {run_id}: cannot read it ({str(exc).splitlines()[0]}).") from exc
-    if "bce" not in run.data.metrics:
+    metrics, text = read_run_artifact(run_id, "bce_by_partition.json", tracking_uri, what="--baseline-run")
+    if "bce" not in metrics:
         raise InputError(f"--baseline-run {run_id}: that run has no 'bce' metric; pass an evaluation run.")
-    doc = json.loads(Path(local).read_text())
+    doc = json.loads(text)
     cols = doc.get("columns", [])
     if "bce" not in cols:
         raise InputError(f"--baseline-run {run_id}: its bce_by_partition.json has no 'bce' column; pass an evaluation run.")
@@ -169,7 +161,7 @@ def read_baseline(run_id: str, tracking_uri: str) -> dict[str, Any]:
         r = dict(zip(cols, row))
         label = r["partition"] if keys == ["partition"] else partition_label({k: r[k] for k in keys})
         parts[label] = r["bce"]
-    return {"bce": run.data.metrics["bce"], "partitions": parts}
+    return {"bce": metrics["bce"], "partitions": parts}
 
 
 def baseline_key_columns(columns: list[str]) -> list[str]:

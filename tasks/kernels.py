@@ -8,7 +8,6 @@ loads its compiled code from the on-disk cache, next to this file).
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np

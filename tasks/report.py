@@ -13,7 +13,9 @@ import polars as pl
 from tasks._prefect import as_task
 from tasks import metrics as metric_schema
 from tasks.dataset import Dataset
-from tasks.tracking import DatasetRef, EvaluationLog, metric_key_suffix, partition_label, redact_uri
+from tasks.naming import metric_key_suffix, partition_label
+from tasks.redact import redact_uri
+from tasks.tracking import DatasetRef, EvaluationLog
 
 def table_columns() -> tuple[str, ...]:
     """Value columns of the per-partition table as logged: the metric schema's, then the gate's verdict."""
@@ -208,8 +210,6 @@ def build_evaluation_log(
 
         X_example = pd.DataFrame(sample.select(pl.col(c).cast(pl.Float64) for c in dataset.features).head(20).to_pandas())
         y_example = fitted_model.predict_proba(X_example.to_numpy())
-    from mlflow.models import infer_signature
-
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
     return EvaluationLog(
         experiment=experiment,
@@ -228,7 +228,7 @@ def build_evaluation_log(
         model=fitted_model,
         model_input_example=X_example,
         model_output_example=y_example,
-        datasets=[DatasetRef(str(Path(dataset.root).resolve()), name, dataset.fingerprint, infer_signature(schema_df).inputs)],
+        datasets=[DatasetRef(str(Path(dataset.root).resolve()), name, dataset.fingerprint, schema_df)],
         register=register,
         results_path=results_path,
     )
@@ -292,13 +292,11 @@ def circles_content(
     """What the circles run logs at its end (the per-epoch curves were streamed already)."""
     import hashlib
 
-    from mlflow.models import infer_signature
-
     X_example = train.select("x1", "x2").head(20).to_pandas()
     refs = []
     for path, df, context in ((train_path, train, "training"), (test_path, test, "evaluation")):
         digest = hashlib.blake2b(df.write_ipc(None).getvalue(), digest_size=16).hexdigest()
-        refs.append(DatasetRef(path, Path(path).stem, digest, infer_signature(df.head(5).to_pandas()).inputs, context))
+        refs.append(DatasetRef(path, Path(path).stem, digest, df.head(5).to_pandas(), context))
     final = result.final
     return EvaluationLog(
         experiment=experiment,

@@ -7,12 +7,8 @@ logged; if logging fails half-way it is ended FAILED, so a FINISHED run is alway
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import re
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,12 +16,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tasks._prefect import as_task
+from tasks.redact import redact_text, redact_uri
+from tasks.registry import register_model
+from tasks.run_lifecycle import owner_tags, previous_attempt, sqlite_path, store_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE_DIR = REPO_ROOT / "mlflow"
-
-_KEY_SAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
-
 
 def resolve_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the SQLite store in the repo's ``mlflow/`` folder."""
@@ -33,82 +29,16 @@ def resolve_tracking_uri() -> str:
     return uri or f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}"
 
 
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.DOTALL)
-
-
-def redact_uri(uri: str) -> str:
-    """The URI without user:password, query string or fragment (safe to print and log).
-
-    Everything between ``://`` and the last ``@`` is taken as credentials, as SQLAlchemy does, so
-    a password holding ``/``, ``?`` or ``#`` does not leak.
-    """
-    m = _USERINFO.match(uri)
-    if m:
-        uri = m["scheme"] + m["rest"]
-    if "://" in uri:
-        uri = re.split(r"[?#]", uri, maxsplit=1)[0]
-    return uri
-
-
-_CRED_IN_TEXT = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/@]+(?::[^\s@]*)?@")
-_TOKEN_IN_TEXT = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|key|sig|signature|password|secret)=)[^&\s'\"]+")
-
-
-def redact_text(text: str) -> str:
-    """Free text (an error message) with credentials in any URI it mentions masked."""
-    return _TOKEN_IN_TEXT.sub(r"\1***", _CRED_IN_TEXT.sub(r"\g<scheme>***@", text))
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
-    return None
-
-
 def default_artifact_location(uri: str) -> str | None:
     """For a SQLite store, artifacts go in ``artifacts/`` beside the database file."""
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
-
-
-_held: dict[str, int] = {}
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Serialise writers of a SQLite store across processes (re-entrant within one process).
-
-    SQLite allows one writer: concurrent runs otherwise race on its first migrations ("table
-    already exists") and fail with "database is locked". Other stores need no lock.
-    """
-    db = _sqlite_path(uri)
-    if db is None:
-        yield
-        return
-    key = str(db)
-    if _held.get(key):
-        _held[key] += 1
-        try:
-            yield
-        finally:
-            _held[key] -= 1
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        _held[key] = 1
-        try:
-            yield
-        finally:
-            _held[key] = 0
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_experiment(name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
     with store_lock(tracking_uri):  # re-entrant per process: see store_lock
         client = mlflow.MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(name)
@@ -128,29 +58,6 @@ def ui_command(tracking_uri: str) -> str:
     return f"bce-eval ui --backend-store-uri {redact_uri(tracking_uri)}"
 
 
-def partition_label(values: dict[str, Any]) -> str:
-    """``k1=v1/k2=v2``: how a partition is named in tables and plots (original values kept)."""
-    # a null partition (hive's __HIVE_DEFAULT_PARTITION__) reads "null", as Polars prints it
-    return "/".join(f"{k}={'null' if v is None else v}" for k, v in values.items()) if values else "all"
-
-
-def metric_key_suffix(values: dict[str, Any]) -> str:
-    """A valid, unique MLflow key part for a partition (hostile values are sanitised and hashed)."""
-    raw = ".".join(f"{k}_{'null' if v is None else v}" for k, v in values.items()) if values else "all"
-    safe = _KEY_SAFE.sub("_", raw).strip(" ")
-    safe = safe.replace("..", "_")[:120] or "_"
-    ambiguous = (
-        safe != raw  # sanitised: two values may now read the same
-        or safe != safe.lower()  # stores that compare keys case-insensitively would merge them
-        or any(v is None for v in values.values())  # null reads as the string "None"
-        or (len(values) > 1 and any("." in str(v) for v in values.values()))  # the join is ambiguous
-    )
-    if ambiguous:
-        identity = repr([(k, v) for k, v in values.items()])
-        safe = f"{safe}-{hashlib.blake2b(identity.encode(), digest_size=4).hexdigest()}"
-    return safe
-
-
 @dataclass
 class DatasetRef:
     """A dataset input of a run: where it is, a digest of its content, its schema, its role."""
@@ -158,7 +65,7 @@ class DatasetRef:
     source: str
     name: str
     digest: str
-    schema: Any = None
+    schema: Any = None  # a few rows (pandas) whose column types become the dataset's schema
     context: str = "evaluation"
 
 
@@ -188,8 +95,9 @@ EvaluationLog = RunContent
 
 
 def _log_model(model: Any, X_example: Any, y_example: Any) -> Any:
+    from importlib.metadata import version
+
     import mlflow.sklearn
-    import sklearn
     from mlflow.models import infer_signature
 
     signature = infer_signature(X_example, y_example) if X_example is not None else None
@@ -201,7 +109,7 @@ def _log_model(model: Any, X_example: Any, y_example: Any) -> Any:
         name="model",
         signature=signature,
         # given requirements: MLflow would otherwise spend ~7 s inferring them in a subprocess
-        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+        pip_requirements=[f"scikit-learn=={version('scikit-learn')}"],
         **kwargs,
     )
 
@@ -216,17 +124,37 @@ def create_run(experiment: str, run_name: str, tags: dict[str, str], tracking_ur
     return run.info.run_id, experiment_id
 
 
+@contextlib.contextmanager
+def scoped_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``log_model`` needs an active run) and its loading of a run's logged
+    model read a process-wide tracking URI: set it for this block only, then put back what was
+    there. The one place that touches it."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)  # (it also writes MLFLOW_TRACKING_URI: put that back too)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def _dataset_inputs(refs: list[DatasetRef]) -> list[Any]:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.models import infer_signature
 
     out = []
     for ref in refs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local
             source = resolve_dataset_source(ref.source)
-        ds = MetaDataset(source, name=ref.name, digest=ref.digest[:36], schema=ref.schema)
+        schema = infer_signature(ref.schema).inputs if ref.schema is not None else None
+        ds = MetaDataset(source, name=ref.name, digest=ref.digest[:36], schema=schema)
         out.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", ref.context)]))
     return out
 
@@ -234,7 +162,6 @@ def _dataset_inputs(refs: list[DatasetRef]) -> list[Any]:
 def log_run_content(run_id: str, experiment_id: str, content: RunContent, tracking_uri: str) -> None:
     """Log ``content`` into an open run, then end it FINISHED; on any error end it FAILED and re-raise."""
     import mlflow
-    from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow.MlflowClient(tracking_uri)
     with store_lock(tracking_uri):
@@ -267,9 +194,8 @@ def _log_run_content(client: Any, run_id: str, experiment_id: str, content: RunC
         if content.datasets:
             client.log_inputs(run_id, datasets=_dataset_inputs(content.datasets))
         if content.model is not None:
-            mlflow.set_tracking_uri(tracking_uri)
             # the model goes last: leaving start_run ends the run FINISHED (FAILED on an error)
-            with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
+            with scoped_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
                 info = _log_model(content.model, content.model_input_example, content.model_output_example)
                 if content.register is not None:
                     register_model(info.model_uri, run_id, content.register[0], content.register[1], tracking_uri)
@@ -280,38 +206,23 @@ def _log_run_content(client: Any, run_id: str, experiment_id: str, content: RunC
         raise
 
 
-def register_model(model_uri: str, run_id: str, name: str, alias: str | None, tracking_uri: str) -> str:
-    """Register the logged model as a new version of ``name`` (and set ``alias``); returns the version."""
+def read_run_artifact(run_id: str, artifact: str, tracking_uri: str, what: str = "run") -> tuple[dict[str, float], str]:
+    """A run's metrics and the text of one of its artifacts; :class:`InputError` naming ``what`` if unreadable."""
+    import tempfile
+
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(tracking_uri)
-    with store_lock(tracking_uri):
-        mv = mlflow.register_model(model_uri, name, await_registration_for=0)
-    if alias:
-        client.set_registered_model_alias(name, alias, mv.version)
-    client.set_tag(run_id, "registered_model_name", name)
-    client.set_tag(run_id, "registered_model_version", str(mv.version))
-    return str(mv.version)
-
-
-def move_alias(challenger_uri: str, champion_uri: str, alias: str, run_id: str, tracking_uri: str) -> tuple[str, str]:
-    """Point ``alias`` of the champion's registered model at the challenger's version."""
     from tasks.errors import InputError
-    from tasks.model import describe_model_uri
 
-    import mlflow
-
-    champ = describe_model_uri(champion_uri)
-    chall = describe_model_uri(challenger_uri)
-    if "model_version" not in chall or chall.get("model_name") != champ.get("model_name"):
-        raise InputError(
-            f"--promote needs the challenger to be a version of the champion's registered model "
-            f"({champ.get('model_name', 'not registered')}); got {challenger_uri}."
-        )
-    client = mlflow.MlflowClient(tracking_uri)
-    client.set_registered_model_alias(chall["model_name"], alias, chall["model_version"])
-    client.set_tag(run_id, "comparison.promoted", f"{chall['model_name']} v{chall['model_version']} is now @{alias}")
-    return chall["model_name"], chall["model_version"]
+    try:
+        run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
+        with tempfile.TemporaryDirectory(prefix="bce-eval-run-") as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=tracking_uri)
+            text = Path(local).read_text()
+    except (MlflowException, OSError) as exc:
+        raise InputError(f"{what} {run_id}: cannot read it ({str(exc).splitlines()[0]}).") from exc
+    return dict(run.data.metrics), text
 
 
 def log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
@@ -345,57 +256,12 @@ def _log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
     identity = {k: log.tags[k] for k in ("prefect.flow_run_id", "bce_eval.evaluation_key") if log.tags.get(k)}
     with store_lock(tracking_uri):  # SQLite: one writer at a time instead of "database is locked"
         experiment_id = ensure_experiment(log.experiment, tracking_uri)
-        existing = _previous_attempt(experiment_id, identity, tracking_uri)
+        existing = previous_attempt(experiment_id, identity, tracking_uri)
         if existing is not None:
             return existing, experiment_id
-        run_id, experiment_id = create_run(log.experiment, log.run_name, {**identity, **_owner_tags()}, tracking_uri)
+        run_id, experiment_id = create_run(log.experiment, log.run_name, {**identity, **owner_tags()}, tracking_uri)
         log_run_content(run_id, experiment_id, log, tracking_uri)
     return run_id, experiment_id
-
-
-def _owner_tags() -> dict[str, str]:
-    return {"bce_eval.host": socket.gethostname(), "bce_eval.pid": str(os.getpid())}
-
-
-def _previous_attempt(experiment_id: str, identity: dict[str, str], tracking_uri: str) -> str | None:
-    """Make reruns safe: reuse this flow run's FINISHED run; fail runs left RUNNING by dead processes.
-
-    A retried Prefect flow run (same flow run id) that already logged returns that run instead of
-    creating a second one; its unfinished attempts are marked FAILED. A run of the same evaluation
-    (same evaluation key) still RUNNING although its process on this host is gone (killed) is
-    marked FAILED with the tag ``bce_eval.recovered``.
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    flow_run_id = identity.get("prefect.flow_run_id")
-    if flow_run_id:
-        runs = client.search_runs([experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
-        for r in runs:
-            if r.info.status == "FINISHED":
-                return r.info.run_id
-        for r in runs:
-            if r.info.status == "RUNNING":
-                client.set_tag(r.info.run_id, "bce_eval.recovered", "superseded by a retry of the same flow run")
-                client.set_terminated(r.info.run_id, "FAILED")
-    key = identity.get("bce_eval.evaluation_key")
-    if key:
-        for r in client.search_runs([experiment_id], filter_string=f"tags.`bce_eval.evaluation_key` = '{key}' and attributes.status = 'RUNNING'"):
-            host, pid = r.data.tags.get("bce_eval.host"), r.data.tags.get("bce_eval.pid", "")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                client.set_tag(r.info.run_id, "bce_eval.recovered", f"process {pid} died before the run finished")
-                client.set_terminated(r.info.run_id, "FAILED")
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class MetricStream:
@@ -442,6 +308,5 @@ def end_run_failed(run_id: str, tracking_uri: str) -> None:
 
 
 log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
-move_alias_task = as_task(move_alias, name="move-alias", retries=3)
 create_run_task = as_task(create_run, name="create-mlflow-run", retries=3)
 log_run_content_task = as_task(log_run_content, name="log-to-mlflow", retries=3)

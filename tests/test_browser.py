@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pytest
 
 from tests.test_servers import _free_port, _stop, _wait_http

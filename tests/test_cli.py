@@ -11,7 +11,7 @@ import mlflow
 import polars as pl
 import pytest
 
-from tests.conftest import make_frame, write_hive
+
 
 
 def run_cli(args: list[str], env_extra: dict[str, str], timeout: int = 240) -> subprocess.CompletedProcess:

@@ -107,7 +107,7 @@ def check_against_sklearn(out: str, ref: pd.DataFrame, keys: tuple[str, ...]) ->
     import mlflow.sklearn
     from sklearn.metrics import log_loss
 
-    from tasks.tracking import metric_key_suffix
+    from tasks.naming import metric_key_suffix
 
     run_id = out.split("MLflow run ")[1].split()[0]
     client = mlflow.MlflowClient()

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings

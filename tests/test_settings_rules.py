@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from flows.cli import _evaluate_settings, build_parser, check_serve, main
+from flows.cli import _evaluate_settings, build_parser, check_serve
 from flows.settings import CompareSettings, EvaluateSettings
 from tasks.errors import InputError
 from tasks.gates import GateSettings

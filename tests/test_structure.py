@@ -24,7 +24,7 @@ DATA_MODULES = {"tasks/dataset.py", "tasks/reduce.py", "tasks/cache.py", "tasks/
 SEAMS = {
     "data": ({"os.walk", "os.stat", "os.scandir", "os.listdir"}, {"tasks/storage.py"}),
     "data files": ({"open"}, set(), ),
-    "tracking": ({"mlflow"}, {"tasks/tracking.py", "tasks/model.py", "flows/cli.py", "flows/runtime.py"}),
+    "tracking": ({"mlflow"}, {"tasks/tracking.py", "tasks/registry.py", "tasks/run_lifecycle.py", "tasks/model.py"}),
     "scoring": ({"sklearn", "xgboost", "lightgbm"}, {"tasks/model.py", "tasks/scoring.py", "tasks/fit_streaming.py", "tasks/circles.py"}),
 }
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, _validate_metric_name
 
-from tasks.tracking import metric_key_suffix, partition_label, redact_uri
+from tasks.naming import metric_key_suffix, partition_label
+from tasks.redact import redact_uri
 
 MLFLOW_KEY = re.compile(r"^[/\w.\- :]*$")  # mlflow.utils.validation, non-Windows
 PREFIX = "bce_by_partition/"  # how tasks/report.py uses the suffix

@@ -1,0 +1,89 @@
+"""``bce-eval``'s options: every subcommand and its help text (no imports beyond argparse)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def split_csv(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a binary classifier on Parquet data by BCE, per partition and overall")
+    _add_evaluate_options(p)
+
+
+def _add_evaluate_options(p: Any) -> None:
+    p.add_argument("data", help="a Parquet file, a folder of Parquet files, or a hive-partitioned tree")
+    p.add_argument("--label", required=True, help="the label column (0/1 or boolean)")
+    p.add_argument("--features", type=split_csv, default=[], help="feature columns A,B,... (default with --model-uri: the model's signature)")
+    p.add_argument("--partition-by", type=split_csv, default=[], help="partition columns K1,K2 (default: the hive keys)")
+    p.add_argument("--model-uri", help="evaluate this MLflow model (runs:/..., models:/name/1, models:/name@alias) instead of fitting")
+    p.add_argument("--score-col", help="evaluate predictions already stored in this column (no model)")
+    p.add_argument("--score-kind", choices=["probability", "logit"], default="probability", help="what --score-col holds")
+    p.add_argument("--experiment", default="bce-evaluation", help="MLflow experiment (default: bce-evaluation)")
+    p.add_argument("--run-name", help="MLflow run name (default: data, model and time)")
+    p.add_argument("--C", dest="C", type=float, help="LogisticRegression's inverse regularisation strength (default 1.0)")
+    p.add_argument("--max-iter", type=int, help="LogisticRegression's max_iter (default 100)")
+    p.add_argument("--chunk-rows", type=int, help="rows per task, whole partitions (default 64,000,000; 4,000,000 with --auc exact, --audit or --dask)")
+    p.add_argument("--fit", choices=["sklearn", "streaming"], default="sklearn", help="streaming: exact L-BFGS fit over chunks, for data larger than memory")
+    p.add_argument("--dask", metavar="ADDRESS", help="run the partition work on Dask: a scheduler address (tcp://host:8786) or 'local'")
+    p.add_argument("--dask-workers", type=int, help="workers of --dask local (default 2)")
+    p.add_argument("--audit", action="store_true", help="one more pass: BCE three ways (exact, sklearn's and Keras' clipping), saturation, calibration split, largest losses")
+    p.add_argument("--full", action="store_true", help="recompute every partition, ignoring cached results")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the per-partition cache")
+    p.add_argument(
+        "--verify-cache", action="store_true",
+        help="re-hash the bytes of every cached file's column chunks and recompute any partition whose bytes changed "
+        "(for copies that keep every file attribute)",
+    )
+    p.add_argument("--auc", choices=["binned", "exact"], default="binned", help="ROC AUC per partition: from 4096-bin histograms with a stated bound (default), or exact from ranks (a sort per partition)")
+    reg = p.add_argument_group("registry")
+    reg.add_argument("--register", metavar="NAME", help="register the fitted model as a new version of NAME")
+    reg.add_argument("--alias", help="with --register: set this alias (e.g. champion) on the new version")
+    sel = p.add_argument_group("partition selection (for scheduled runs)")
+    sel.add_argument("--where", action="append", default=[], metavar="KEY=V1,V2", help="keep hive partitions whose KEY is one of the values (repeatable)")
+    sel.add_argument("--date-key", help="hive key holding an ISO date (YYYY-MM-DD)")
+    sel.add_argument("--window-days", type=int, help="with --date-key: evaluate the last N days up to the scheduled time (or now)")
+    gate = p.add_argument_group("quality gate (a failure exits 3 after logging the whole evaluation)")
+    gate.add_argument("--max-bce", type=float, help="fail when the overall BCE exceeds this")
+    gate.add_argument("--max-partition-bce", type=float, help="fail when any partition's BCE exceeds this")
+    gate.add_argument("--max-regression", type=float, help="fail when BCE exceeds the baseline run's by more than this")
+    gate.add_argument("--baseline-run", help="MLflow run id of the baseline evaluation (for --max-regression)")
+    gate.add_argument("--min-rows", type=int, default=1, help="partitions with fewer rows are reported as too small, not judged")
+    gate.add_argument("--min-class-rows", type=int, default=0, help="partitions with fewer positives or negatives are too small to judge")
+    gate.add_argument("--judge-on", choices=["interval", "point"], default="interval", help="fail a partition when its whole 95%% interval is above the threshold (default), or its point BCE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bce-eval", description="Binary cross-entropy evaluation of binary classifiers, as Prefect flows logged to MLflow.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks and all warnings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_evaluate(sub)
+    sub.add_parser("demo", help="run the seed article's examples and the partitioned demo dataset")
+    circles = sub.add_parser("circles", help="the seed's MLP on two circles, learning curves logged per epoch")
+    circles.add_argument("--epochs", type=int, default=200)
+    circles.add_argument("--experiment", default="bce-circles")
+    serve = sub.add_parser("serve", help="serve the evaluation flow on a cron schedule (flow.serve); takes evaluate's options")
+    _add_evaluate_options(serve)
+    serve.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" (every night at 02:00)')
+    serve.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+    cmp_ = sub.add_parser("compare", help="champion vs challenger on the same data: the paired BCE difference with a 95%% interval")
+    cmp_.add_argument("data")
+    cmp_.add_argument("--label", required=True)
+    cmp_.add_argument("--champion", required=True, help="MLflow URI, e.g. models:/churn@champion")
+    cmp_.add_argument("--challenger", required=True, help="MLflow URI, e.g. models:/churn/7")
+    cmp_.add_argument("--features", type=split_csv, default=[])
+    cmp_.add_argument("--partition-by", type=split_csv, default=[])
+    cmp_.add_argument("--experiment", default="bce-comparison")
+    cmp_.add_argument("--promote", action="store_true", help="move the champion alias to the challenger when it is better by --margin")
+    cmp_.add_argument("--margin", type=float, default=0.0, help="required BCE improvement (default 0)")
+    cmp_.add_argument("--min-rows", type=int, default=30, help="partitions with fewer rows get no verdict")
+    cmp_.add_argument("--max-regression", type=float, help="gate: exit 3 when the challenger is surely worse by more than this (paired interval)")
+    ui = sub.add_parser("ui", help="start MLflow's UI on the local store (127.0.0.1 by default)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--backend-store-uri", help="default: MLFLOW_TRACKING_URI, else the repo's mlflow/mlflow.db")
+    return parser
