@@ -13,7 +13,7 @@ from tasks.circles import (
     train_mlp_task,
     write_circles_task,
 )
-from tasks.report import circles_content
+from tasks.run_content import circles_content
 from tasks.tracking import MetricStream, create_run_task, end_run_failed, log_run_content_task, resolve_tracking_uri
 
 DATA = Path(__file__).resolve().parents[1] / "data"

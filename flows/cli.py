@@ -120,7 +120,7 @@ def _evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     settings = _evaluate_settings(args)
     from flows.evaluate import flow_for
-    from tasks.report import format_summary
+    from tasks.summary import format_summary
     from tasks.tracking import ui_command
 
     state = flow_for(settings)(settings, return_state=True)

@@ -14,7 +14,8 @@ from tasks.compare import check_regression, reduce_paired_chunk_task, should_pro
 from tasks.dataset import discover_dataset_task, group_files
 from tasks.model import load_model_task, model_features_task
 from tasks.scoring import make_scorer
-from tasks.report import comparison_content, with_partition_label
+from tasks.results import with_partition_label
+from tasks.run_content import comparison_content
 from tasks.registry import describe_model_task, move_alias_task
 from tasks.tracking import log_evaluation_task, resolve_tracking_uri
 

@@ -7,7 +7,7 @@ from prefect import flow
 from flows.circles import circles_flow
 from flows.evaluate import evaluate_flow
 from flows.settings import CirclesSettings, EvaluateSettings
-from tasks.report import format_seed_listing, format_summary
+from tasks.summary import format_seed_listing, format_summary
 from tasks.tracking import ui_command
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -41,7 +41,9 @@ from tasks.gates import GateResult, check_gates_task, read_baseline_task, with_v
 from tasks.model import fit_model_task, load_model_task, model_features_task
 from tasks.plots import make_figures_task, sample_scores_task
 from tasks.reduce import reduce_chunk_task, summarize_records_task
-from tasks.report import Evaluation, ModelInfo, build_evaluation_log_task, publish_prefect_artifacts_task, with_partition_label
+from tasks.prefect_artifacts import publish_prefect_artifacts_task
+from tasks.results import Evaluation, ModelInfo, with_partition_label
+from tasks.run_content import build_evaluation_log_task
 from tasks.scoring import Scorer, make_scorer, stored_scorer
 from tasks.registry import describe_model_task
 from tasks.tracking import log_evaluation_task, resolve_tracking_uri, ui_command

@@ -47,7 +47,6 @@ class EvaluateSettings(BaseModel):
     )
     auc: Literal["binned", "exact"] = Field(default="binned", description="ROC AUC per partition from 4096-bin histograms with a stated bound, or exact from ranks (a sort per partition). Overall AUC is always binned.")
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
-    top_partitions: int = Field(default=5, ge=0, description="Worst partitions shown in the summary.")
     max_partition_metrics: int = Field(default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions.")
     register_name: str | None = Field(default=None, description="Register the fitted model as a new version of this name.")
     register_alias: str | None = Field(default=None, description="Alias to set on the new version (e.g. champion).")

@@ -217,7 +217,7 @@ store_records_task = as_task(store_records, name="cache-partitions")
 
 def evaluation_key(dataset: Dataset, scorer: Scorer, settings: dict[str, Any]) -> str:
     """What makes two evaluations "the same": data content, model, and the settings that change results."""
-    ignore = {"run_name", "experiment", "full", "cache", "verify_cache", "dask", "dask_workers", "chunk_rows", "top_partitions"}
+    ignore = {"run_name", "experiment", "full", "cache", "verify_cache", "dask", "dask_workers", "chunk_rows"}
     relevant = {k: v for k, v in sorted(settings.items()) if k not in ignore}
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{dataset.fingerprint}|{scorer.identity}|{relevant!r}|{METRIC_VERSION}".encode())

@@ -171,7 +171,7 @@ def baseline_key_columns(columns: list[str]) -> list[str]:
     the keys are whatever is not a value column: one source of truth, so a value column added to
     the table later can never be taken for a key (which made every partition's label unmatched).
     """
-    from tasks.report import table_columns
+    from tasks.results import table_columns
 
     values = set(table_columns())
     return [c for c in columns if c not in values]

@@ -86,7 +86,8 @@ def test_regression_gate_against_a_baseline_model_uses_paired_differences(prefec
 
 def test_baseline_key_columns_are_what_the_logged_table_holds_besides_values():
     from tasks.gates import baseline_key_columns
-    from tasks.report import table_columns, table_for_mlflow
+    from tasks.results import table_columns
+    from tasks.run_content import table_for_mlflow
 
     values = {c: [0.5] for c in table_columns() if c not in {"verdict", "note"}} | {"verdict": ["passed"], "note": [""]}
     keyed = pl.DataFrame({"region": ["north"], "day": ["2026-11-24"], **values})

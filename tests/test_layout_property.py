@@ -31,7 +31,7 @@ from sklearn.metrics import log_loss
 from tasks.dataset import discover_dataset, group_files
 from tasks.scoring import make_scorer, stored_scorer
 from tasks.reduce import reduce_chunk, summarize_records
-from tasks.report import with_partition_label
+from tasks.results import with_partition_label
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 FEATURES = ("x", "z")

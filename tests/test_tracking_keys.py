@@ -15,7 +15,7 @@ from tasks.naming import metric_key_suffix, partition_label
 from tasks.redact import redact_uri
 
 MLFLOW_KEY = re.compile(r"^[/\w.\- :]*$")  # mlflow.utils.validation, non-Windows
-PREFIX = "bce_by_partition/"  # how tasks/report.py uses the suffix
+PREFIX = "bce_by_partition/"  # how tasks/run_content.py uses the suffix
 
 
 # --- redact_uri -----------------------------------------------------------------------------------

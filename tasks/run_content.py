@@ -1,9 +1,7 @@
-"""Turn computed results into what people read: the MLflow run's content and the terminal summary."""
+"""What each flow's MLflow run holds: params, metrics, tables, figures, the model, the summary in words."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,65 +11,17 @@ import polars as pl
 from tasks._prefect import as_task
 from tasks import metrics as metric_schema
 from tasks.dataset import Dataset
-from tasks.naming import metric_key_suffix, partition_label
+from tasks.metrics import Z95
+from tasks.naming import metric_key_suffix
 from tasks.redact import redact_uri
+from tasks.results import ModelInfo, clean_value, table_columns
 from tasks.tracking import DatasetRef, EvaluationLog
-
-def table_columns() -> tuple[str, ...]:
-    """Value columns of the per-partition table as logged: the metric schema's, then the gate's verdict."""
-    return (*metric_schema.table_value_columns(), "verdict")
-
-
-@dataclass
-class ModelInfo:
-    """Which model was evaluated, as recorded in the run."""
-
-    description: str
-    uri: str | None = None
-    registered_name: str | None = None
-    registered_version: str | None = None
-    source_run_id: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Evaluation:
-    """The outcome of one evaluation, before and after it is logged."""
-
-    table: pl.DataFrame
-    overall: dict[str, Any]
-    partition_by: tuple[str, ...]
-    run_id: str | None = None
-    experiment_id: str | None = None
-    tracking_uri: str | None = None
-    rows: pl.DataFrame | None = None  # the scored sample (every row of a small dataset)
-    gate: Any = None  # the quality gate's verdict (tasks.gates.GateResult), None without a gate
-
-    @property
-    def gate_passed(self) -> bool:
-        """True without a gate, or when it passed."""
-        return self.gate is None or self.gate.passed
-
-
-def with_partition_label(table: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
-    """Add ``partition`` (``k=v/k=v``) when the table is keyed by partition columns."""
-    if not keys:
-        return table
-    labels = [partition_label(dict(zip(keys, row))) for row in table.select(keys).iter_rows()]
-    return table.with_columns(pl.Series("partition", labels, dtype=pl.String))
-
 
 def table_for_mlflow(table: pl.DataFrame, keys: tuple[str, ...]) -> dict[str, list[Any]]:
     """The per-partition table as a dict of columns (``log_table`` rejects Polars frames)."""
     cols = [*keys] if keys else ["partition"]
     out = table.select([*cols, *[c for c in table_columns() if c in table.columns]])
-    return {c: [_clean(v) for v in out.get_column(c).to_list()] for c in out.columns}
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    return {c: [clean_value(v) for v in out.get_column(c).to_list()] for c in out.columns}
 
 
 def partition_metrics(table: pl.DataFrame, keys: tuple[str, ...], limit: int) -> dict[str, float]:
@@ -87,7 +37,7 @@ def partition_metrics(table: pl.DataFrame, keys: tuple[str, ...], limit: int) ->
 def describe(overall: dict[str, Any], table: pl.DataFrame, keys: tuple[str, ...], dataset_name: str, model: ModelInfo) -> str:
     """A few sentences for the MLflow run description."""
     lines = [
-        f"**BCE {overall['bce']:.4f}** (± {1.96 * overall['bce_se']:.4f}, 95% normal interval) over "
+        f"**BCE {overall['bce']:.4f}** (± {Z95 * overall['bce_se']:.4f}, 95% normal interval) over "
         f"{overall['n_rows']:,} rows of `{dataset_name}`, {overall['n_partitions']} partition(s); "
         f"accuracy {overall['accuracy']:.3f}" + (f", ROC AUC {overall['roc_auc']:.3f}" if overall.get("roc_auc") is not None else "") + ".",
         f"Model: {model.description}.",
@@ -124,45 +74,6 @@ def build_params(dataset: Dataset, model: ModelInfo, overall: dict[str, Any], ex
     }
 
 
-def run_link(ev: Evaluation) -> str:
-    """A link to the MLflow run in the UI (the tracking server's, or the local `bce-eval ui`)."""
-    base = redact_uri(ev.tracking_uri or "")
-    if not base.startswith(("http://", "https://")):
-        base = "http://127.0.0.1:5000"
-    return f"{base.rstrip('/')}/#/experiments/{ev.experiment_id}/runs/{ev.run_id}"
-
-
-def format_table(table: pl.DataFrame, limit: int) -> str:
-    """The worst ``limit`` partitions as aligned text."""
-    t = table.sort("bce", descending=True).head(limit)
-    rows = [("partition", "rows", "BCE", "95% interval", "accuracy", "ROC AUC", "gate", "note")]
-    for r in t.iter_rows(named=True):
-        auc = "" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}"
-        ci = f"[{r['bce_low']:.3f}, {r['bce_high']:.3f}]" if r.get("bce_low") is not None else ""
-        verdict = r.get("verdict", "")
-        rows.append((str(r["partition"]), f"{r['n_rows']:,}", f"{r['bce']:.4f}", ci, f"{r['accuracy']:.3f}", auc, "" if verdict == "not judged" else verdict, r["note"]))
-    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c[:40].ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str) -> str:
-    """The terminal summary: overall figures, the worst partitions, where to look in MLflow."""
-    o = ev.overall
-    auc = "n/a (one class)" if o.get("roc_auc") is None else f"{o['roc_auc']:.4f}"
-    out = [
-        f"BCE evaluation of {dataset_name}: {o['n_rows']:,} rows, {o['n_partitions']} partition(s)",
-        f"  overall BCE {o['bce']:.4f} (± {1.96 * o['bce_se']:.4f})   accuracy {o['accuracy']:.4f}   "
-        f"ROC AUC {auc}   Brier {o['brier']:.4f}",
-    ]
-    if ev.partition_by and top:
-        out.append(f"  worst {min(top, ev.table.height)} partition(s):")
-        out.extend("    " + line for line in format_table(ev.table, top).splitlines())
-    if ev.run_id:
-        out.append(f"  MLflow run {ev.run_id} in experiment {ev.experiment_id} at {redact_uri(ev.tracking_uri or '')}")
-        out.append(f"  open it with: {ui_command}")
-    return "\n".join(out)
-
-
 def predictions_table(sample: pl.DataFrame, features: tuple[str, ...]) -> dict[str, list[Any]]:
     """Per-row predictions (for small data: the seed's p(y) listing) as a table artifact."""
     cols = [*features, "y", "p", "loss"]
@@ -170,7 +81,7 @@ def predictions_table(sample: pl.DataFrame, features: tuple[str, ...]) -> dict[s
     out = sample.select(
         pl.col(c).cast(pl.Float64) if isinstance(sample.schema[c], pl.Decimal) else pl.col(c) for c in cols if c in sample.columns
     )
-    return {c: [_clean(float(v)) if isinstance(v, (float, np.floating)) else v for v in out.get_column(c).to_list()] for c in out.columns}
+    return {c: [clean_value(float(v)) if isinstance(v, (float, np.floating)) else v for v in out.get_column(c).to_list()] for c in out.columns}
 
 
 def build_evaluation_log(
@@ -234,48 +145,7 @@ def build_evaluation_log(
     )
 
 
-def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str, verdict: Any = None) -> None:
-    """A table of per-partition BCE and a markdown summary on the Prefect flow run."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    rows = ev.table.sort("bce", descending=True).head(500)
-    cols = [*(ev.partition_by or ("partition",)), "n_rows", "bce", "bce_low", "bce_high", "verdict", "accuracy", "roc_auc", "note"]
-    create_table_artifact(
-        key="bce-by-partition",
-        table=[{c: _clean(r[c]) for c in cols} for r in rows.iter_rows(named=True)],
-        description=f"BCE by partition of {dataset_name} (worst first)",
-    )
-    o = ev.overall
-    create_markdown_artifact(
-        key="bce-summary",
-        markdown=(
-            f"# BCE evaluation of `{dataset_name}`\n\n"
-            f"Overall BCE **{o['bce']:.4f}** over {o['n_rows']:,} rows in {o['n_partitions']} partition(s); "
-            f"accuracy {o['accuracy']:.4f}.\n\n"
-            + (f"**{verdict.message}**\n\n" if verdict is not None else "")
-            + f"MLflow run `{ev.run_id}` (experiment {ev.experiment_id}): {run_link(ev)} — {ui_hint}\n"
-        ),
-        description="BCE evaluation summary",
-    )
-
-
 build_evaluation_log_task = as_task(build_evaluation_log, name="assemble-run")
-publish_prefect_artifacts_task = as_task(publish_prefect_artifacts, name="publish-artifacts")
-
-
-def format_seed_listing(ev: Evaluation) -> str:
-    """The seed article's printout: x, y, p(y) rounded to 2 places, and the log loss."""
-    rows = ev.rows if ev.rows is not None else pl.DataFrame()
-    x = rows.get_column(rows.columns[0]).to_list() if rows.height else []
-    out = [
-        "Seed article, 10 points (logistic regression, lbfgs):",
-        f"  x = {x}",
-        f"  y = {[int(v) for v in rows.get_column('y').to_list()] if rows.height else []}",
-        f"  p(y) = {[round(float(v), 2) for v in rows.get_column('p').to_list()] if rows.height else []}",
-        f"  Log Loss / Cross Entropy = {ev.overall['bce']:.4f}",
-        f"  MLflow run {ev.run_id}",
-    ]
-    return "\n".join(out)
 
 
 def circles_content(
@@ -368,7 +238,7 @@ def comparison_content(
             f"{overall['bce_diff_high']:+.5f}]) over {overall['n_rows']:,} rows: {overall['verdict']}. "
             f"Champion BCE {overall['bce_champion']:.4f}, challenger {overall['bce_challenger']:.4f}. Decision: {decision}."
         ),
-        tables={"bce_comparison.json": {c: [_clean(v) for v in out.get_column(c).to_list()] for c in out.columns}},
+        tables={"bce_comparison.json": {c: [clean_value(v) for v in out.get_column(c).to_list()] for c in out.columns}},
     )
 
 
@@ -388,6 +258,6 @@ def audit_tables(audit: tuple[pl.DataFrame, pl.DataFrame]) -> dict[str, dict[str
     """The audit's two tables as run artifacts: per partition, and the largest losses."""
     table, top = audit
     return {
-        "bce_audit.json": {c: [_clean(v) for v in table.get_column(c).to_list()] for c in table.columns},
-        "largest_losses.json": {c: [_clean(v) for v in top.get_column(c).to_list()] for c in top.columns},
+        "bce_audit.json": {c: [clean_value(v) for v in table.get_column(c).to_list()] for c in table.columns},
+        "largest_losses.json": {c: [clean_value(v) for v in top.get_column(c).to_list()] for c in top.columns},
     }
