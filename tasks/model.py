@@ -1,18 +1,15 @@
-"""Fit a classifier, load one from MLflow, and turn it into a scorer for the streaming reduce.
+"""The model seam's loading side: fit the mission's classifier, or load a logged one by its flavour.
 
-A scorer says how to get each row's score from its features, and whether that score is a logit
-(exact BCE) or a probability (BCE clipped like scikit-learn, see :mod:`tasks.bce`):
-
-- linear models (``LogisticRegression`` and any binary ``LinearClassifierMixin``) become one
-  Polars expression ``Σ wᵢ·xᵢ + b``, evaluated inside the scan;
-- any other classifier is called on numpy batches: ``decision_function`` when it has one (a logit
-  for binary classifiers), else ``predict_proba``;
-- stored predictions are a column of the data, already a logit or a probability.
+A logged model is read from its local copy (downloaded against the tracking URI given, never a
+process-wide one): its ``MLmodel`` file names its flavours and holds its signature (input names and
+types); the first flavour here that it has loads it (:data:`FLAVORS`, scikit-learn first). Turning
+a loaded model into row scores is :mod:`tasks.scoring`'s side of the seam.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,31 +43,76 @@ def _download(model_uri: str, tracking_uri: str, into: str) -> str:
         raise InputError(f"--model-uri {model_uri}: cannot load the model ({first}).") from exc
 
 
-def load_model(model_uri: str, tracking_uri: str) -> Any:
-    """Load a scikit-learn binary 0/1 classifier from MLflow (``runs:/…``, ``models:/name/1``, ``models:/name@alias``).
+class ModelFlavor(Protocol):
+    """How one MLflow flavour is loaded (one implementation per flavour, as MLflow's own)."""
 
-    Raises :class:`InputError` naming the URI when it cannot be loaded or is not such a classifier.
-    """
-    import tempfile
+    #: the flavour's key in an ``MLmodel`` file
+    name: str
 
-    import mlflow.sklearn
-    from mlflow.exceptions import MlflowException
+    def load(self, local_path: str, model_uri: str) -> Any:
+        """The model object from its local copy; :class:`InputError` naming ``model_uri`` if it cannot be."""
 
-    with tempfile.TemporaryDirectory(prefix="bce-eval-model-") as tmp:
-        local = _download(model_uri, tracking_uri, tmp)
+
+class SklearnFlavor:
+    """``mlflow.sklearn``: a fitted scikit-learn binary classifier of 0/1."""
+
+    name = "sklearn"
+
+    def load(self, local_path: str, model_uri: str) -> Any:
+        import mlflow.sklearn
+        from mlflow.exceptions import MlflowException
+
         try:
-            model = mlflow.sklearn.load_model(local)
+            model = mlflow.sklearn.load_model(local_path)
         except (MlflowException, OSError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"--model-uri {model_uri}: cannot load the model ({first}).") from exc
-    # here, not in the callers: evaluate, compare and serve's pre-flight all load through this
-    # function, so none of them can score a model that is not a 0/1 classifier
-    check_binary_model(model, f"model {model_uri}")
-    return model
+        # here, not in the callers: evaluate, compare and serve's pre-flight all load through this
+        # flavour, so none of them can score a model that is not a 0/1 classifier
+        check_binary_model(model, f"model {model_uri}")
+        return model
 
 
-def model_feature_names(model_uri: str, tracking_uri: str) -> list[str] | None:
-    """The input column names in the logged model's signature, if it has one."""
+#: The flavours bce-eval loads, in order of preference
+FLAVORS: tuple[ModelFlavor, ...] = (SklearnFlavor(),)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """The columns a logged model's signature names, with their types (None without a signature)."""
+
+    names: tuple[str, ...]
+    types: tuple[str, ...]
+
+
+def _flavor_of(local_path: str, model_uri: str) -> ModelFlavor:
+    from mlflow.models import Model
+
+    logged = set(Model.load(local_path).flavors)
+    for flavor in FLAVORS:
+        if flavor.name in logged:
+            return flavor
+    raise InputError(
+        f"--model-uri {model_uri}: its flavours {sorted(logged)} are not supported; "
+        f"bce-eval loads {', '.join(f.name for f in FLAVORS)} models."
+    )
+
+
+def load_model(model_uri: str, tracking_uri: str) -> Any:
+    """Load a binary 0/1 classifier from MLflow (``runs:/…``, ``models:/name/1``, ``models:/name@alias``).
+
+    Raises :class:`InputError` naming the URI when it cannot be loaded, its flavour is not one of
+    :data:`FLAVORS`, or it is not such a classifier.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bce-eval-model-") as tmp:
+        local = _download(model_uri, tracking_uri, tmp)
+        return _flavor_of(local, model_uri).load(local, model_uri)
+
+
+def model_inputs(model_uri: str, tracking_uri: str) -> ModelInputs | None:
+    """The input columns and types of the logged model's signature, if it has one with names."""
     import tempfile
 
     from mlflow.models import Model
@@ -80,7 +122,16 @@ def model_feature_names(model_uri: str, tracking_uri: str) -> list[str] | None:
     if sig is None or sig.inputs is None:
         return None
     names = sig.inputs.input_names()
-    return [str(n) for n in names] if names and all(isinstance(n, str) for n in names) else None
+    if not names or not all(isinstance(n, str) for n in names):
+        return None
+    types = tuple(getattr(getattr(spec, "type", None), "name", str(getattr(spec, "type", ""))) for spec in sig.inputs.inputs)
+    return ModelInputs(tuple(names), types)
+
+
+def model_feature_names(model_uri: str, tracking_uri: str) -> list[str] | None:
+    """The input column names in the logged model's signature, if it has one."""
+    inputs = model_inputs(model_uri, tracking_uri)
+    return list(inputs.names) if inputs is not None else None
 
 
 def fit_model(X: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> Any:

@@ -37,3 +37,31 @@ def test_a_missing_model_is_one_clear_error(mlflow_uri):
     bad = "runs:/0123456789abcdef0123456789abcdef/model"
     with pytest.raises(InputError, match=r"--model-uri runs:/0123456789abcdef0123456789abcdef/model: cannot load the model"):
         load_model(bad, mlflow_uri)
+
+
+def test_model_inputs_name_and_type_each_column(mlflow_uri, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from tasks.model import model_inputs
+
+    X = pd.DataFrame({"u": [0.1, 0.2, 0.3, 0.4], "n": [1, 2, 3, 4]})
+    model = LogisticRegression().fit(X.to_numpy(), [0, 1, 0, 1])
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"], signature=mlflow.models.infer_signature(X))
+    inputs = model_inputs(f"runs:/{run.info.run_id}/model", mlflow_uri)
+    assert inputs.names == ("u", "n") and inputs.types == ("double", "long")
+
+
+def test_a_flavour_bce_eval_does_not_load_is_one_clear_error(mlflow_uri):
+    import mlflow
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [0.5] * len(model_input)
+
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["scikit-learn"])
+    uri = f"runs:/{run.info.run_id}/model"
+    with pytest.raises(InputError, match=r"--model-uri runs:/.*/model: its flavours \['python_function'\] are not supported; bce-eval loads sklearn models"):
+        load_model(uri, mlflow_uri)
