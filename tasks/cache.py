@@ -3,8 +3,9 @@
 Each partition's record (its sufficient statistics and ROC AUC) and its score histogram are
 stored under a key made of:
 
-- the scorer's identity (:attr:`tasks.scoring.Scorer.identity`): a linear model's coefficients, a
-  loaded model's registry version or artifact digest, or the stored score column and its kind;
+- the scorer's identity (:attr:`tasks.scoring.Scorer.identity`): a linear model's coefficients; for
+  another loaded model its registry name and version (an alias resolved), else its source run and
+  URI; for another model fitted in the run its pickle; or the stored score column and its kind;
 - the partition's files: for each, its path relative to the dataset, its size and Parquet footer
   (every column chunk's offsets and statistics) and its identity on the storage (locally: device,
   inode, size, mtime and ctime in nanoseconds; see :class:`tasks.storage.LocalStorage`), so a file
@@ -49,7 +50,9 @@ def cache_dir() -> Path:
 
 
 #: The modules whose code computes the cached figures: any edit to them invalidates the cache
-_METRIC_SOURCES = ("bce.py", "kernels.py", "reduce.py", "auc.py", "metrics.py", "dataset.py", "column_types.py", "model.py")
+_METRIC_SOURCES = (
+    "bce.py", "kernels.py", "reduce.py", "auc.py", "metrics.py", "dataset.py", "column_types.py", "model.py", "scoring.py",
+)
 
 
 def metric_code_identity(sources: tuple[Path, ...] | None = None) -> str:
