@@ -173,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verify-only", action="store_true", help="only measure --verify-cache's cost, in process, on the large dataset")
     args = ap.parse_args(argv)
 
-    import mlflow
     import polars as pl
     from sklearn.linear_model import LogisticRegression
 
@@ -188,15 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bce-bench-"))
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(work / "prefect-client")}
-    mlflow.set_tracking_uri(tracking)
     sample = pl.read_parquet(small / "part=0" / "data.parquet")
     model = LogisticRegression().fit(sample.select(FEATURES).to_numpy(), sample.get_column("label").to_numpy())
-    from tasks.tracking import ensure_experiment
+    from tasks.run_content import RunContent
+    from tasks.tracking import MlflowTracker
 
-    # artifacts beside the temporary store, never in the working directory's ./mlruns
-    with mlflow.start_run(experiment_id=ensure_experiment("bce-bench", tracking)) as run:
-        mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"], signature=mlflow.models.infer_signature(sample.select(FEATURES).to_pandas().head(5)))
-    model_uri = f"runs:/{run.info.run_id}/model"
+    # artifacts beside the temporary store (never in the working directory's ./mlruns); the
+    # signature names the features, so --model-uri runs need no --features
+    tracker = MlflowTracker(tracking)
+    run_id, experiment_id = tracker.create_run("bce-bench", "bench model", {})
+    example = sample.select(FEATURES).to_pandas().head(5)
+    tracker.log_run_content(run_id, experiment_id, RunContent("bce-bench", "bench model", model=model, model_input_example=example))
+    model_uri = f"runs:/{run_id}/model"
     w, b = model.coef_.ravel(), float(model.intercept_[0])
     print("timing --verify-cache's hashing against the hot pass (in process) ...", flush=True)
     verify_cost = measure_verify_cost(large, model, args.repeats)

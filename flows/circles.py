@@ -14,7 +14,7 @@ from tasks.circles import (
     write_circles_task,
 )
 from tasks.run_content import circles_content
-from tasks.tracking import MetricStream, create_run_task, end_run_failed, log_run_content_task, resolve_tracking_uri
+from tasks.tracking import MlflowTracker, create_run_task, log_run_content_task, resolve_tracking_uri
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -38,13 +38,14 @@ def circles_flow(settings: CirclesSettings) -> CirclesOutcome:
     train_path, test_path = write_circles_task(train, test, settings.data_dir or DATA / "circles")
     run_name = settings.run_name or f"circles MLP · {settings.epochs} epochs"
     run_id, experiment_id = create_run_task(settings.experiment, run_name, {"bce_eval.kind": "training"}, tracking_uri)
-    stream = MetricStream(run_id, tracking_uri)
+    tracker = MlflowTracker(tracking_uri)
+    stream = tracker.metric_stream(run_id)
     try:
         result = train_mlp_task(train, test, settings.epochs, settings.random_state, on_epoch=stream)
         stream.flush()
         figure = plot_learning_curves_task(result.history)
     except BaseException:
-        end_run_failed(run_id, tracking_uri)
+        tracker.end_run_failed(run_id)
         raise
     content = circles_content(settings.experiment, run_name, result, figure, train_path, test_path, train, test, settings.random_state)
     log_run_content_task(run_id, experiment_id, content, tracking_uri)

@@ -16,8 +16,7 @@ from tasks.model import load_model_task, model_features_task
 from tasks.scoring import make_scorer
 from tasks.results import with_partition_label
 from tasks.run_content import comparison_content
-from tasks.registry import describe_model_task, move_alias_task
-from tasks.tracking import log_evaluation_task, resolve_tracking_uri
+from tasks.tracking import describe_model_task, log_evaluation_task, move_alias_task, resolve_tracking_uri
 
 
 @dataclass(frozen=True)

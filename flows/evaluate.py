@@ -45,8 +45,7 @@ from tasks.prefect_artifacts import publish_prefect_artifacts_task
 from tasks.results import Evaluation, ModelInfo, with_partition_label
 from tasks.run_content import build_evaluation_log_task
 from tasks.scoring import Scorer, make_scorer, stored_scorer
-from tasks.registry import describe_model_task
-from tasks.tracking import log_evaluation_task, resolve_tracking_uri, ui_command
+from tasks.tracking import describe_model_task, log_evaluation_task, resolve_tracking_uri, ui_command
 from tasks.training_data import collect_training_data_task
 
 

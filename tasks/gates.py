@@ -146,9 +146,9 @@ def read_baseline(run_id: str, tracking_uri: str) -> dict[str, Any]:
 
     from tasks.errors import InputError
     from tasks.naming import partition_label
-    from tasks.tracking import read_run_artifact
+    from tasks.tracking import MlflowTracker
 
-    metrics, text = read_run_artifact(run_id, "bce_by_partition.json", tracking_uri, what="--baseline-run")
+    metrics, text = MlflowTracker(tracking_uri).read_run_artifact(run_id, "bce_by_partition.json", what="--baseline-run")
     if "bce" not in metrics:
         raise InputError(f"--baseline-run {run_id}: that run has no 'bce' metric; pass an evaluation run.")
     doc = json.loads(text)

@@ -29,15 +29,12 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, **params: Any) -> Any:
 
 def _download(model_uri: str, tracking_uri: str, into: str) -> str:
     """The model's artifacts in a local folder, resolved against this tracking and registry URI."""
-    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from tasks.tracking import scoped_tracking_uri
+    from tasks.tracking import MlflowTracker  # (here: neither module imports the other at module level)
 
     try:
-        # MLflow 3 resolves a run's logged model partly through the process-wide URI: scope it
-        with scoped_tracking_uri(tracking_uri):
-            return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=into, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        return MlflowTracker(tracking_uri).download_model(model_uri, into)
     except (MlflowException, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"--model-uri {model_uri}: cannot load the model ({first}).") from exc

@@ -1,73 +1,66 @@
-"""The model registry: what a model URI resolves to, new versions, and aliases."""
+"""The model registry: what a model URI names (registered name, version, source run), and aliases.
+
+Plain functions over the ``MlflowClient`` that :class:`tasks.tracking.MlflowTracker` hands in, bound
+to its tracking URI; this module imports no MLflow, and the adapter words MLflow's errors.
+"""
 
 from __future__ import annotations
 
-from tasks._prefect import as_task
-from tasks.run_lifecycle import store_lock
+from typing import Any
+
+from tasks.errors import InputError
 
 
-def describe_model_uri(model_uri: str, tracking_uri: str) -> dict[str, str]:
-    """Registry name, version and source run of a ``models:/`` or ``runs:/`` URI, as tags."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+def registered_version(client: Any, model_uri: str) -> Any | None:
+    """The model version a ``models:/name/N`` or ``models:/name@alias`` URI names; None for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri[len("models:/") :].strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, version = ref.split("/", 1)
+    return client.get_model_version(name, version)
 
-    from tasks.errors import InputError
 
+def describe_model_uri(client: Any, model_uri: str) -> dict[str, str]:
+    """Registry name, version and source run of a ``models:/`` or ``runs:/`` URI, as tags.
+
+    Raises MLflow's error or ``ValueError`` when the registry does not resolve it.
+    """
     info: dict[str, str] = {"model_uri": model_uri}
-    client = mlflow.MlflowClient(tracking_uri)
-    try:
-        if model_uri.startswith("models:/"):
-            ref = model_uri[len("models:/") :].strip("/")
-            if "@" in ref:
-                name, alias = ref.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias)
-                info["model_alias"] = alias
-            else:
-                name, version = ref.split("/", 1)
-                mv = client.get_model_version(name, version)
-            info.update(model_name=mv.name, model_version=str(mv.version))
-            if mv.run_id:
-                info["model_source_run_id"] = mv.run_id
-        elif model_uri.startswith("runs:/"):
-            info["model_source_run_id"] = model_uri[len("runs:/") :].split("/", 1)[0]
-    except (MlflowException, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"--model-uri {model_uri}: cannot resolve it in the registry ({first}).") from exc
+    mv = registered_version(client, model_uri)
+    if mv is not None:
+        ref = model_uri[len("models:/") :].strip("/")
+        if "@" in ref:
+            info["model_alias"] = ref.split("@", 1)[1]
+        info.update(model_name=mv.name, model_version=str(mv.version))
+        if mv.run_id:
+            info["model_source_run_id"] = mv.run_id
+    elif model_uri.startswith("runs:/"):
+        info["model_source_run_id"] = model_uri[len("runs:/") :].split("/", 1)[0]
     return info
 
 
-def register_model(model_uri: str, run_id: str, name: str, alias: str | None, tracking_uri: str) -> str:
-    """Register the logged model as a new version of ``name`` (and set ``alias``); returns the version."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    with store_lock(tracking_uri):
-        mv = mlflow.register_model(model_uri, name, await_registration_for=0)
+def record_registration(client: Any, run_id: str, name: str, version: str, alias: str | None) -> None:
+    """A new version ``version`` of ``name`` (registered with the run's model): set ``alias``, tag the run."""
     if alias:
-        client.set_registered_model_alias(name, alias, mv.version)
+        client.set_registered_model_alias(name, alias, version)
     client.set_tag(run_id, "registered_model_name", name)
-    client.set_tag(run_id, "registered_model_version", str(mv.version))
-    return str(mv.version)
+    client.set_tag(run_id, "registered_model_version", str(version))
 
 
-def move_alias(challenger_uri: str, champion_uri: str, alias: str, run_id: str, tracking_uri: str) -> tuple[str, str]:
-    """Point ``alias`` of the champion's registered model at the challenger's version."""
-    import mlflow
+def move_alias(client: Any, champion: dict[str, str], challenger: dict[str, str], alias: str, run_id: str) -> tuple[str, str]:
+    """Point ``alias`` of the champion's registered model at the challenger's version.
 
-    from tasks.errors import InputError
-
-    champ = describe_model_uri(champion_uri, tracking_uri)
-    chall = describe_model_uri(challenger_uri, tracking_uri)
-    if "model_version" not in chall or chall.get("model_name") != champ.get("model_name"):
+    ``champion`` and ``challenger`` are :func:`describe_model_uri`'s tags of the two models.
+    """
+    if "model_version" not in challenger or challenger.get("model_name") != champion.get("model_name"):
         raise InputError(
             f"--promote needs the challenger to be a version of the champion's registered model "
-            f"({champ.get('model_name', 'not registered')}); got {challenger_uri}."
+            f"({champion.get('model_name', 'not registered')}); got {challenger['model_uri']}."
         )
-    client = mlflow.MlflowClient(tracking_uri)
-    client.set_registered_model_alias(chall["model_name"], alias, chall["model_version"])
-    client.set_tag(run_id, "comparison.promoted", f"{chall['model_name']} v{chall['model_version']} is now @{alias}")
-    return chall["model_name"], chall["model_version"]
-
-
-describe_model_task = as_task(describe_model_uri, name="describe-model", retries=3)
-move_alias_task = as_task(move_alias, name="move-alias", retries=3)
+    name, version = challenger["model_name"], challenger["model_version"]
+    client.set_registered_model_alias(name, alias, version)
+    client.set_tag(run_id, "comparison.promoted", f"{name} v{version} is now @{alias}")
+    return name, version

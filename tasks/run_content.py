@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,40 @@ from tasks.metrics import Z95
 from tasks.naming import metric_key_suffix
 from tasks.redact import redact_uri
 from tasks.results import ModelInfo, clean_value, table_columns
-from tasks.tracking import DatasetRef, EvaluationLog
+
+
+@dataclass
+class DatasetRef:
+    """A dataset input of a run: where it is, a digest of its content, its schema, its role."""
+
+    source: str
+    name: str
+    digest: str
+    schema: Any = None  # a few rows (pandas) whose column types become the dataset's schema
+    context: str = "evaluation"
+
+
+@dataclass
+class RunContent:
+    """Everything one run logs to MLflow (written by :class:`tasks.tracking.MlflowTracker`)."""
+
+    experiment: str
+    run_name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    partition_metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    tables: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
+    model_input_example: Any = None
+    model_output_example: Any = None
+    datasets: list[DatasetRef] = field(default_factory=list)
+    text_artifacts: dict[str, str] = field(default_factory=dict)
+    register: tuple[str, str | None] | None = None  # (registered model name, alias)
+    results_path: str | None = None  # where the computed results were saved before logging
+
 
 def table_for_mlflow(table: pl.DataFrame, keys: tuple[str, ...]) -> dict[str, list[Any]]:
     """The per-partition table as a dict of columns (``log_table`` rejects Polars frames)."""
@@ -100,7 +134,7 @@ def build_evaluation_log(
     register: tuple[str, str | None] | None = None,
     audit: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     results_path: str | None = None,
-) -> EvaluationLog:
+) -> RunContent:
     """Everything one evaluation logs, assembled from its results (and the audit, when it ran)."""
     keys = dataset.partition_by
     name = Path(dataset.root).name
@@ -122,7 +156,7 @@ def build_evaluation_log(
         X_example = pd.DataFrame(sample.select(pl.col(c).cast(pl.Float64) for c in dataset.features).head(20).to_pandas())
         y_example = fitted_model.predict_proba(X_example.to_numpy())
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
-    return EvaluationLog(
+    return RunContent(
         experiment=experiment,
         run_name=run_name,
         params=build_params(dataset, model, overall, {}),
@@ -158,7 +192,7 @@ def circles_content(
     train: pl.DataFrame,
     test: pl.DataFrame,
     random_state: int,
-) -> EvaluationLog:
+) -> RunContent:
     """What the circles run logs at its end (the per-epoch curves were streamed already)."""
     import hashlib
 
@@ -168,7 +202,7 @@ def circles_content(
         digest = hashlib.blake2b(df.write_ipc(None).getvalue(), digest_size=16).hexdigest()
         refs.append(DatasetRef(path, Path(path).stem, digest, df.head(5).to_pandas(), context))
     final = result.final
-    return EvaluationLog(
+    return RunContent(
         experiment=experiment,
         run_name=run_name,
         params={
@@ -207,7 +241,7 @@ def comparison_content(
     challenger: dict[str, str],
     decision: str,
     flow_run_id: str,
-) -> EvaluationLog:
+) -> RunContent:
     """What a champion/challenger comparison logs."""
     keys = dataset.partition_by
     cols = [*(keys or ("partition",)), "n_rows", "bce_champion", "bce_challenger", "bce_diff", "bce_diff_low", "bce_diff_high", "verdict"]
@@ -219,7 +253,7 @@ def comparison_content(
             part_metrics[f"bce_diff_by_partition/{metric_key_suffix({k: row[k] for k in keys})}"] = float(row["bce_diff"])
     tags = {f"champion.{k}": v for k, v in champion.items()} | {f"challenger.{k}": v for k, v in challenger.items()}
     tags |= {"bce_eval.kind": "comparison", "comparison.verdict": overall["verdict"], "comparison.decision": decision, "data_fingerprint": dataset.fingerprint, "prefect.flow_run_id": flow_run_id}
-    return EvaluationLog(
+    return RunContent(
         experiment=experiment,
         run_name=run_name or f"{Path(dataset.root).name} · {champion['model_uri']} vs {challenger['model_uri']}",
         params={

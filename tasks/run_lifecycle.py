@@ -1,6 +1,7 @@
 """The run lifecycle: one writer at a time on a SQLite store, and reruns that are safe.
 
 A retried flow run reuses its FINISHED run; runs left RUNNING by a killed process are marked FAILED.
+No MLflow import here: :class:`tasks.tracking.MlflowTracker` hands in its client.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import fcntl
 import os
 import socket
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -56,17 +57,14 @@ def owner_tags() -> dict[str, str]:
     return {"bce_eval.host": socket.gethostname(), "bce_eval.pid": str(os.getpid())}
 
 
-def previous_attempt(experiment_id: str, identity: dict[str, str], tracking_uri: str) -> str | None:
+def previous_attempt(client: Any, experiment_id: str, identity: dict[str, str]) -> str | None:
     """Make reruns safe: reuse this flow run's FINISHED run; fail runs left RUNNING by dead processes.
 
     A retried Prefect flow run (same flow run id) that already logged returns that run instead of
     creating a second one; its unfinished attempts are marked FAILED. A run of the same evaluation
     (same evaluation key) still RUNNING although its process on this host is gone (killed) is
-    marked FAILED with the tag ``bce_eval.recovered``.
+    marked FAILED with the tag ``bce_eval.recovered``. ``client`` is the tracking adapter's.
     """
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
     flow_run_id = identity.get("prefect.flow_run_id")
     if flow_run_id:
         runs = client.search_runs([experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")

@@ -1,4 +1,9 @@
-"""Everything that talks to MLflow: where the store is, and logging one evaluation as one run.
+"""The tracking adapter: everything bce-eval asks of MLflow, against the tracking URI it is given.
+
+:class:`MlflowTracker` is the one door to MLflow for tracking (experiments, runs and what they hold,
+the registry, a run's artifacts, where a logged model's files are); :mod:`tasks.registry` and
+:mod:`tasks.run_lifecycle` run on the client it hands them. No module-level state; MLflow's
+process-wide URI is set only in :meth:`MlflowTracker._fluent_scope`, around ``log_model``.
 
 A run is created only once every figure is computed, and ends FINISHED only when everything was
 logged; if logging fails half-way it is ended FAILED, so a FINISHED run is always complete.
@@ -11,17 +16,21 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from tasks._prefect import as_task
+from tasks.errors import InputError, TrackingError
 from tasks.redact import redact_text, redact_uri
-from tasks.registry import register_model
+from tasks.registry import describe_model_uri, move_alias as move_registry_alias, record_registration, registered_version
 from tasks.run_lifecycle import owner_tags, previous_attempt, sqlite_path, store_lock
+
+if TYPE_CHECKING:
+    from tasks.run_content import DatasetRef, RunContent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE_DIR = REPO_ROOT / "mlflow"
+
 
 def resolve_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the SQLite store in the repo's ``mlflow/`` folder."""
@@ -35,20 +44,6 @@ def default_artifact_location(uri: str) -> str | None:
     return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
 
 
-def ensure_experiment(name: str, tracking_uri: str) -> str:
-    """The id of experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
-    import mlflow
-
-    with store_lock(tracking_uri):  # re-entrant per process: see store_lock
-        client = mlflow.MlflowClient(tracking_uri)
-        exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                client.restore_experiment(exp.experiment_id)
-            return exp.experiment_id
-        return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
-
-
 def ui_command(tracking_uri: str) -> str:
     """The command that opens MLflow's UI on this store."""
     if tracking_uri == f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}":
@@ -58,43 +53,276 @@ def ui_command(tracking_uri: str) -> str:
     return f"bce-eval ui --backend-store-uri {redact_uri(tracking_uri)}"
 
 
-@dataclass
-class DatasetRef:
-    """A dataset input of a run: where it is, a digest of its content, its schema, its role."""
+class MlflowTracker:
+    """MLflow at one tracking URI (its registry too): every call goes to that store, and only there.
 
-    source: str
-    name: str
-    digest: str
-    schema: Any = None  # a few rows (pandas) whose column types become the dataset's schema
-    context: str = "evaluation"
+    Public methods that write take the store's lock (:func:`tasks.run_lifecycle.store_lock`) once.
+    """
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """An ``MlflowClient`` bound to this tracking URI."""
+        if self._client is None:
+            import mlflow
+
+            self._client = mlflow.MlflowClient(self.tracking_uri)
+        return self._client
+
+    # experiments and runs
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
+        with store_lock(self.tracking_uri):
+            return self._ensure_experiment(name)
+
+    def _ensure_experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        return self.client.create_experiment(name, artifact_location=default_artifact_location(self.tracking_uri))
+
+    def create_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> tuple[str, str]:
+        """Create a RUNNING run in ``experiment``; returns (run id, experiment id)."""
+        with store_lock(self.tracking_uri):
+            return self._create_run(experiment, run_name, tags)
+
+    def _create_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> tuple[str, str]:
+        experiment_id = self._ensure_experiment(experiment)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        return run.info.run_id, experiment_id
+
+    def end_run_failed(self, run_id: str) -> None:
+        """Mark a run FAILED (used when the work before logging fails)."""
+        self.client.set_terminated(run_id, "FAILED")
+
+    def log_metrics(self, run_id: str, metrics: list[Any]) -> None:
+        """Log a batch of ``mlflow.entities.Metric`` into an open run."""
+        with store_lock(self.tracking_uri):
+            self.client.log_batch(run_id, metrics=metrics)
+
+    def metric_stream(self, run_id: str, every: int = 25) -> "MetricStream":
+        return MetricStream(self, run_id, every)
+
+    # one run's content
+
+    def log_run_content(self, run_id: str, experiment_id: str, content: "RunContent") -> None:
+        """Log ``content`` into an open run, then end it FINISHED; on any error end it FAILED and re-raise."""
+        with store_lock(self.tracking_uri):
+            self._log_content(run_id, experiment_id, content)
+
+    def log_evaluation(self, content: "RunContent") -> tuple[str, str]:
+        """Log one evaluation as one MLflow run; returns its run id and experiment id.
+
+        The run is created only now, after every figure was computed, and is FINISHED only when
+        everything was logged (FAILED otherwise; MLflow and network errors become :class:`TrackingError`).
+        """
+        try:
+            return self._log_once(content)
+        except (OSError, ConnectionError) as exc:
+            raise self._tracking_error(exc, content) from exc
+        except Exception as exc:
+            if type(exc).__name__ in {"MlflowException", "RestException"} or "requests" in type(exc).__module__:
+                raise self._tracking_error(exc, content) from exc
+            raise
+
+    def _log_once(self, content: "RunContent") -> tuple[str, str]:
+        identity = {k: content.tags[k] for k in ("prefect.flow_run_id", "bce_eval.evaluation_key") if content.tags.get(k)}
+        with store_lock(self.tracking_uri):  # SQLite: one writer at a time instead of "database is locked"
+            experiment_id = self._ensure_experiment(content.experiment)
+            existing = previous_attempt(self.client, experiment_id, identity)
+            if existing is not None:
+                return existing, experiment_id
+            run_id, experiment_id = self._create_run(content.experiment, content.run_name, {**identity, **owner_tags()})
+            self._log_content(run_id, experiment_id, content)
+        return run_id, experiment_id
+
+    def _tracking_error(self, exc: BaseException, content: "RunContent") -> Exception:
+        reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
+        saved = f"; the results are saved in {content.results_path}" if content.results_path else ""
+        return TrackingError(
+            f"could not log to MLflow at {redact_uri(self.tracking_uri)} ({reason}){saved}; rerun the same command "
+            "when the tracking server is back: cached partitions are reused, nothing is recomputed"
+        )
+
+    def _log_content(self, run_id: str, experiment_id: str, content: "RunContent") -> None:
+        try:
+            self._log_values(run_id, content)
+            self._log_artifacts(run_id, content)
+            if content.model is not None:
+                self._log_model(run_id, experiment_id, content)  # last: it ends the run
+            else:
+                self.client.set_terminated(run_id, "FINISHED")
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+
+    def _log_values(self, run_id: str, content: "RunContent") -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        params = [Param(k, _param_value(v)) for k, v in content.params.items()]
+        metrics = [Metric(k, float(v), now, 0) for k, v in {**content.metrics, **content.partition_metrics}.items()]
+        tags = [RunTag(k, v) for k, v in content.tags.items()]
+        if content.description:
+            tags.append(RunTag("mlflow.note.content", content.description))
+        self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+
+    def _log_artifacts(self, run_id: str, content: "RunContent") -> None:
+        client = self.client
+        for name, table in content.tables.items():
+            client.log_table(run_id, data=table, artifact_file=name)  # registers it as a table for the UI
+            # ... then the same table at full precision (log_table's JSON keeps 10 digits)
+            cols = list(table)
+            rows = [list(r) for r in zip(*(table[c] for c in cols))]
+            client.log_text(run_id, json.dumps({"columns": cols, "data": rows}), artifact_file=name)
+        for name, fig in content.figures.items():
+            client.log_figure(run_id, fig, artifact_file=name)
+        if content.figures:
+            import matplotlib.pyplot as plt
+
+            for fig in content.figures.values():
+                plt.close(fig)
+        for name, text in content.text_artifacts.items():
+            client.log_text(run_id, text, artifact_file=name)
+        if content.datasets:
+            client.log_inputs(run_id, datasets=_dataset_inputs(content.datasets))
+
+    def _log_model(self, run_id: str, experiment_id: str, content: "RunContent") -> None:
+        """Log the model (registered as a new version when asked); leaving ``start_run`` ends the run
+        FINISHED, or FAILED on an error."""
+        import mlflow
+
+        name, alias = content.register or (None, None)
+        with self._fluent_scope(), mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
+            info = _log_sklearn_model(content.model, content.model_input_example, content.model_output_example, name)
+            if name is not None:
+                record_registration(self.client, run_id, name, str(info.registered_model_version), alias)
+
+    @contextlib.contextmanager
+    def _fluent_scope(self) -> Iterator[None]:
+        """``log_model`` (it needs an active run), its registration and the SQLite registry's lookup
+        of a logged model read the process-wide tracking URI and MLflow 3.17 takes none there: set
+        it for this block only, then put back what was there (``MLFLOW_TRACKING_URI`` too)."""
+        import mlflow
+        from mlflow.tracking._tracking_service import utils
+
+        previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+            if previous_env is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+    # reading back
+
+    def read_run_artifact(self, run_id: str, artifact: str, what: str = "run") -> tuple[dict[str, float], str]:
+        """A run's metrics and the text of one of its artifacts; :class:`InputError` naming ``what`` if unreadable."""
+        import tempfile
+
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+            with tempfile.TemporaryDirectory(prefix="bce-eval-run-") as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=self.tracking_uri
+                )
+                text = Path(local).read_text()
+        except (MlflowException, OSError) as exc:
+            raise InputError(f"{what} {run_id}: cannot read it ({str(exc).splitlines()[0]}).") from exc
+        return dict(run.data.metrics), text
+
+    def download_model(self, model_uri: str, into: str) -> str:
+        """A logged model's files (``runs:/…``, ``models:/name/N``, ``models:/name@alias``) in the local folder ``into``."""
+        import mlflow.artifacts
+
+        location = self._model_location(model_uri)
+        return mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=into, tracking_uri=self.tracking_uri)
+
+    def _model_location(self, model_uri: str) -> str:
+        """Where a model's files are, looked up through this store's client: MLflow's own resolution
+        of a ``runs:/`` or ``models:/`` URI reads a run's logged model from the process-wide URI."""
+        ref = model_uri[len("models:/") :].strip("/") if model_uri.startswith("models:/") else ""
+        if ref and "/" not in ref and "@" not in ref:  # models:/<logged model id>
+            location = self.client.get_logged_model(ref).artifact_location
+        elif ref:
+            mv = registered_version(self.client, model_uri)
+            location = self.client.get_model_version_download_uri(mv.name, mv.version)
+        elif model_uri.startswith("runs:/"):
+            location = self._run_model_location(model_uri)
+        else:
+            return model_uri
+        return self._model_location(location) if location.startswith(("runs:/", "models:/")) else location
+
+    def _run_model_location(self, model_uri: str) -> str:
+        from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+        run_id, path = RunsArtifactRepository.parse_runs_uri(model_uri)
+        run = self.client.get_run(run_id)
+        name, _, rest = (path or "").partition("/")
+        token = None
+        while name:  # a model logged by MLflow 3 is a logged model named by the path's first part
+            page = self.client.search_logged_models(
+                experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'", page_token=token
+            )
+            for model in page:
+                if model.source_run_id == run_id:
+                    return model.artifact_location.rstrip("/") + (f"/{rest}" if rest else "")
+            if not page.token:
+                break
+            token = page.token
+        return run.info.artifact_uri.rstrip("/") + (f"/{path}" if path else "")  # else among the run's artifacts
+
+    # the registry
+
+    def describe_model(self, model_uri: str) -> dict[str, str]:
+        """Registry name, version and source run of a ``models:/`` or ``runs:/`` URI, as tags."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return describe_model_uri(self.client, model_uri)
+        except (MlflowException, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"--model-uri {model_uri}: cannot resolve it in the registry ({first}).") from exc
+
+    def move_alias(self, challenger_uri: str, champion_uri: str, alias: str, run_id: str) -> tuple[str, str]:
+        """Point ``alias`` of the champion's registered model at the challenger's version."""
+        champion = self.describe_model(champion_uri)
+        challenger = self.describe_model(challenger_uri)
+        return move_registry_alias(self.client, champion, challenger, alias, run_id)
 
 
-@dataclass
-class RunContent:
-    """Everything one run logs to MLflow."""
+class MetricStream:
+    """An epoch callback that logs metrics with ``step`` = epoch, a batch every ``every`` epochs."""
 
-    experiment: str
-    run_name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    partition_metrics: dict[str, float] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    description: str = ""
-    tables: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-    model: Any = None
-    model_input_example: Any = None
-    model_output_example: Any = None
-    datasets: list[DatasetRef] = field(default_factory=list)
-    text_artifacts: dict[str, str] = field(default_factory=dict)
-    register: tuple[str, str | None] | None = None  # (registered model name, alias)
-    results_path: str | None = None  # where the computed results were saved before logging
+    def __init__(self, tracker: MlflowTracker, run_id: str, every: int = 25) -> None:
+        self.tracker, self.run_id, self.every = tracker, run_id, every
+        self._pending: list[Any] = []
 
+    def __call__(self, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
 
-EvaluationLog = RunContent
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in values.items())
+        if step % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.tracker.log_metrics(self.run_id, self._pending)
+            self._pending = []
 
 
-def _log_model(model: Any, X_example: Any, y_example: Any) -> Any:
+def _log_sklearn_model(model: Any, X_example: Any, y_example: Any, registered_name: str | None) -> Any:
     from importlib.metadata import version
 
     import mlflow.sklearn
@@ -104,6 +332,8 @@ def _log_model(model: Any, X_example: Any, y_example: Any) -> Any:
     kwargs: dict[str, Any] = {}
     if type(model).__name__ == "MLPClassifier" and getattr(model, "solver", "") == "sgd":
         kwargs["skops_trusted_types"] = ["sklearn.neural_network._stochastic_optimizers.SGDOptimizer"]
+    if registered_name is not None:
+        kwargs.update(registered_model_name=registered_name, await_registration_for=0)
     return mlflow.sklearn.log_model(
         model,
         name="model",
@@ -114,35 +344,7 @@ def _log_model(model: Any, X_example: Any, y_example: Any) -> Any:
     )
 
 
-def create_run(experiment: str, run_name: str, tags: dict[str, str], tracking_uri: str) -> tuple[str, str]:
-    """Create a RUNNING run in ``experiment``; returns (run id, experiment id)."""
-    import mlflow
-
-    with store_lock(tracking_uri):
-        experiment_id = ensure_experiment(experiment, tracking_uri)
-        run = mlflow.MlflowClient(tracking_uri).create_run(experiment_id, run_name=run_name, tags=tags)
-    return run.info.run_id, experiment_id
-
-
-@contextlib.contextmanager
-def scoped_tracking_uri(tracking_uri: str) -> Iterator[None]:
-    """MLflow's fluent API (``log_model`` needs an active run) and its loading of a run's logged
-    model read a process-wide tracking URI: set it for this block only, then put back what was
-    there. The one place that touches it."""
-    import mlflow
-    from mlflow.tracking._tracking_service import utils
-
-    previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking_uri)  # (it also writes MLFLOW_TRACKING_URI: put that back too)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if previous_env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
-
-
-def _dataset_inputs(refs: list[DatasetRef]) -> list[Any]:
+def _dataset_inputs(refs: list["DatasetRef"]) -> list[Any]:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
@@ -159,154 +361,37 @@ def _dataset_inputs(refs: list[DatasetRef]) -> list[Any]:
     return out
 
 
-def log_run_content(run_id: str, experiment_id: str, content: RunContent, tracking_uri: str) -> None:
-    """Log ``content`` into an open run, then end it FINISHED; on any error end it FAILED and re-raise."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    with store_lock(tracking_uri):
-        _log_run_content(client, run_id, experiment_id, content, tracking_uri)
-
-
-def _log_run_content(client: Any, run_id: str, experiment_id: str, content: RunContent, tracking_uri: str) -> None:
-    import mlflow
-    from mlflow.entities import Metric, Param, RunTag
-
-    try:
-        now = int(time.time() * 1000)
-        params = [Param(k, _param_value(v)) for k, v in content.params.items()]
-        metrics = [Metric(k, float(v), now, 0) for k, v in {**content.metrics, **content.partition_metrics}.items()]
-        tags = [RunTag(k, v) for k, v in content.tags.items()]
-        if content.description:
-            tags.append(RunTag("mlflow.note.content", content.description))
-        client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
-        for name, table in content.tables.items():
-            client.log_table(run_id, data=table, artifact_file=name)  # registers it as a table for the UI
-            # ... then the same table at full precision (log_table's JSON keeps 10 digits)
-            cols = list(table)
-            rows = [list(r) for r in zip(*(table[c] for c in cols))]
-            client.log_text(run_id, json.dumps({"columns": cols, "data": rows}), artifact_file=name)
-        for name, fig in content.figures.items():
-            client.log_figure(run_id, fig, artifact_file=name)
-        _close_figures(content.figures)
-        for name, text in content.text_artifacts.items():
-            client.log_text(run_id, text, artifact_file=name)
-        if content.datasets:
-            client.log_inputs(run_id, datasets=_dataset_inputs(content.datasets))
-        if content.model is not None:
-            # the model goes last: leaving start_run ends the run FINISHED (FAILED on an error)
-            with scoped_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
-                info = _log_model(content.model, content.model_input_example, content.model_output_example)
-                if content.register is not None:
-                    register_model(info.model_uri, run_id, content.register[0], content.register[1], tracking_uri)
-        else:
-            client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-
-
-def read_run_artifact(run_id: str, artifact: str, tracking_uri: str, what: str = "run") -> tuple[dict[str, float], str]:
-    """A run's metrics and the text of one of its artifacts; :class:`InputError` naming ``what`` if unreadable."""
-    import tempfile
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from tasks.errors import InputError
-
-    try:
-        run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
-        with tempfile.TemporaryDirectory(prefix="bce-eval-run-") as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=tracking_uri)
-            text = Path(local).read_text()
-    except (MlflowException, OSError) as exc:
-        raise InputError(f"{what} {run_id}: cannot read it ({str(exc).splitlines()[0]}).") from exc
-    return dict(run.data.metrics), text
-
-
-def log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
-    """Log one evaluation as one MLflow run; returns its run id and experiment id.
-
-    The run is created only now, after every figure was computed, and is FINISHED only when
-    everything was logged (FAILED otherwise, and the error is raised again).
-    """
-    try:
-        return _log_evaluation(log, tracking_uri)
-    except (OSError, ConnectionError) as exc:
-        raise _tracking_error(exc, log, tracking_uri) from exc
-    except Exception as exc:
-        if type(exc).__name__ in {"MlflowException", "RestException"} or "requests" in type(exc).__module__:
-            raise _tracking_error(exc, log, tracking_uri) from exc
-        raise
-
-
-def _tracking_error(exc: BaseException, log: RunContent, tracking_uri: str) -> Exception:
-    from tasks.errors import TrackingError
-
-    reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
-    saved = f"; the results are saved in {log.results_path}" if log.results_path else ""
-    return TrackingError(
-        f"could not log to MLflow at {redact_uri(tracking_uri)} ({reason}){saved}; rerun the same command "
-        "when the tracking server is back: cached partitions are reused, nothing is recomputed"
-    )
-
-
-def _log_evaluation(log: RunContent, tracking_uri: str) -> tuple[str, str]:
-    identity = {k: log.tags[k] for k in ("prefect.flow_run_id", "bce_eval.evaluation_key") if log.tags.get(k)}
-    with store_lock(tracking_uri):  # SQLite: one writer at a time instead of "database is locked"
-        experiment_id = ensure_experiment(log.experiment, tracking_uri)
-        existing = previous_attempt(experiment_id, identity, tracking_uri)
-        if existing is not None:
-            return existing, experiment_id
-        run_id, experiment_id = create_run(log.experiment, log.run_name, {**identity, **owner_tags()}, tracking_uri)
-        log_run_content(run_id, experiment_id, log, tracking_uri)
-    return run_id, experiment_id
-
-
-class MetricStream:
-    """An epoch callback that logs metrics with ``step`` = epoch, a batch every ``every`` epochs."""
-
-    def __init__(self, run_id: str, tracking_uri: str, every: int = 25) -> None:
-        self.run_id, self.tracking_uri, self.every = run_id, tracking_uri, every
-        self._pending: list[Any] = []
-
-    def __call__(self, step: int, values: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in values.items())
-        if step % self.every == 0:
-            self.flush()
-
-    def flush(self) -> None:
-        import mlflow
-
-        if self._pending:
-            with store_lock(self.tracking_uri):
-                mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=self._pending)
-            self._pending = []
-
-
-def _close_figures(figures: dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
-
-    for fig in figures.values():
-        plt.close(fig)
-
-
 def _param_value(v: Any) -> str:
     s = v if isinstance(v, str) else repr(v) if not isinstance(v, (int, float)) else str(v)
     return s if len(s) <= 6000 else s[:5990] + "…"
 
 
-def end_run_failed(run_id: str, tracking_uri: str) -> None:
-    """Mark a run FAILED (used when the work before logging fails)."""
-    import mlflow
-
-    mlflow.MlflowClient(tracking_uri).set_terminated(run_id, "FAILED")
+# The flows' Prefect tasks: the adapter's methods, each taking the tracking URI (a plain string,
+# shown in the UI and safe to send to another process) and making its adapter.
 
 
-log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
+def create_run(experiment: str, run_name: str, tags: dict[str, str], tracking_uri: str) -> tuple[str, str]:
+    return MlflowTracker(tracking_uri).create_run(experiment, run_name, tags)
+
+
+def log_run_content(run_id: str, experiment_id: str, content: "RunContent", tracking_uri: str) -> None:
+    MlflowTracker(tracking_uri).log_run_content(run_id, experiment_id, content)
+
+
+def log_evaluation(content: "RunContent", tracking_uri: str) -> tuple[str, str]:
+    return MlflowTracker(tracking_uri).log_evaluation(content)
+
+
+def describe_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
+    return MlflowTracker(tracking_uri).describe_model(model_uri)
+
+
+def move_alias(challenger_uri: str, champion_uri: str, alias: str, run_id: str, tracking_uri: str) -> tuple[str, str]:
+    return MlflowTracker(tracking_uri).move_alias(challenger_uri, champion_uri, alias, run_id)
+
+
 create_run_task = as_task(create_run, name="create-mlflow-run", retries=3)
 log_run_content_task = as_task(log_run_content, name="log-to-mlflow", retries=3)
+log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
+describe_model_task = as_task(describe_model, name="describe-model", retries=3)
+move_alias_task = as_task(move_alias, name="move-alias", retries=3)

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 
 from tasks.errors import InputError
 from tasks.model import load_model, model_feature_names
-from tasks.registry import describe_model_uri
+from tasks.tracking import describe_model
 
 
 def test_a_model_loads_from_the_store_it_is_given(mlflow_uri, tmp_path, monkeypatch):
@@ -29,8 +29,37 @@ def test_a_model_loads_from_the_store_it_is_given(mlflow_uri, tmp_path, monkeypa
     loaded = load_model(uri, mlflow_uri)
     np.testing.assert_array_equal(loaded.coef_, model.coef_)
     assert model_feature_names(uri, mlflow_uri) == ["u", "v"]
-    assert describe_model_uri(uri, mlflow_uri)["model_source_run_id"] == run.info.run_id
+    assert describe_model(uri, mlflow_uri)["model_source_run_id"] == run.info.run_id
     assert mlflow.get_tracking_uri().endswith("elsewhere.db")  # nothing set the global URI
+
+
+def test_registered_and_run_models_load_without_the_process_wide_uri(mlflow_uri, tmp_path, monkeypatch):
+    """Logged and registered through the adapter; runs:/, models:/name/N and models:/name@alias then
+    load from the store given while the process-wide URI points elsewhere and may not be set."""
+    import mlflow
+
+    from tasks.run_content import RunContent
+    from tasks.tracking import MlflowTracker
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]])
+    model = LogisticRegression().fit(X, [0, 1, 0, 1])
+    tracker = MlflowTracker(mlflow_uri)
+    content = RunContent("registry", "r", model=model, model_input_example=X, register=("bce-model", "champion"))
+    run_id, _ = tracker.log_evaluation(content)
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["registered_model_version"] == "1"
+    mlflow.set_tracking_uri(None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+
+    def refuse(uri):
+        raise AssertionError("loading set the process-wide tracking URI")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(mlflow, "set_tracking_uri", refuse)
+        for uri in (f"runs:/{run_id}/model", "models:/bce-model/1", "models:/bce-model@champion"):
+            np.testing.assert_array_equal(load_model(uri, mlflow_uri).coef_, model.coef_)
+        info = describe_model("models:/bce-model@champion", mlflow_uri)
+    assert (info["model_name"], info["model_version"], info["model_source_run_id"]) == ("bce-model", "1", run_id)
 
 
 def test_a_missing_model_is_one_clear_error(mlflow_uri):

@@ -107,7 +107,8 @@ def test_killed_process_is_recovered_and_rerun_is_identical(prefect_server, mlfl
 
 
 def test_retried_flow_run_reuses_its_run(mlflow_uri):
-    from tasks.tracking import RunContent, log_evaluation
+    from tasks.run_content import RunContent
+    from tasks.tracking import log_evaluation
 
     content = RunContent(experiment="idem", run_name="r", metrics={"bce": 0.5}, tags={"prefect.flow_run_id": "fr-123"})
     first, _ = log_evaluation(content, mlflow_uri)

@@ -24,7 +24,7 @@ DATA_MODULES = {"tasks/dataset.py", "tasks/reduce.py", "tasks/cache.py", "tasks/
 SEAMS = {
     "data": ({"os.walk", "os.stat", "os.scandir", "os.listdir"}, {"tasks/storage.py"}),
     "data files": ({"open"}, set(), ),
-    "tracking": ({"mlflow"}, {"tasks/tracking.py", "tasks/registry.py", "tasks/run_lifecycle.py", "tasks/model.py"}),
+    "tracking": ({"mlflow"}, {"tasks/tracking.py", "tasks/model.py"}),  # model.py: a flavour loads from a local copy
     "scoring": ({"sklearn", "xgboost", "lightgbm"}, {"tasks/model.py", "tasks/scoring.py", "tasks/fit_streaming.py", "tasks/circles.py"}),
 }
 
@@ -129,3 +129,13 @@ def test_only_the_seams_reach_data_tracking_and_model_libraries(seam: str):
         if rel not in allowed and rel not in EXEMPT and (checked is None or rel in checked) and _reaches(tree) & names
     }
     assert not offenders, f"outside the {seam} seam: {offenders}"
+
+
+def test_only_the_tracking_adapter_sets_mlflows_process_wide_uri():
+    """Every MLflow call takes its URI; ``set_tracking_uri`` appears only in the adapter's one scoped block."""
+    offenders = sorted(
+        rel
+        for rel, tree in _modules().items()
+        if rel != "tasks/tracking.py" and any(isinstance(n, ast.Attribute) and n.attr == "set_tracking_uri" for n in ast.walk(tree))
+    )
+    assert not offenders, f"set_tracking_uri outside tasks/tracking.py: {offenders}"
