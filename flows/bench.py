@@ -163,6 +163,50 @@ def measure_verify_cost(root: Path, model: object, repeats: int) -> dict[str, fl
     return {"hot_pass_s": round(hot, 3), "verify_hash_s": round(verify, 3), "verify_over_full": round(verify / hot, 3)}
 
 
+def _tree_models(root: Path) -> dict[str, object]:
+    """An XGBoost and a LightGBM classifier of 200 trees of depth 6, fitted on 200,000 rows of ``root``."""
+    import polars as pl
+    from lightgbm import LGBMClassifier
+    from xgboost import XGBClassifier
+
+    train = pl.scan_parquet(str(root / "**/*.parquet"), hive_partitioning=True).head(200_000).collect()
+    X, y = train.select(FEATURES).to_numpy(), train.get_column("label").to_numpy()
+    return {
+        "xgboost": XGBClassifier(n_estimators=200, max_depth=6).fit(X, y).get_booster(),
+        "lightgbm": LGBMClassifier(n_estimators=200, max_depth=6, num_leaves=63, verbose=-1).fit(X, y).booster_,
+    }
+
+
+def measure_tree_models(root: Path, repeats: int) -> dict[str, dict[str, float]]:
+    """bce-eval's whole pass (discovery, read, margin, BCE) on a tree model against the model's own
+    margin prediction over the same rows already in memory, in process, best of ``repeats``."""
+    import polars as pl
+
+    from tasks.dataset import discover_dataset, group_files
+    from tasks.flavors import LightGBMRaw, XGBoostMargin
+    from tasks.reduce import reduce_chunk
+
+    X = pl.scan_parquet(str(root / "**/*.parquet"), hive_partitioning=True).select(FEATURES).collect().to_numpy(order="c")
+    out = {}
+    for name, booster in _tree_models(root).items():
+        batch = XGBoostMargin.of(booster, name) if name == "xgboost" else LightGBMRaw.of(booster, name)
+        dataset = discover_dataset(root, "label", FEATURES)
+        scorer = batch.scorer(dataset.features, f"bench-{name}")
+
+        def whole_pass() -> None:
+            for chunk in group_files(dataset, 64_000_000):
+                reduce_chunk(dataset, scorer, chunk)
+
+        predict = _best(lambda: _timed(lambda: batch.score(X)), repeats)
+        evaluate = _best(lambda: _timed(whole_pass), repeats)
+        out[name] = {
+            "predict_ns_per_row": round(predict / len(X) * 1e9, 1), "bce_eval_ns_per_row": round(evaluate / len(X) * 1e9, 1),
+            "ratio": round(evaluate / predict, 3),
+        }
+        print(f"  {name}: {out[name]}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--small", type=int, default=4_000_000)
@@ -171,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--partition-rows", type=int, default=2_000_000, help="rows for the 100 vs 10,000 partitions test")
     ap.add_argument("--verify-only", action="store_true", help="only measure --verify-cache's cost, in process, on the large dataset")
+    ap.add_argument("--trees-only", action="store_true", help="only measure XGBoost and LightGBM models against their own predict, in process")
     args = ap.parse_args(argv)
 
     import polars as pl
@@ -200,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     tracker.log_run_content(run_id, experiment_id, RunContent("bce-bench", "bench model", model=model, model_input_example=example))
     model_uri = f"runs:/{run_id}/model"
     w, b = model.coef_.ravel(), float(model.intercept_[0])
+    print(f"timing tree models (200 trees, depth 6) on {small.name}: bce-eval's pass vs the model's own margin predict ...", flush=True)
+    trees = measure_tree_models(small, args.repeats)
+    if args.trees_only:
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     print("timing --verify-cache's hashing against the hot pass (in process) ...", flush=True)
     verify_cost = measure_verify_cost(large, model, args.repeats)
     print(f"  {verify_cost}", flush=True)
@@ -214,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    results: dict[str, object] = {"small_rows": args.small, "large_rows": args.large, "partitions": args.partitions, "verify_cache": verify_cost}
+    results: dict[str, object] = {
+        "small_rows": args.small, "large_rows": args.large, "partitions": args.partitions, "verify_cache": verify_cost, "tree_models": trees,
+    }
     try:
         import httpx
 
@@ -327,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  --verify-cache: hashing every cached file's used column chunks costs {v['verify_over_full']}x the hot pass of a "
           f"full run in process ({v['verify_hash_s']} s vs {v['hot_pass_s']} s); a whole verified run with nothing new "
           f"{inc['nothing_new_verified_s']} s vs {inc['nothing_new_s']} s unverified and {inc['full_s']} s full")
+    for name, t in r["tree_models"].items():
+        print(f"  {name} (200 trees, depth 6): bce-eval {t['bce_eval_ns_per_row']} ns/row vs the model's own margin predict "
+              f"{t['predict_ns_per_row']} ns/row on rows in memory: {t['ratio']}x (target <= 1.2)")
     return 0
 
 

@@ -195,22 +195,23 @@ def check_serve(settings: "EvaluateSettings") -> str:
     the columns and partitions (the date window is taken up to now). Raises :class:`InputError`.
     """
     from tasks.dataset import discover_dataset
-    from tasks.model import load_model, model_feature_names
-    from tasks.scoring import make_scorer
+    from tasks.model import check_model_output, load_model
     from tasks.tracking import resolve_tracking_uri
 
     features = list(settings.features)
-    model = None
+    loaded = None
     if settings.model_uri:
-        model = load_model(settings.model_uri, resolve_tracking_uri())
-        features = features or (model_feature_names(settings.model_uri, resolve_tracking_uri()) or [])
+        loaded = load_model(settings.model_uri, resolve_tracking_uri(), settings.score_kind)
+        features = loaded.features(features)
     dataset = discover_dataset(
         settings.data, settings.label, features, settings.partition_by,
         [settings.score_col] if settings.score_col else [],
         settings.where, settings.date_key, settings.window_days,
+        model_types=loaded.inputs.by_name() if loaded and loaded.inputs else None, model_name=settings.model_uri or "",
     )
-    if model is not None:
-        make_scorer(model, dataset.features)  # the model takes these columns
+    if loaded is not None:
+        loaded.scorer(dataset.features, dataset.text_features)  # the model takes these columns
+        check_model_output(loaded, dataset)
     if settings.gates.baseline_run_id:
         from tasks.gates import read_baseline
 
@@ -258,6 +259,19 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_example_models(args: argparse.Namespace) -> int:
+    from tasks.example_models import EXAMPLES, register_example_models
+    from tasks.tracking import resolve_tracking_uri
+
+    if not os.path.isdir(args.data):
+        raise InputError(f"{args.data}: no such folder; pass the demo data's folder (data/demo) with --data.")
+    print(f"fitting and registering {len(EXAMPLES)} example models on {args.data} ...", flush=True)
+    versions = register_example_models(args.data, resolve_tracking_uri(), alias=args.alias)
+    for name, version in versions.items():
+        print(f"  models:/{name}@{args.alias}  (version {version}): {EXAMPLES[name]}")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _cmd_evaluate,
     "demo": _cmd_demo,
@@ -265,6 +279,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": _cmd_compare,
     "serve": _cmd_serve,
     "ui": _cmd_ui,
+    "example-models": _cmd_example_models,
 }
 _NEEDS_PREFECT = {"evaluate", "demo", "circles", "compare", "serve"}
 # what each command will import anyway; loaded while Prefect's temporary server starts
@@ -281,7 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prepare_environment()
     if args.command not in _NEEDS_PREFECT:
-        return _COMMANDS[args.command](args)
+        try:
+            return _COMMANDS[args.command](args)
+        except InputError as exc:
+            print(f"bce-eval: error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_BAD_INPUT
     code, message = 0, None
     with PrefectServer() as server:
         try:

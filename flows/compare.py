@@ -12,8 +12,7 @@ from prefect.utilities.annotations import quote
 from flows.settings import CompareSettings
 from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
 from tasks.dataset import discover_dataset_task, group_files
-from tasks.model import load_model_task, model_features_task
-from tasks.scoring import make_scorer
+from tasks.model import check_model_output_task, load_model_task
 from tasks.results import with_partition_label
 from tasks.run_content import comparison_content
 from tasks.tracking import describe_model_task, log_evaluation_task, move_alias_task, resolve_tracking_uri
@@ -45,12 +44,21 @@ def compare_flow(settings: CompareSettings) -> Comparison:
     tracking_uri = resolve_tracking_uri()
     champion_info = describe_model_task(settings.champion, tracking_uri)
     challenger_info = describe_model_task(settings.challenger, tracking_uri)
-    features = settings.features or model_features_task(settings.champion, tracking_uri) or []
     champion = load_model_task(settings.champion, tracking_uri)
     challenger = load_model_task(settings.challenger, tracking_uri)
-    dataset = discover_dataset_task(settings.data, settings.label, features, settings.partition_by)
-    champion_scorer = make_scorer(champion, dataset.features)
-    challenger_scorer = make_scorer(challenger, dataset.features)
+    # each model is scored on its own columns (its signature's, unless --features); the scan reads both
+    features = {m.uri: m.features(settings.features) for m in (champion, challenger)}
+    types = {**(challenger.inputs.by_name() if challenger.inputs else {}), **(champion.inputs.by_name() if champion.inputs else {})}
+    dataset = discover_dataset_task(
+        settings.data, settings.label, list(dict.fromkeys(features[champion.uri] + features[challenger.uri])),
+        settings.partition_by, model_types=types or None, model_name=f"{settings.champion} or {settings.challenger}",
+    )
+    champion_scorer = champion.scorer(features[champion.uri], dataset.text_features)
+    challenger_scorer = challenger.scorer(features[challenger.uri], dataset.text_features)
+    for loaded in (champion, challenger):
+        check_model_output_task(loaded, quote(dataset))
+    champion_info = {**champion_info, **champion.tags(champion_scorer)}
+    challenger_info = {**challenger_info, **challenger.tags(challenger_scorer)}
 
     records = [
         reduce_paired_chunk_task(quote(dataset), champion_scorer, challenger_scorer, quote(chunk))

@@ -38,7 +38,7 @@ from tasks.cache import (
 from tasks.dataset import Dataset, discover_dataset_task, files_by_partition, group_files
 from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import GateResult, check_gates_task, read_baseline_task, with_verdicts
-from tasks.model import fit_model_task, load_model_task, model_features_task
+from tasks.model import check_model_output_task, fit_model_task, load_model_task
 from tasks.plots import make_figures_task, sample_scores_task
 from tasks.reduce import reduce_chunk_task, summarize_records_task
 from tasks.prefect_artifacts import publish_prefect_artifacts_task
@@ -59,6 +59,7 @@ class Scoring:
     tags: dict[str, str]
     model: Any = None  # the loaded or fitted model (None for stored scores)
     fitted: Any = None  # the model fitted by this run (logged with it), else None
+    name: str = "stored scores"  # the model's class, for the run's default name
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,12 @@ def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
 
 def with_dask(settings: EvaluateSettings):
     """The evaluation flow with its chunk tasks on a Dask cluster (``settings.dask``: an address or 'local')."""
-    from prefect_dask import DaskTaskRunner
+    from tasks._prefect import dask_task_runner
 
     if settings.dask == "local":
-        runner = DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1, "dashboard_address": None})
+        runner = dask_task_runner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1, "dashboard_address": None})
     else:
-        runner = DaskTaskRunner(address=settings.dask)
+        runner = dask_task_runner(address=settings.dask)
     return evaluate_flow.with_options(task_runner=runner)
 
 
@@ -110,36 +111,31 @@ def flow_for(settings: EvaluateSettings):
 
 
 def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, tracking_uri: str) -> Scoring:
-    """Stage 1: load the model (or take stored scores), select and check the data, fit if needed."""
-    features, tags, model, info = list(settings.features), {}, None, None
+    """Stage 1: load and check the model (or take stored scores), select and check the data, fit if needed."""
+    features, tags, loaded = list(settings.features), {}, None
     if settings.model_uri:
-        # the model decides which columns the scan needs
+        # the model decides which columns the scan needs, and which of them may be text
         tags = describe_model_task(settings.model_uri, tracking_uri)
-        features = features or (model_features_task(settings.model_uri, tracking_uri) or [])
-        model = load_model_task(settings.model_uri, tracking_uri)
-        info = ModelInfo(f"{type(model).__name__} from {settings.model_uri}", uri=settings.model_uri)
+        loaded = load_model_task(settings.model_uri, tracking_uri, settings.score_kind)
+        features = loaded.features(features)
     extra = [settings.score_col] if settings.score_col else []
     dataset = discover_dataset_task(
         settings.data, settings.label, features, settings.partition_by, extra,
         settings.where, settings.date_key, settings.window_days, scheduled,
+        loaded.inputs.by_name() if loaded and loaded.inputs else None, settings.model_uri or "",
     )
     if settings.score_col:
         info = ModelInfo(f"stored {settings.score_kind} column {settings.score_col!r}")
         return Scoring(dataset, stored_scorer(settings.score_col, settings.score_kind), info, tags)
-    if model is not None:
-        return Scoring(dataset, make_scorer(model, dataset.features, _model_identity(tags)), info, tags, model)
+    if loaded is not None:
+        scorer = loaded.scorer(dataset.features, dataset.text_features)
+        check_model_output_task(loaded, quote(dataset))
+        info = ModelInfo(f"{loaded.type_name} ({loaded.flavor.name}) from {settings.model_uri}", uri=settings.model_uri)
+        return Scoring(dataset, scorer, info, {**tags, **loaded.tags(scorer)}, loaded.model, name=loaded.type_name)
     fitted = _fit(settings, dataset)
     how = " (streaming L-BFGS)" if settings.fit == "streaming" else ""
     info = ModelInfo(f"LogisticRegression fitted on this data{how}", params=fitted.get_params())
-    return Scoring(dataset, make_scorer(fitted, dataset.features), info, tags, fitted, fitted)
-
-
-def _model_identity(tags: dict[str, str]) -> str:
-    # a registered version never changes its artifacts: name and version (resolved from an alias)
-    # identify it; otherwise the source run and the URI inside it
-    if tags.get("model_version"):
-        return f"models:/{tags['model_name']}/{tags['model_version']}"
-    return f"{tags.get('model_source_run_id', '')}|{tags['model_uri']}"
+    return Scoring(dataset, make_scorer(fitted, dataset.features), info, tags, fitted, fitted, "LogisticRegression")
 
 
 def _fit(settings: EvaluateSettings, dataset: Dataset) -> Any:
@@ -212,7 +208,7 @@ def publish(
         overall=reduced.overall,
         model=scoring.info,
         experiment=settings.experiment,
-        run_name=settings.run_name or _default_run_name(settings, scoring.model, scheduled),
+        run_name=settings.run_name or _default_run_name(settings, scoring.name, scheduled),
         figures=figures,
         sample=sample,
         fitted_model=scoring.fitted,
@@ -239,8 +235,7 @@ def _run_tags(eval_key: str) -> dict[str, str]:
     }
 
 
-def _default_run_name(settings: EvaluateSettings, model: Any, scheduled: datetime | None) -> str:
+def _default_run_name(settings: EvaluateSettings, name: str, scheduled: datetime | None) -> str:
     # scheduled runs are named by their scheduled time, so a nightly series sorts and reads well
     stamp = (scheduled or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M")
-    name = type(model).__name__ if model is not None else "stored scores"
     return f"{Path(settings.data).name} · {name} · {stamp}"

@@ -88,10 +88,10 @@ class EvaluateSettings(BaseModel):
                 f"--score-col {self.score_col!r} is the label column; pass the column holding the predictions "
                 "(settings: score_col equals label)."
             )
-        if self.score_kind != "probability" and not self.score_col:
+        if self.score_kind != "probability" and not self.score_col and not self.model_uri:
             return (
-                f"--score-kind {self.score_kind} says what --score-col holds; pass --score-col COLUMN or drop --score-kind "
-                "(settings: score_kind needs score_col)."
+                f"--score-kind {self.score_kind} says what --score-col (or a pyfunc model's output) holds; pass --score-col "
+                "COLUMN or --model-uri, or drop --score-kind (settings: score_kind needs score_col or model_uri)."
             )
         return None
 

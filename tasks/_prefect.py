@@ -25,12 +25,53 @@ def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+class Carried:
+    """A task argument that reaches a Dask worker process as it is.
+
+    ``quote(x)`` keeps Prefect from walking a large argument, but it is a tuple subclass and Dask
+    sends tuples to another process as plain tuples: the task there got ``(x,)``. The Dask runner
+    (:func:`dask_task_runner`) sends quoted arguments as ``Carried`` (which Prefect does not walk
+    either), and every task made by :func:`as_task` unwraps it.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Carried, (self.value,))
+
+
+def _unwrap(value: Any) -> Any:
+    return value.value if isinstance(value, Carried) else value
+
+
 def as_task(fn: Callable[..., Any], *, name: str, retries: int = 0, **kwargs: Any) -> Any:
     """A thin ``@task`` around ``fn``: no input hashing (inputs are large frames and models)."""
+    import functools
+
     from prefect import task
     from prefect.cache_policies import NO_CACHE
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kw: Any) -> Any:
+        return fn(*map(_unwrap, args), **{k: _unwrap(v) for k, v in kw.items()})
 
     if retries:
         kwargs.setdefault("retry_delay_seconds", [2, 5, 15][:retries] + [15] * max(0, retries - 3))
         kwargs["retry_condition_fn"] = _retry_if_transient
-    return task(fn, name=name, retries=retries, cache_policy=NO_CACHE, persist_result=False, **kwargs)
+    return task(call, name=name, retries=retries, cache_policy=NO_CACHE, persist_result=False, **kwargs)
+
+
+def dask_task_runner(**kwargs: Any) -> Any:
+    """Prefect's ``DaskTaskRunner`` (same arguments), sending ``quote()``d arguments as :class:`Carried`."""
+    from prefect.utilities.annotations import quote
+    from prefect_dask import DaskTaskRunner
+
+    class CarryingDaskTaskRunner(DaskTaskRunner):
+        def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+            carried = {k: Carried(v.unwrap()) if isinstance(v, quote) else v for k, v in parameters.items()}
+            return super().submit(task, carried, wait_for, dependencies)
+
+    return CarryingDaskTaskRunner(**kwargs)

@@ -49,9 +49,9 @@ def audit_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], top_k: 
     check_frame(dataset, scorer, files, frame)
     if not dataset.partition_by:
         frame = frame.with_columns(pl.lit("all").alias("partition"))
-    loss = row_losses(frame, scorer, dataset.label)
+    loss = row_losses(frame, scorer, dataset.label, dataset.text_features)
     y = frame.get_column(dataset.label).cast(pl.Float64)
-    score = scorer.score_frame(frame)
+    score = scorer.score_frame(frame, dataset.text_features)
     p = pl.Series("p", sigmoid(score) if scorer.kind == "logit" else score)
     df = frame.select(keys).with_columns(loss.alias("loss"), y.alias("y"), p)
     sums = df.group_by(keys).agg(
@@ -67,7 +67,8 @@ def audit_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], top_k: 
         .group_by([*keys, "bin"])
         .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("y").sum().alias("sum_y"))
     )
-    extra = [c for c in (*dataset.features, *([scorer.column] if scorer.column else [])) if c in frame.columns]
+    # (a feature may also be a partition key: a model can take the hive key as text)
+    extra = [c for c in (*dataset.features, *([scorer.column] if scorer.column else [])) if c in frame.columns and c not in keys]
     top = (
         frame.select([*keys, *extra]).with_columns(y.alias("y"), p, loss.alias("loss"))
         .sort("loss", descending=True)

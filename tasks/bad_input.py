@@ -18,6 +18,9 @@ def check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
         (~y.is_in([0.0, 1.0])).fill_null(False).sum().alias("bad_label_value"),
     ]
     for i, col in enumerate(scorer.features):
+        if col in dataset.text_features:  # text: only a missing value is bad (the model decides the rest)
+            exprs.append(pl.col(col).is_null().sum().alias(f"bad_feature_{i}"))
+            continue
         x = pl.col(col).cast(pl.Float64)
         exprs.append((x.is_null() | ~x.is_finite()).fill_null(True).sum().alias(f"bad_feature_{i}"))
     if scorer.column is not None:
@@ -37,6 +40,12 @@ def raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], che
         if any(v for v in row.values()):
             culprit, checks = f.path, row
             break
+    if culprit is None and scorer.model is not None and scorer.kind == "probability":
+        # every column is clean, yet the model's output is not a probability
+        raise InputError(
+            f"{files[0].path}: the model's output ({scorer.description}) is not a probability in [0, 1] for "
+            f"{checks.get('bad_score', '?')} row(s); if it returns logits, pass --score-kind logit."
+        )
     if culprit is None:
         # every column is clean, yet the score is not finite: the logit overflowed
         raise InputError(
@@ -66,7 +75,7 @@ def raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], che
         n_bad = checks.get(f"bad_feature_{i}", 0)
         if n_bad:
             raise InputError(
-                f"{culprit}: feature column {col!r} has {n_bad} null or non-finite value(s) (NaN/inf); "
+                f"{culprit}: feature column {col!r} has {n_bad} null or non-finite value(s) (null/NaN/inf); "
                 "drop or impute such rows first."
             )
     if checks.get("bad_score"):

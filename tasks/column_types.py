@@ -59,29 +59,81 @@ def polars_type(t: pa.DataType) -> pl.DataType:
     return pl.from_arrow(pa.schema([pa.field("c", t)]).empty_table()).schema["c"]
 
 
+#: MLflow signature types a column of each kind can feed (a model's signature, ``ColSpec.type``)
+_ACCEPTS = {
+    "number": {"double", "float", "long", "integer", "boolean"},
+    "text": {"string"},
+}
+_INTEGER_TYPES = {"long", "integer"}
+
+
+def _feature_kind(col: str, ref_schema: pa.Schema, hive_keys: tuple[str, ...]) -> str:
+    if col in hive_keys:
+        return "text"  # hive keys are read as text
+    t = ref_schema.field(col).type
+    if _string_like(t):
+        return "text"
+    return "number" if _kind(t) in {"int", "float", "bool"} else "other"
+
+
 def check_columns(
     ref_file: str, ref_schema: pa.Schema, hive_keys: tuple[str, ...], label: str,
     features: tuple[str, ...], extra_columns: tuple[str, ...], parts: tuple[str, ...],
-) -> None:
-    """The label, feature, score and partition columns exist and have usable types."""
+    model_types: dict[str, str] | None = None, model_name: str = "",
+) -> tuple[str, ...]:
+    """The label, feature, score and partition columns exist and have usable types.
+
+    Features must be numeric, unless ``model_types`` (a logged model's signature: column → MLflow
+    type name, for the model ``model_name``) says the model takes text there. Returns the text features.
+    """
     available = set(ref_schema.names) | set(hive_keys)
+    needs = f" (model {model_name} needs it)" if model_name else ""
     for role, cols in (("label", (label,)), ("feature", features), ("score", extra_columns), ("partition", parts)):
         for col in cols:
             if col not in available:
-                raise InputError(f"{ref_file}: no {role} column {col!r}; columns are {sorted(available)}.")
+                why = needs if role == "feature" else ""
+                raise InputError(f"{ref_file}: no {role} column {col!r}{why}; columns are {sorted(available)}.")
     if label in features:
         raise InputError(f"column {label!r} is both the label and a feature; drop it from --features.")
+    text: list[str] = []
     for col in (*features, *extra_columns):
-        if col in hive_keys:
-            raise InputError(f"{col!r} is a hive partition key (text), it cannot be a numeric feature.")
-        kind = _kind(ref_schema.field(col).type)
-        if kind not in {"int", "float", "bool"}:
+        kind = _feature_kind(col, ref_schema, hive_keys)
+        wanted = (model_types or {}).get(col) if col in features else None
+        shown = "text (a hive key)" if col in hive_keys else str(ref_schema.field(col).type)
+        if wanted is not None:
+            _check_model_type(ref_file, col, kind, shown, ref_schema, hive_keys, wanted, model_name)
+            if kind == "text":
+                text.append(col)
+            continue
+        if kind != "number" and col in hive_keys:
             raise InputError(
-                f"{ref_file}: feature column {col!r} has type {ref_schema.field(col).type}, "
-                "not numeric; cast it to a number or drop it from --features."
+                f"{col!r} is a hive partition key (text), it cannot be a numeric feature; "
+                "a model whose signature takes it as a string can use it."
+            )
+        if kind != "number":
+            raise InputError(
+                f"{ref_file}: feature column {col!r} has type {shown}, not numeric; "
+                "cast it to a number, drop it from --features, or use a model whose signature takes text there."
             )
     if label not in hive_keys and _kind(ref_schema.field(label).type) not in {"int", "float", "bool", "null"}:
         raise InputError(
             f"{ref_file}: label column {label!r} has type {ref_schema.field(label).type}; "
             "labels must be 0/1 numbers or booleans."
+        )
+    return tuple(text)
+
+
+def _check_model_type(
+    ref_file: str, col: str, kind: str, shown: str, ref_schema: pa.Schema, hive_keys: tuple[str, ...],
+    wanted: str, model_name: str,
+) -> None:
+    """The column's type is one the model's signature accepts (integers only where it takes integers:
+    MLflow's schema enforcement refuses a float column for an integer input)."""
+    ok = wanted in _ACCEPTS.get(kind, set())
+    if ok and wanted in _INTEGER_TYPES and col not in hive_keys:
+        ok = _kind(ref_schema.field(col).type) in {"int", "bool"}
+    if not ok:
+        raise InputError(
+            f"{ref_file}: feature column {col!r} has type {shown}, but model {model_name} takes {wanted} there; "
+            "cast the column to that type or evaluate a model whose signature matches the data."
         )

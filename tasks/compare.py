@@ -31,8 +31,8 @@ def reduce_paired_chunk(dataset: Dataset, champion: Scorer, challenger: Scorer, 
     frame = scan_files(dataset, files).collect()
     check_frame(dataset, champion, files, frame)
     check_frame(dataset, challenger, files, frame)
-    a = row_losses(frame, champion, dataset.label)
-    b = row_losses(frame, challenger, dataset.label)
+    a = row_losses(frame, champion, dataset.label, dataset.text_features)
+    b = row_losses(frame, challenger, dataset.label, dataset.text_features)
     d = (b - a).alias("d")
     frame = frame.select(keys).with_columns(a.alias("la"), b.alias("lb"), d) if keys else pl.DataFrame([a.alias("la"), b.alias("lb"), d])
     aggs = [

@@ -54,6 +54,8 @@ class Dataset:
     extra_columns: tuple[str, ...] = ()
     #: Polars types to read the used file columns as, when files disagree on widths (else empty)
     scan_schema: tuple[tuple[str, pl.DataType], ...] = ()
+    #: features read as text (a model's signature takes strings there); all others are numeric
+    text_features: tuple[str, ...] = ()
 
     @property
     def num_rows(self) -> int:
@@ -204,13 +206,16 @@ def discover_dataset(
     date_key: str | None = None,
     window_days: int | None = None,
     reference: "datetime | None" = None,
+    model_types: dict[str, str] | None = None,
+    model_name: str = "",
 ) -> Dataset:
     """Find the files of ``data`` and check that they form one dataset with the needed columns.
 
     Checks, from footers only: every file is readable Parquet; every file has the used columns,
     with types that widen to one (int32 and int64, float32 and float64, as pyarrow.dataset does;
     other columns may come and go); the label, feature and partition columns exist; features are
-    numeric; the dataset has rows. Raises :class:`InputError` naming the file or column at fault.
+    numeric (or of the type ``model_types``, the signature of the model ``model_name``, names: text
+    where it takes strings); the dataset has rows. Raises :class:`InputError` naming the file or column at fault.
     """
     root = local_path(os.fspath(data))
     entries = select_partitions(root, list_parquet_files(root, storage_for(root)), where, date_key, window_days, reference)
@@ -223,7 +228,9 @@ def discover_dataset(
     )
     footers = _read_footers(root, entries, roles)
     parts = tuple(partition_by) if partition_by else footers.hive_keys
-    check_columns(footers.ref_file, footers.ref_schema, footers.hive_keys, label, features, extra_columns, parts)
+    text_features = check_columns(
+        footers.ref_file, footers.ref_schema, footers.hive_keys, label, features, extra_columns, parts, model_types, model_name
+    )
     widened = {name: unified_type(name, seen, roles[name]) for name, seen in footers.types.items()}
     if sum(f.num_rows for f in footers.files) == 0:
         raise InputError(f"{root}: the dataset has no rows.")
@@ -239,6 +246,7 @@ def discover_dataset(
         fingerprint=_dataset_fingerprint(root, footers.files, (label, features, parts)),
         extra_columns=extra_columns,
         scan_schema=_scan_schema(footers.ref_schema, widened, used),
+        text_features=text_features,
     )
 
 

@@ -34,7 +34,7 @@ def sample_scores(dataset: Dataset, scorer: Scorer, max_rows: int = 5000, max_fi
     lf = pl.concat([scan_files(dataset, [f]).head(per_file) for f in chosen])
     df = lf.select([*dict.fromkeys([*cols, dataset.label, *dataset.partition_by])]).collect()
     y = df.get_column(dataset.label).cast(pl.Float64).to_numpy()
-    s = scorer.score_frame(df)
+    s = scorer.score_frame(df, dataset.text_features)
     if scorer.kind == "logit":
         p, loss = sigmoid(s), row_losses_from_logits(y, s)
     else:

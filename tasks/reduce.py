@@ -29,7 +29,7 @@ from tasks._prefect import as_task
 from tasks.auc import auc_by_partition, auc_from_histogram, auc_from_sums, exact_auc_by_partition, merge_histograms
 from tasks.bad_input import raise_bad_input
 from tasks.errors import InputError
-from tasks.scoring import Scorer
+from tasks.scoring import Scorer, model_input
 
 #: Columns of a record that add up exactly across files, chunks and runs (from the metric schema)
 SUM_COLUMNS = metrics.SUM_COLUMNS
@@ -117,17 +117,39 @@ class _Partitions:
 def _batch_scores(scorer: Scorer, batch: pl.DataFrame, dataset: Dataset, files: list[DataFile]) -> np.ndarray:
     if scorer.model is None:
         return batch.get_column(_S).to_numpy()
-    X = batch.select(scorer.features).to_numpy()
-    if not np.isfinite(X).all():
+    features = batch.select(scorer.features)
+    if scorer.model.takes_frame:
+        bad = _bad_rows(features, scorer, dataset)
+        X = None if bad else model_input(scorer.model, features, dataset.text_features)
+    else:  # a float64 matrix (nulls are NaN): one vectorised check on it
+        X = model_input(scorer.model, features, dataset.text_features)
+        finite = np.isfinite(X)
+        bad = 0 if finite.all() else int((~finite).any(axis=1).sum())
+    if bad:
         # before the model sees them (it may fail or return nonsense): name the file and column
-        raise_bad_input(dataset, scorer, files, {"bad_score": int((~np.isfinite(X)).any(axis=1).sum())})
-    return scorer.score_numpy(X)
+        raise_bad_input(dataset, scorer, files, {"bad_score": bad})
+    return scorer.model.score(X)
+
+
+def _bad_rows(features: pl.DataFrame, scorer: Scorer, dataset: Dataset) -> int:
+    """Rows with a null or non-finite number, or a null text, among the model's inputs."""
+    numeric = [c for c in scorer.features if c not in dataset.text_features]
+    checks = [
+        *[~pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in numeric],
+        *[pl.col(c).is_null() for c in dataset.text_features],
+    ]
+    return int(features.select(pl.sum_horizontal(*checks).gt(0).sum()).item())
 
 
 def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.Expr]:
     nan = float("nan")
     if scorer.model is not None:
-        score = [pl.col(c).cast(pl.Float64).fill_null(nan) for c in scorer.features]
+        # a model that takes a frame gets the columns' own types (its signature says which); a
+        # matrix model float64, nulls as NaN (counted as bad input before the model is called)
+        score = [
+            pl.col(c) if scorer.model.takes_frame or c in dataset.text_features else pl.col(c).cast(pl.Float64).fill_null(nan)
+            for c in scorer.features
+        ]
     else:
         # nulls become NaN, which the pass counts as bad scores (a null feature makes the logit null)
         score = [scorer.scan_expression().fill_null(nan).alias(_S)]
@@ -155,7 +177,10 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
     # would cost more in calls than in rows. Either way, the same files give the same batches, so
     # the same sums to the last bit, run after run.
     small_files = sum(f.num_rows for f in files) < 32_768 * len(files)
-    for batch in query.collect_batches(chunk_size=65_536 if small_files else None):
+    # a model called per batch costs about a millisecond a call (a tree library starting its
+    # threads): larger batches for it
+    batch_rows = 65_536 if scorer.model is None else 262_144
+    for batch in query.collect_batches(chunk_size=batch_rows if small_files else None):
         if not batch.height:
             continue
         schema = batch.schema
@@ -262,8 +287,8 @@ reduce_chunk_task = as_task(reduce_chunk, name="reduce-chunk")
 summarize_records_task = as_task(summarize_records, name="merge-records")
 
 
-def row_losses(frame: pl.DataFrame, scorer: Scorer, label: str) -> pl.Series:
+def row_losses(frame: pl.DataFrame, scorer: Scorer, label: str, text_features: tuple[str, ...] = ()) -> pl.Series:
     """Each row's BCE under ``scorer`` (logit: exact; probability: clipped like scikit-learn)."""
-    scored = frame.lazy().select(pl.Series(_S, scorer.score_frame(frame)), pl.col(label).cast(pl.Float64).alias(_Y))
+    scored = frame.lazy().select(pl.Series(_S, scorer.score_frame(frame, text_features)), pl.col(label).cast(pl.Float64).alias(_Y))
     loss = loss_expr_from_logits if scorer.kind == "logit" else loss_expr_from_probabilities
     return scored.select(loss(pl.col(_S), pl.col(_Y)).alias("__loss")).collect().to_series()

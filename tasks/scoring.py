@@ -5,8 +5,9 @@ probability (BCE clipped like scikit-learn, see :mod:`tasks.bce`):
 
 - linear models (``LogisticRegression`` and any binary ``LinearClassifierMixin``) become one
   Polars expression ``Σ wᵢ·xᵢ + b``, evaluated inside the scan;
-- any other classifier is called on numpy batches: ``decision_function`` when it has one (a logit
-  for binary classifiers), else ``predict_proba``;
+- any other model is a :class:`BatchModel` called on each batch: a scikit-learn classifier's
+  ``decision_function`` (a logit for binary classifiers), else its ``predict_proba``; an XGBoost
+  margin, a LightGBM raw score, a pyfunc's output (:mod:`tasks.flavors`);
 - stored predictions are a column of the data, already a logit or a probability.
 
 Every caller scores through :meth:`Scorer.score_frame` (or reads :meth:`Scorer.scan_expression`
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -26,6 +27,42 @@ import polars as pl
 from tasks.errors import InputError
 
 ScoreKind = Literal["logit", "probability"]
+
+
+class BatchModel(Protocol):
+    """A loaded model as the pass calls it: one batch of rows in, one score per row out."""
+
+    #: "logit" (exact BCE) or "probability" (BCE clipped like scikit-learn)
+    kind: ScoreKind
+    #: True: a pandas DataFrame of the columns with their own types; False: a float64 matrix
+    takes_frame: bool
+    #: how the scores are obtained, in words (a run tag)
+    method: str
+
+    def score(self, X: Any) -> np.ndarray:
+        """One float64 score per row of ``X``."""
+
+
+@dataclass(frozen=True)
+class SklearnBatch:
+    """A scikit-learn classifier (or ``Pipeline``): ``decision_function`` if it has one, else ``predict_proba``."""
+
+    model: Any
+    takes_frame: bool = False
+
+    @property
+    def kind(self) -> ScoreKind:
+        return "logit" if hasattr(self.model, "decision_function") else "probability"
+
+    @property
+    def method(self) -> str:
+        name = type(self.model).__name__
+        return f"{name}.decision_function (logit)" if self.kind == "logit" else f"{name}.predict_proba (clipped at eps)"
+
+    def score(self, X: Any) -> np.ndarray:
+        if self.kind == "logit":
+            return np.asarray(self.model.decision_function(X), dtype=np.float64).ravel()
+        return np.asarray(self.model.predict_proba(X), dtype=np.float64)[:, 1]
 
 
 @dataclass(frozen=True)
@@ -39,7 +76,7 @@ class Scorer:
     kind: ScoreKind
     features: tuple[str, ...]
     expression: pl.Expr | None = None
-    model: Any = None
+    model: BatchModel | None = None
     column: str | None = None
     description: str = ""
     #: a digest that changes whenever the scores could (for cache keys)
@@ -58,20 +95,24 @@ class Scorer:
             return self.expression
         raise TypeError(f"{self.description}: scored on numpy batches, not inside the scan")
 
-    def score_numpy(self, X: np.ndarray) -> np.ndarray:
-        """Scores of a float64 feature matrix (models scored outside Polars)."""
-        if self.model is None:
-            raise TypeError("score_numpy needs a model scorer")
-        if self.kind == "logit":
-            return np.asarray(self.model.decision_function(X), dtype=np.float64).ravel()
-        return np.asarray(self.model.predict_proba(X), dtype=np.float64)[:, 1]
+    def score_frame(self, frame: pl.DataFrame, text_features: tuple[str, ...] = ()) -> np.ndarray:
+        """Scores of every row of ``frame`` (which holds the feature or score columns), as float64.
 
-    def score_frame(self, frame: pl.DataFrame) -> np.ndarray:
-        """Scores of every row of ``frame`` (which holds the feature or score columns), as float64."""
-        if self.scored_in_scan:
+        ``text_features`` are passed to the model as text; the other features as float64.
+        """
+        if self.model is None:
             return frame.select(self.scan_expression()).to_series().to_numpy()
-        X = frame.select(pl.col(c).cast(pl.Float64) for c in self.features).to_numpy()
-        return self.score_numpy(X)
+        return self.model.score(model_input(self.model, frame.select(self.features), text_features))
+
+
+def model_input(model: BatchModel, features: pl.DataFrame, text_features: tuple[str, ...] = ()) -> Any:
+    """A batch of feature columns as ``model`` takes it: a pandas frame, or a float64 matrix."""
+    if model.takes_frame:
+        return features.to_pandas()
+    text = [c for c in text_features if c in features.columns]
+    if text:
+        raise InputError(f"{model.method}: takes numbers only, but {', '.join(text)} are text; cast them or drop them from --features.")
+    return features.select(pl.all().cast(pl.Float64)).to_numpy(order="c")  # row-major: what tree libraries read
 
 
 def check_binary_model(model: Any, source: str) -> None:
@@ -132,12 +173,15 @@ def _digest(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-def make_scorer(model: Any, features: tuple[str, ...] | list[str], model_identity: str | None = None) -> Scorer:
-    """A :class:`Scorer` for a fitted binary classifier on the named feature columns.
+def make_scorer(
+    model: Any, features: tuple[str, ...] | list[str], model_identity: str | None = None, takes_frame: bool | None = None
+) -> Scorer:
+    """A :class:`Scorer` for a fitted scikit-learn binary classifier on the named feature columns.
 
     ``model_identity`` (a registry version or an artifact digest, from the loader) keys the cache
     for models that are not linear; a linear model is keyed by its coefficients, and a model with
-    neither (fitted in this process) by its pickle.
+    neither (fitted in this process) by its pickle. ``takes_frame`` (default: the model was fitted
+    on a frame with column names) passes it pandas frames, as a ``ColumnTransformer`` needs.
     """
     features = tuple(features)
     _check_features(model, features)
@@ -154,9 +198,16 @@ def make_scorer(model: Any, features: tuple[str, ...] | list[str], model_identit
         import pickle
 
         model_identity = _digest(pickle.dumps(model, protocol=5))  # fitted here, no artifact yet
-    kind: ScoreKind = "logit" if hasattr(model, "decision_function") else "probability"
-    how = f"{name}.decision_function" if kind == "logit" else f"{name}.predict_proba (clipped at eps)"
-    return Scorer(kind, features, model=model, description=how, identity=_digest(kind, repr(features), name, model_identity))
+    if takes_frame is None:
+        takes_frame = getattr(model, "feature_names_in_", None) is not None
+    return batch_scorer(SklearnBatch(model, takes_frame), features, model_identity)
+
+
+def batch_scorer(model: BatchModel, features: tuple[str, ...] | list[str], model_identity: str) -> Scorer:
+    """A :class:`Scorer` calling ``model`` on each batch; ``model_identity`` (its artifact digest) keys the cache."""
+    features = tuple(features)
+    identity = _digest(model.kind, repr(features), model.method, model_identity)
+    return Scorer(model.kind, features, model=model, description=model.method, identity=identity)
 
 
 def stored_scorer(column: str, kind: ScoreKind) -> Scorer:

@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tasks._prefect import as_task
 from tasks.errors import InputError, TrackingError
@@ -198,11 +198,27 @@ class MlflowTracker:
         FINISHED, or FAILED on an error."""
         import mlflow
 
+        from tasks.model import log_sklearn_model
+
         name, alias = content.register or (None, None)
         with self._fluent_scope(), mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
-            info = _log_sklearn_model(content.model, content.model_input_example, content.model_output_example, name)
+            info = log_sklearn_model(content.model, content.model_input_example, content.model_output_example, name)
             if name is not None:
                 record_registration(self.client, run_id, name, str(info.registered_model_version), alias)
+
+    def log_registered_model(
+        self, experiment: str, run_name: str, log: Callable[[str], Any], registered_name: str, alias: str
+    ) -> tuple[str, str]:
+        """A new run whose model ``log(registered_name)`` logs (an ``mlflow.<flavour>.log_model`` call that
+        registers it), with ``alias`` set on the new version; returns (run id, version)."""
+        import mlflow
+
+        experiment_id = self.ensure_experiment(experiment)
+        with self._fluent_scope(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            info = log(registered_name)
+            version = str(info.registered_model_version)
+            record_registration(self.client, run.info.run_id, registered_name, version, alias)
+        return run.info.run_id, version
 
     @contextlib.contextmanager
     def _fluent_scope(self) -> Iterator[None]:
@@ -320,28 +336,6 @@ class MetricStream:
         if self._pending:
             self.tracker.log_metrics(self.run_id, self._pending)
             self._pending = []
-
-
-def _log_sklearn_model(model: Any, X_example: Any, y_example: Any, registered_name: str | None) -> Any:
-    from importlib.metadata import version
-
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
-    signature = infer_signature(X_example, y_example) if X_example is not None else None
-    kwargs: dict[str, Any] = {}
-    if type(model).__name__ == "MLPClassifier" and getattr(model, "solver", "") == "sgd":
-        kwargs["skops_trusted_types"] = ["sklearn.neural_network._stochastic_optimizers.SGDOptimizer"]
-    if registered_name is not None:
-        kwargs.update(registered_model_name=registered_name, await_registration_for=0)
-    return mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=signature,
-        # given requirements: MLflow would otherwise spend ~7 s inferring them in a subprocess
-        pip_requirements=[f"scikit-learn=={version('scikit-learn')}"],
-        **kwargs,
-    )
 
 
 def _dataset_inputs(refs: list["DatasetRef"]) -> list[Any]:

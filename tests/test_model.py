@@ -27,7 +27,7 @@ def test_a_model_loads_from_the_store_it_is_given(mlflow_uri, tmp_path, monkeypa
     mlflow.set_tracking_uri(None)  # (this also clears MLFLOW_TRACKING_URI)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     loaded = load_model(uri, mlflow_uri)
-    np.testing.assert_array_equal(loaded.coef_, model.coef_)
+    np.testing.assert_array_equal(loaded.model.coef_, model.coef_)
     assert model_feature_names(uri, mlflow_uri) == ["u", "v"]
     assert describe_model(uri, mlflow_uri)["model_source_run_id"] == run.info.run_id
     assert mlflow.get_tracking_uri().endswith("elsewhere.db")  # nothing set the global URI
@@ -57,7 +57,7 @@ def test_registered_and_run_models_load_without_the_process_wide_uri(mlflow_uri,
     with monkeypatch.context() as patched:
         patched.setattr(mlflow, "set_tracking_uri", refuse)
         for uri in (f"runs:/{run_id}/model", "models:/bce-model/1", "models:/bce-model@champion"):
-            np.testing.assert_array_equal(load_model(uri, mlflow_uri).coef_, model.coef_)
+            np.testing.assert_array_equal(load_model(uri, mlflow_uri).model.coef_, model.coef_)
         info = describe_model("models:/bce-model@champion", mlflow_uri)
     assert (info["model_name"], info["model_version"], info["model_source_run_id"]) == ("bce-model", "1", run_id)
 
@@ -82,15 +82,15 @@ def test_model_inputs_name_and_type_each_column(mlflow_uri, tmp_path):
     assert inputs.names == ("u", "n") and inputs.types == ("double", "long")
 
 
-def test_a_flavour_bce_eval_does_not_load_is_one_clear_error(mlflow_uri):
+def test_a_flavour_bce_eval_does_not_load_is_one_clear_error(mlflow_uri, tmp_path):
+    """A model folder whose MLmodel names only a flavour bce-eval has no class for (not even python_function)."""
     import mlflow
 
-    class Constant(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):
-            return [0.5] * len(model_input)
-
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text("artifact_path: model\nflavors:\n  h2o:\n    data: model.h2o\n")
     with mlflow.start_run() as run:
-        mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["scikit-learn"])
+        mlflow.log_artifacts(str(folder), artifact_path="model")
     uri = f"runs:/{run.info.run_id}/model"
-    with pytest.raises(InputError, match=r"--model-uri runs:/.*/model: its flavours \['python_function'\] are not supported; bce-eval loads sklearn models"):
+    with pytest.raises(InputError, match=r"--model-uri runs:/.*/model: its flavours \['h2o'\] are not supported; bce-eval loads sklearn, xgboost, lightgbm, catboost, python_function models"):
         load_model(uri, mlflow_uri)

@@ -60,8 +60,16 @@ COMPARE = _c("bce-eval compare data/demo --label label --champion models:/churn@
 GATE = _c("bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-partition-bce 0.65 --min-rows 100")
 REGRESSION = _c("bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-regression 0.01 --baseline-run <run_id>")
 SERVE = _c('bce-eval serve --cron "0 2 * * *" --name nightly data/demo --label label --features f1,f2,f3 --max-partition-bce 0.8')
+EXAMPLE_MODELS = _c("bce-eval example-models")
+FLAVOURS = {
+    name: _c(f"bce-eval evaluate data/demo --label label --model-uri models:/demo-{name}@champion")
+    for name in ("pipeline", "xgboost", "lightgbm", "catboost", "pyfunc")
+}
+FLAVOUR_COMPARE = _c(
+    "bce-eval compare data/demo --label label --champion models:/demo-xgboost@champion --challenger models:/demo-lightgbm@champion"
+)
 MAKE = {_c("make demo"): "bce-eval demo", _c("make test"): "python -m pytest", _c("make bench"): "python -m flows.bench"}
-RUN_HERE = {FIT, BY_RUN, BY_ALIAS, IN_FILE_KEYS, CIRCLES, REGISTER, SCORED, COMPARE, GATE, REGRESSION}
+RUN_HERE = {FIT, BY_RUN, BY_ALIAS, IN_FILE_KEYS, CIRCLES, REGISTER, SCORED, COMPARE, GATE, REGRESSION, EXAMPLE_MODELS, FLAVOUR_COMPARE, *FLAVOURS.values()}
 
 
 def test_this_file_covers_every_readme_command():
@@ -105,6 +113,46 @@ def _losses(model: Any, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-row BCE from the model's probabilities (what sklearn's log_loss averages)."""
     p = np.clip(model.predict_proba(X)[:, 1], 2.220446049250313e-16, 1 - 2.220446049250313e-16)
     return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+def _probabilities(name: str, X: Any) -> np.ndarray:
+    """P(y=1) of a registered example model, through its own flavour's loader (not bce-eval's)."""
+    import mlflow
+
+    uri = f"models:/demo-{name}@champion"
+    if name == "pyfunc":
+        return np.asarray(mlflow.pyfunc.load_model(uri).predict(X), dtype=np.float64).ravel()
+    flavour = {"pipeline": mlflow.sklearn, "xgboost": mlflow.xgboost, "lightgbm": mlflow.lightgbm, "catboost": mlflow.catboost}[name]
+    columns = ["f1", "f2", "f3", "region"] if name == "pipeline" else ["f1", "f2", "f3"]
+    return flavour.load_model(uri).predict_proba(X[columns])[:, 1].astype(np.float64)
+
+
+def test_readme_flavour_commands_run_as_written(bce_eval, mlflow_uri, workdir):
+    import mlflow
+    from sklearn.metrics import log_loss
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    code, out, err = bce_eval(EXAMPLE_MODELS)
+    assert code == 0, err
+    demo = pl.read_parquet(workdir / "data" / "demo", hive_partitioning=True).to_pandas()
+    y = demo["label"].to_numpy()
+    losses = {}
+    for name, command in FLAVOURS.items():
+        code, out, err = bce_eval(command)
+        assert code == 0, (name, err)
+        run = client.get_run(_run_id(out))
+        p = _probabilities(name, demo)
+        # XGBoost's own probabilities are float32: equal to ~1e-7 (bce-eval uses the exact margin)
+        assert run.data.metrics["bce"] == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-6), name
+        assert run.data.tags["model_name"] == f"demo-{name}" and run.data.tags["model_digest"]
+        losses[name] = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    code, out, err = bce_eval(FLAVOUR_COMPARE)
+    assert code == 0, err
+    comparison = client.search_runs([client.get_experiment_by_name("bce-comparison").experiment_id])[0]
+    d = losses["lightgbm"] - losses["xgboost"]
+    assert comparison.data.metrics["bce_diff"] == pytest.approx(d.mean(), abs=1e-6)
+    half = comparison.data.metrics["bce_diff_high"] - comparison.data.metrics["bce_diff"]
+    assert half == pytest.approx(Z * d.std(ddof=1) / math.sqrt(len(d)), rel=1e-3)
 
 
 def test_readme_commands_run_as_written(bce_eval, mlflow_uri, workdir, monkeypatch):

@@ -59,7 +59,8 @@ def test_streaming_fit_through_the_flow(prefect_server, mlflow_uri, hive_data):
 def test_dask_run_equals_local_run(prefect_server, mlflow_uri, hive_data):
     from distributed import LocalCluster
 
-    base = EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], chunk_rows=150)
+    # no cache: a cached local run would leave the Dask run nothing to compute
+    base = EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"], chunk_rows=150, cache=False)
     local = evaluate_flow(base)
     uri = f"runs:/{local.run_id}/model"
     local = evaluate_flow(base.model_copy(update={"features": [], "model_uri": uri}))

@@ -49,7 +49,8 @@ EVALUATE_RULES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
     ),
     "score kind without a score column": (
         {**FEATURES, "score_kind": "logit"},
-        "--score-kind logit says what --score-col holds; pass --score-col COLUMN or drop --score-kind (settings: score_kind needs score_col).",
+        "--score-kind logit says what --score-col (or a pyfunc model's output) holds; pass --score-col COLUMN or --model-uri, "
+        "or drop --score-kind (settings: score_kind needs score_col or model_uri).",
         ["--features", "f1,f2,f3", "--score-kind", "logit"],
     ),
     "alias without register": (
