@@ -7,17 +7,21 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench install clean browser
+.PHONY: demo test bench install clean browser postgres
 
 demo: $(STAMP)
 	$(BIN)/bce-eval demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest
 
 # Debian's Chromium for the browser test (needs root; without it that one test is skipped)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1; } || echo "chromium not installed: the browser test will be skipped"
+
+# Debian's PostgreSQL 15 for the team-stack tests (needs root; without it those tests are skipped)
+postgres:
+	@test -x /usr/lib/postgresql/15/bin/initdb || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15) >/dev/null 2>&1; } || echo "postgresql-15 not installed: the team-stack tests will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/python -m flows.bench

@@ -224,7 +224,9 @@ def check_serve(settings: "EvaluateSettings") -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    settings = _evaluate_settings(args).model_copy(update={"data": os.path.abspath(args.data)})
+    from tasks.storage import data_location
+
+    settings = _evaluate_settings(args).model_copy(update={"data": data_location(args.data)})
     # refuse now, with one line, what would otherwise fail every scheduled run
     checked = check_serve(settings)
     from flows.evaluate import evaluate_flow

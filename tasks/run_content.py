@@ -16,6 +16,7 @@ from tasks.metrics import Z95
 from tasks.naming import metric_key_suffix
 from tasks.redact import redact_uri
 from tasks.results import ModelInfo, clean_value, table_columns
+from tasks.storage import data_location
 
 
 @dataclass
@@ -93,7 +94,7 @@ def describe(overall: dict[str, Any], table: pl.DataFrame, keys: tuple[str, ...]
 def build_params(dataset: Dataset, model: ModelInfo, overall: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Run parameters: data, columns, model settings, sizes."""
     return {
-        "data_path": redact_uri(str(Path(dataset.root).resolve())) if "://" in dataset.root else str(Path(dataset.root).resolve()),
+        "data_path": data_location(dataset.root),
         "label": dataset.label,
         "features": ",".join(dataset.features),
         "partition_by": ",".join(dataset.partition_by) or "(none)",
@@ -173,7 +174,7 @@ def build_evaluation_log(
         model=fitted_model,
         model_input_example=X_example,
         model_output_example=y_example,
-        datasets=[DatasetRef(str(Path(dataset.root).resolve()), name, dataset.fingerprint, schema_df)],
+        datasets=[DatasetRef(data_location(dataset.root), name, dataset.fingerprint, schema_df)],
         register=register,
         results_path=results_path,
     )
@@ -257,7 +258,7 @@ def comparison_content(
         experiment=experiment,
         run_name=run_name or f"{Path(dataset.root).name} · {champion['model_uri']} vs {challenger['model_uri']}",
         params={
-            "data_path": str(Path(dataset.root).resolve()),
+            "data_path": data_location(dataset.root),
             "champion": champion["model_uri"],
             "challenger": challenger["model_uri"],
             "n_rows": overall["n_rows"],

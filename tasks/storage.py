@@ -3,7 +3,8 @@
 Discovery, fingerprints and the cache reach the bytes of a dataset only through a
 :class:`Storage`: list the files under a root with their identity, read a byte range (a footer, a
 file's magic), hash byte ranges (``--verify-cache``), and tell Polars how to open them. The local
-file system is the first implementation; object stores add theirs behind the same methods.
+file system (:class:`LocalStorage`) and object stores (:class:`ObjectStorage`: ``s3://`` and the
+other schemes fsspec and Polars both read) implement the same methods.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 from tasks.errors import InputError
 
@@ -120,6 +121,116 @@ class LocalStorage:
         return os.path.relpath(path, base)
 
 
+class ObjectStorage:
+    """Objects in a bucket (``s3://``, and the other schemes fsspec and Polars both reach: ``gs://``,
+    ``az://``), through fsspec.
+
+    Credentials, endpoint and region come from the standard environment and configuration
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``,
+    ``AWS_REGION``); bce-eval never reads, prints or stores them. An object's identity is its ETag,
+    version id, size and modification time: a rewritten object gets a new ETag (and, in a versioned
+    bucket, a new version id), so the cache never serves figures of the bytes it replaced.
+    """
+
+    def __init__(self, scheme: str) -> None:
+        self.scheme = scheme
+        self.storage_options = _polars_options(scheme)
+        self._client: Any = None
+
+    @property
+    def _fs(self) -> Any:
+        if self._client is None:
+            import fsspec
+
+            # a client of its own, made from the environment as it is now (fsspec's shared
+            # instances would keep an endpoint or credentials that have changed since)
+            self._client = fsspec.filesystem(self.scheme, skip_instance_cache=True)
+        return self._client
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "storage_options": self.storage_options, "_client": None}
+
+    def _url(self, key: str) -> str:
+        return key if "://" in key else f"{self.scheme}://{key}"
+
+    def is_dir(self, path: str) -> bool:
+        return self._call(path, lambda: self._fs.isdir(path))
+
+    def entry(self, path: str) -> FileEntry:
+        info = self._call(path, lambda: self._fs.info(path))
+        if info.get("type") == "directory":
+            raise InputError(f"{path}: a folder, not an object.")
+        return self._entry(info)
+
+    def walk(self, root: str) -> list[FileEntry]:
+        found = self._call(root, lambda: self._fs.find(root, detail=True))
+        base = root.split("://", 1)[-1].rstrip("/")
+        entries = []
+        for key, info in found.items():
+            rel = key[len(base) + 1 :] if key.startswith(base + "/") else key.rsplit("/", 1)[-1]
+            if info.get("type") == "directory" or any(_hidden(part) for part in rel.split("/")):
+                continue
+            entries.append(self._entry(info))
+        entries.sort(key=lambda e: e.path)
+        return entries
+
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        return self._call(path, lambda: self._fs.cat_file(path, start=start, end=start + length))
+
+    def hash_ranges(self, path: str, ranges: Iterable[tuple[int, int]]) -> str:
+        import xxhash
+
+        h = xxhash.xxh3_128()
+        ranges = list(ranges)
+        if ranges:
+            starts, ends = [s for s, _ in ranges], [s + n for s, n in ranges]
+            blocks = self._call(path, lambda: self._fs.cat_ranges([path] * len(ranges), starts, ends))
+            for block in blocks:
+                h.update(len(block).to_bytes(8, "little"))
+                h.update(block)
+        return h.hexdigest()
+
+    def relative(self, root: str, path: str) -> str:
+        base = root.rstrip("/")
+        return path[len(base) + 1 :] if path.startswith(base + "/") else path.rsplit("/", 1)[-1]
+
+    def _entry(self, info: dict[str, Any]) -> FileEntry:
+        etag = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "").strip('"')
+        version = str(info.get("VersionId") or info.get("generation") or info.get("version_id") or "")
+        modified = str(info.get("LastModified") or info.get("last_modified") or info.get("mtime") or "")
+        size = int(info.get("size") or info.get("Size") or 0)
+        return FileEntry(path=self._url(info["name"]), size=size, identity=f"{etag}:{version}:{size}:{modified}")
+
+    def _call(self, path: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such object or prefix; pass the URL of a Parquet object or of a prefix holding them.") from None
+        except PermissionError as exc:
+            raise InputError(f"{path}: access denied ({_first_line(exc)}); check the credentials in the environment.") from exc
+
+
+#: schemes read through fsspec (and by Polars' own object-store reader)
+OBJECT_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def _polars_options(scheme: str) -> dict[str, str] | None:
+    """What Polars needs beyond the environment it reads itself (credentials, region): a custom
+    S3 endpoint (an S3-compatible server), plain HTTP when that endpoint is on it."""
+    if scheme not in ("s3", "s3a") or not _endpoint():
+        return None
+    url = _endpoint() or ""
+    return {"aws_endpoint_url": url, **({"aws_allow_http": "true"} if url.startswith("http://") else {})}
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _local_entry(path: str, st: os.stat_result) -> FileEntry:
     identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
     return FileEntry(path=path, size=st.st_size, identity=identity)
@@ -130,7 +241,19 @@ def storage_for(path: str) -> Storage:
     scheme = path.split("://", 1)[0].lower() if "://" in path else ""
     if scheme in ("", "file"):
         return LocalStorage()
-    raise InputError(f"{path}: {scheme}:// paths are not supported yet; copy the data to a local folder.")
+    if scheme in OBJECT_SCHEMES:
+        return ObjectStorage(scheme)
+    raise InputError(f"{path}: {scheme}:// paths are not supported; pass a local path or an s3://, gs:// or az:// URL.")
+
+
+def data_location(path: str) -> str:
+    """Where the data is, for a run's params and a deployment: a URL as given (without any
+    credentials in it), a local path made absolute."""
+    from tasks.redact import redact_uri
+
+    if "://" in path and not path.lower().startswith("file://"):
+        return redact_uri(path)
+    return os.path.abspath(local_path(path))
 
 
 def local_path(path: str) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +141,66 @@ def run_cli_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> t
                 handler.filters[:] = kept
     out = capsys.readouterr()
     return code, out.out, [line for line in out.err.splitlines() if line.strip()]
+
+
+# --- the team stack's servers, each a real process on loopback ----------------------------------
+
+SECRET = "s3cr3t-never-shown-7f3a"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120, log: Path | None = None) -> None:
+    """Until ``url`` answers 200; an error (with the end of ``log``) if ``proc`` exits or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {url} {log.read_text()[-2000:] if log else ''}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} {log.read_text()[-2000:] if log else ''}")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A moto S3 server process on 127.0.0.1 (what the s3fs, pandas and Dask test suites use)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError(f"moto server did not start: {log.read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The standard AWS environment pointing at the server (as a user exports it)."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "bce-eval-test", "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return s3_endpoint
