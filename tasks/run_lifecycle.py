@@ -61,7 +61,8 @@ def previous_attempt(client: Any, experiment_id: str, identity: dict[str, str]) 
     """Make reruns safe: reuse this flow run's FINISHED run; fail runs left RUNNING by dead processes.
 
     A retried Prefect flow run (same flow run id) that already logged returns that run instead of
-    creating a second one; its unfinished attempts are marked FAILED. A run of the same evaluation
+    creating a second one; its unfinished attempts are marked FAILED and deleted (MLflow keeps
+    deleted runs restorable). A run of the same evaluation
     (same evaluation key) still RUNNING although its process on this host is gone (killed) is
     marked FAILED with the tag ``bce_eval.recovered``. ``client`` is the tracking adapter's.
     """
@@ -72,9 +73,13 @@ def previous_attempt(client: Any, experiment_id: str, identity: dict[str, str]) 
             if r.info.status == "FINISHED":
                 return r.info.run_id
         for r in runs:
+            # an earlier attempt of this flow run that did not finish (a request that timed out on
+            # a busy server may still have created it): failed, tagged and deleted (restorable), so
+            # the experiment shows one run per evaluation, the retry's
+            client.set_tag(r.info.run_id, "bce_eval.recovered", "superseded by a retry of the same flow run")
             if r.info.status == "RUNNING":
-                client.set_tag(r.info.run_id, "bce_eval.recovered", "superseded by a retry of the same flow run")
                 client.set_terminated(r.info.run_id, "FAILED")
+            client.delete_run(r.info.run_id)
     key = identity.get("bce_eval.evaluation_key")
     if key:
         for r in client.search_runs([experiment_id], filter_string=f"tags.`bce_eval.evaluation_key` = '{key}' and attributes.status = 'RUNNING'"):

@@ -118,6 +118,26 @@ def test_retried_flow_run_reuses_its_run(mlflow_uri):
     assert len(mlflow.MlflowClient().search_runs([exp.experiment_id])) == 1
 
 
+def test_a_retry_after_a_half_logged_attempt_leaves_one_run(mlflow_uri):
+    """An attempt that failed mid-way (or whose create request timed out on a busy server) is
+    superseded by the retry of the same flow run: one visible run, the failed one deleted and tagged."""
+    from tasks.run_content import RunContent
+    from tasks.tracking import log_evaluation
+
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("retried")
+    failed = client.create_run(exp, run_name="r", tags={"prefect.flow_run_id": "fr-9"})
+    client.set_terminated(failed.info.run_id, "FAILED")
+    running = client.create_run(exp, run_name="r", tags={"prefect.flow_run_id": "fr-9"})
+    content = RunContent(experiment="retried", run_name="r", metrics={"bce": 0.5}, tags={"prefect.flow_run_id": "fr-9"})
+    run_id, _ = log_evaluation(content, mlflow_uri)
+    assert [r.info.run_id for r in client.search_runs([exp])] == [run_id]
+    for old in (failed, running):
+        gone = client.get_run(old.info.run_id)
+        assert gone.info.lifecycle_stage == "deleted" and gone.info.status == "FAILED"
+        assert gone.data.tags["bce_eval.recovered"] == "superseded by a retry of the same flow run"
+
+
 def _eight_runs(env: dict[str, str], prefix: str):
     """Start 8 evaluations of the demo data at once; each must succeed. Returns the client and the runs."""
     data = str(REPO / "data" / "demo")
