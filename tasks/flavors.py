@@ -74,6 +74,13 @@ def _check_names(model_uri: str, what: str, names: list[str] | None, n: int | No
         )
 
 
+class _BatchFlavor:
+    """A flavour whose ``load`` returns a batch model that makes its own :class:`Scorer`."""
+
+    def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
+        return model.scorer(features, identity)
+
+
 # --- scikit-learn -----------------------------------------------------------------------------
 
 
@@ -151,7 +158,7 @@ class XGBoostMargin:
         return batch_scorer(self, features, identity)
 
 
-class XGBoostFlavor:
+class XGBoostFlavor(_BatchFlavor):
     """``mlflow.xgboost``: an ``XGBClassifier`` or a raw ``Booster``."""
 
     name = "xgboost"
@@ -160,21 +167,21 @@ class XGBoostFlavor:
         import mlflow.xgboost
 
         model = _load_with(mlflow.xgboost, local_path, model_uri)
-        if hasattr(model, "get_booster"):  # the scikit-learn API: its classes too
-            _refuse_regressor(model, model_uri)
-            check_binary_model(model, f"model {model_uri}")
-            model = model.get_booster()
-        return XGBoostMargin.of(model, model_uri)
-
-    def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
-        return model.scorer(features, identity)
+        return XGBoostMargin.of(_booster(model, model_uri, lambda m: m.get_booster()), model_uri)
 
 
-def _refuse_regressor(model: Any, model_uri: str) -> None:
+
+def _booster(model: Any, model_uri: str, booster_of: Any) -> Any:
+    """The booster itself, or the one inside a scikit-learn-API estimator once its kind and classes
+    are checked (``booster_of`` reaches it)."""
     if type(model).__name__.endswith("Regressor"):
         raise InputError(
             f"model {model_uri}: {type(model).__name__} is a regressor; BCE needs a binary classifier of the classes 0 and 1."
         )
+    if not hasattr(model, "predict_proba"):
+        return model  # a raw Booster: its objective is checked next
+    check_binary_model(model, f"model {model_uri}")
+    return booster_of(model)
 
 
 # --- LightGBM ---------------------------------------------------------------------------------
@@ -225,7 +232,7 @@ class LightGBMRaw:
         return batch_scorer(self, features, identity)
 
 
-class LightGBMFlavor:
+class LightGBMFlavor(_BatchFlavor):
     """``mlflow.lightgbm``: an ``LGBMClassifier`` or a raw ``Booster``."""
 
     name = "lightgbm"
@@ -234,14 +241,8 @@ class LightGBMFlavor:
         import mlflow.lightgbm
 
         model = _load_with(mlflow.lightgbm, local_path, model_uri)
-        if hasattr(model, "booster_"):  # the scikit-learn API: its classes too
-            _refuse_regressor(model, model_uri)
-            check_binary_model(model, f"model {model_uri}")
-            model = model.booster_
-        return LightGBMRaw.of(model, model_uri)
+        return LightGBMRaw.of(_booster(model, model_uri, lambda m: m.booster_), model_uri)
 
-    def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
-        return model.scorer(features, identity)
 
 
 # --- CatBoost ---------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class CatBoostRaw:
         return batch_scorer(self, features, identity)
 
 
-class CatBoostFlavor:
+class CatBoostFlavor(_BatchFlavor):
     """``mlflow.catboost``: a ``CatBoostClassifier`` trained with ``Logloss``."""
 
     name = "catboost"
@@ -287,8 +288,6 @@ class CatBoostFlavor:
         check_binary_model(model, f"model {model_uri}")
         return CatBoostRaw(model, bool(model.get_cat_feature_indices()), model_uri)
 
-    def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
-        return model.scorer(features, identity)
 
 
 # --- any other pyfunc -------------------------------------------------------------------------
@@ -350,7 +349,7 @@ def class1_scores(output: Any, source: str) -> np.ndarray:
         raise InputError(f"model {source}: its predict returns {values.dtype} values, not numbers; it must return P(y=1).") from exc
 
 
-class PyfuncFlavor:
+class PyfuncFlavor(_BatchFlavor):
     """``python_function``: any MLflow model, through its generic ``predict``."""
 
     name = "python_function"
@@ -360,8 +359,6 @@ class PyfuncFlavor:
 
         return PyfuncOutput(_load_with(mlflow.pyfunc, local_path, model_uri), score_kind, model_uri)
 
-    def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
-        return model.scorer(features, identity)
 
 
 #: The flavours bce-eval loads, in order of preference (the generic pyfunc last: every model has it)
