@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench install clean browser postgres
+.PHONY: demo test bench install clean browser postgres stack stack-down
 
 demo: $(STAMP)
 	$(BIN)/bce-eval demo
@@ -22,6 +22,14 @@ browser:
 # Debian's PostgreSQL 15 for the team-stack tests (needs root; without it those tests are skipped)
 postgres:
 	@test -x /usr/lib/postgresql/15/bin/initdb || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15) >/dev/null 2>&1; } || echo "postgresql-15 not installed: the team-stack tests will be skipped"
+
+# the team stack on this machine (PostgreSQL, S3, MLflow and Prefect servers, a worker, a Dask
+# cluster, all on 127.0.0.1); data and runs stay in .stack (or BCE_EVAL_STACK_HOME) across restarts
+stack: $(STAMP) postgres
+	$(BIN)/bce-eval stack up
+
+stack-down:
+	$(BIN)/bce-eval stack down
 
 bench: $(STAMP)
 	$(BIN)/python -m flows.bench

@@ -14,7 +14,7 @@ from tasks.circles import (
     write_circles_task,
 )
 from tasks.run_content import circles_content
-from tasks.tracking import MlflowTracker, create_run_task, log_run_content_task, resolve_tracking_uri
+from tasks.tracking import MlflowTracker, check_tracking_access_task, create_run_task, log_run_content_task, resolve_tracking_uri
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -34,6 +34,7 @@ def circles_flow(settings: CirclesSettings) -> CirclesOutcome:
     """Train the seed's MLP on two circles, logging BCE and accuracy per epoch to MLflow."""
     logger = get_run_logger()
     tracking_uri = resolve_tracking_uri()
+    check_tracking_access_task(tracking_uri)
     train, test = make_circles_task()
     train_path, test_path = write_circles_task(train, test, settings.data_dir or DATA / "circles")
     run_name = settings.run_name or f"circles MLP · {settings.epochs} epochs"

@@ -11,10 +11,13 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from flows.cli_parser import build_parser, split_csv
-from tasks.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_TRACKING, GateFailed, InputError, TrackingError
+from tasks.errors import (
+    EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_STORAGE, EXIT_TRACKING, GateFailed, InputError, StorageUnavailable, TrackingError,
+)
 
 if TYPE_CHECKING:  # the CLI imports pydantic and the settings only when a command needs them
     from pydantic import BaseModel, ValidationError
@@ -261,6 +264,20 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from flows.stack import StackPorts, default_home, stack_status, start_stack, stop_stack
+
+    home = Path(args.home) if args.home else default_home()
+    if args.action == "up":
+        start_stack(home.resolve(), StackPorts())
+    elif args.action == "down":
+        stop_stack(home.resolve())
+    else:
+        for name, running in stack_status(home.resolve()).items():
+            print(f"  {name:16} {'running' if running else 'stopped'}")
+    return 0
+
+
 def _cmd_example_models(args: argparse.Namespace) -> int:
     from tasks.example_models import EXAMPLES, register_example_models
     from tasks.tracking import resolve_tracking_uri
@@ -282,6 +299,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _cmd_serve,
     "ui": _cmd_ui,
     "example-models": _cmd_example_models,
+    "stack": _cmd_stack,
 }
 _NEEDS_PREFECT = {"evaluate", "demo", "circles", "compare", "serve"}
 # what each command will import anyway; loaded while Prefect's temporary server starts
@@ -321,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code, message = EXIT_GATE_FAILED, f"bce-eval: {exc}"
         except TrackingError as exc:
             code, message = EXIT_TRACKING, f"bce-eval: error: {exc}"
+        except StorageUnavailable as exc:
+            code, message = EXIT_STORAGE, f"bce-eval: error: {exc}"
         except KeyboardInterrupt:
             code, message = 130, "bce-eval: interrupted"
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback in the log

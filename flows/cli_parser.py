@@ -89,4 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     examples = sub.add_parser("example-models", help="fit and register one example model per flavour on the demo data, to try --model-uri with")
     examples.add_argument("--data", default="data/demo", help="the demo data's folder (default: data/demo)")
     examples.add_argument("--alias", default="champion", help="alias set on each new version (default: champion)")
+    stack = sub.add_parser("stack", help="the team stack on this machine: PostgreSQL, an S3 server, MLflow and Prefect servers, a worker, a Dask cluster")
+    stack.add_argument("action", choices=["up", "down", "status"], help="up: start what is not running and wait for it; down: stop what up started (data kept); status")
+    stack.add_argument("--home", help="the stack's folder: databases, saved objects, logs, env file (default: BCE_EVAL_STACK_HOME, else .stack in the repo)")
     return parser

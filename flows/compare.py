@@ -15,7 +15,7 @@ from tasks.dataset import discover_dataset_task, group_files
 from tasks.model import check_model_output_task, load_model_task
 from tasks.results import with_partition_label
 from tasks.run_content import comparison_content
-from tasks.tracking import describe_model_task, log_evaluation_task, move_alias_task, resolve_tracking_uri
+from tasks.tracking import check_tracking_access_task, describe_model_task, log_evaluation_task, move_alias_task, resolve_tracking_uri
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ def compare_flow(settings: CompareSettings) -> Comparison:
     """Score both models on the same data; report and log the paired BCE difference per partition."""
     logger = get_run_logger()
     tracking_uri = resolve_tracking_uri()
+    check_tracking_access_task(tracking_uri)
     champion_info = describe_model_task(settings.champion, tracking_uri)
     challenger_info = describe_model_task(settings.challenger, tracking_uri)
     champion = load_model_task(settings.champion, tracking_uri)

@@ -45,7 +45,7 @@ from tasks.prefect_artifacts import publish_prefect_artifacts_task
 from tasks.results import Evaluation, ModelInfo, with_partition_label
 from tasks.run_content import build_evaluation_log_task
 from tasks.scoring import Scorer, make_scorer, stored_scorer
-from tasks.tracking import describe_model_task, log_evaluation_task, resolve_tracking_uri, ui_command
+from tasks.tracking import check_tracking_access_task, describe_model_task, log_evaluation_task, resolve_tracking_uri, ui_command
 from tasks.training_data import collect_training_data_task
 
 
@@ -83,6 +83,7 @@ class Judged:
 def evaluate_flow(settings: EvaluateSettings) -> Evaluation:
     """Evaluate a binary classifier by BCE per partition and overall, and log it to MLflow."""
     tracking_uri = resolve_tracking_uri()
+    check_tracking_access_task(tracking_uri)
     scheduled = flow_run.get_scheduled_start_time()
     scoring = resolve_scoring(settings, scheduled, tracking_uri)
     reduced = reduce_with_cache(settings, scoring)

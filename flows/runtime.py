@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tasks.errors import GateFailed, InputError, TrackingError
+from tasks.errors import GateFailed, InputError, StorageUnavailable, TrackingError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ class _ConsoleFilter(logging.Filter):
         if not record.exc_info:
             return True
         exc = record.exc_info[1]
-        if isinstance(exc, (InputError, GateFailed, TrackingError)):
+        if isinstance(exc, (InputError, GateFailed, TrackingError, StorageUnavailable)):
             return False  # the CLI prints it as its last line
         # other failures: the message without the traceback (records are shared, so copy)
         copy = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tasks.errors import InputError
+from tasks.errors import InputError, StorageUnavailable
 
 
 def _is_transient(exc: BaseException) -> bool:
     """Failures worth a retry: the network, a server, a locked database. Not bad input, not bugs."""
-    if isinstance(exc, InputError):
-        return False
+    if isinstance(exc, (InputError, StorageUnavailable)):
+        return False  # StorageUnavailable: the store's client already retried with backoff
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return True
     names = {c.__name__ for c in type(exc).__mro__}

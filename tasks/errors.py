@@ -22,7 +22,12 @@ class TrackingError(Exception):
     """MLflow could not be reached or refused the run after retries; the message says where the results are."""
 
 
+class StorageUnavailable(Exception):
+    """The object store did not answer after the client's own bounded retries; the message names the object."""
+
+
 EXIT_BAD_INPUT = 2
 EXIT_TRACKING = 4
 EXIT_GATE_FAILED = 3
 EXIT_INTERNAL = 1
+EXIT_STORAGE = 5

@@ -29,6 +29,7 @@ from tasks._prefect import as_task
 from tasks.auc import auc_by_partition, auc_from_histogram, auc_from_sums, exact_auc_by_partition, merge_histograms
 from tasks.bad_input import raise_bad_input
 from tasks.errors import InputError
+from tasks.storage import is_unreachable, storage_unavailable
 from tasks.scoring import Scorer, model_input
 
 #: Columns of a record that add up exactly across files, chunks and runs (from the metric schema)
@@ -53,6 +54,9 @@ def reduce_chunk(
     try:
         return _reduce_chunk(dataset, scorer, files, exact_auc)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, OSError) as exc:
+        if is_unreachable(exc):
+            # the store, not a file: Polars already retried with backoff, and probing each file would wait again
+            raise storage_unavailable(files[0].path if files else dataset.root, exc) from None
         # a file whose footer read fine but whose data pages do not: name it
         for f in files:
             try:

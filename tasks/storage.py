@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
 
-from tasks.errors import InputError
+from tasks.errors import InputError, StorageUnavailable
 
 
 @dataclass(frozen=True)
@@ -208,6 +208,36 @@ class ObjectStorage:
             raise InputError(f"{path}: no such object or prefix; pass the URL of a Parquet object or of a prefix holding them.") from None
         except PermissionError as exc:
             raise InputError(f"{path}: access denied ({_first_line(exc)}); check the credentials in the environment.") from exc
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise storage_unavailable(path, exc) from None
+            raise
+
+
+_NETWORK_CLASSES = {"ConnectionError", "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "TimeoutError",
+                    "ClientConnectorError", "ServerDisconnectedError"}
+# how Polars' object-store reader words a network failure (after its own retries)
+_NETWORK_WORDS = ("error sending request", "connection refused", "connection reset", "timed out", "dns error", "operation timed out")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The object store did not answer (network, server down), as opposed to a bad object or bad credentials."""
+    if {c.__name__ for c in type(exc).__mro__} & _NETWORK_CLASSES:
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in _NETWORK_WORDS)
+
+
+def storage_unavailable(path: str, exc: BaseException) -> StorageUnavailable:
+    """One line naming the object; the endpoint (it comes from the environment) and credentials are left out."""
+    import re
+
+    retries = re.search(r"after (\d+) retries", str(exc))
+    tried = f"no answer after {retries.group(1)} retries with backoff" if retries else "no answer after the client's retries"
+    return StorageUnavailable(
+        f"{path}: the object store did not answer ({tried}); check that the server in AWS_ENDPOINT_URL (or the "
+        "cloud endpoint) is reachable, then rerun the same command"
+    )
 
 
 #: schemes read through fsspec (and by Polars' own object-store reader)

@@ -24,6 +24,7 @@ from tasks.errors import InputError, TrackingError
 from tasks.redact import redact_text, redact_uri
 from tasks.registry import describe_model_uri, move_alias as move_registry_alias, record_registration, registered_version
 from tasks.run_lifecycle import owner_tags, previous_attempt, sqlite_path, store_lock
+from tasks.tracking_access import access_denied, check_tracking_access
 
 if TYPE_CHECKING:
     from tasks.run_content import DatasetRef, RunContent
@@ -127,6 +128,10 @@ class MlflowTracker:
         except (OSError, ConnectionError) as exc:
             raise self._tracking_error(exc, content) from exc
         except Exception as exc:
+            code = getattr(exc, "error_code", "")
+            if code in {"UNAUTHENTICATED", "PERMISSION_DENIED"} or " 401 " in f" {exc} " or " 403 " in f" {exc} ":
+                # credentials, not the network: a retry cannot help
+                raise access_denied(self.tracking_uri, 403 if code == "PERMISSION_DENIED" or " 403 " in f" {exc} " else 401) from None
             if type(exc).__name__ in {"MlflowException", "RestException"} or "requests" in type(exc).__module__:
                 raise self._tracking_error(exc, content) from exc
             raise
@@ -384,6 +389,7 @@ def move_alias(challenger_uri: str, champion_uri: str, alias: str, run_id: str, 
     return MlflowTracker(tracking_uri).move_alias(challenger_uri, champion_uri, alias, run_id)
 
 
+check_tracking_access_task = as_task(check_tracking_access, name="check-tracking-access")
 create_run_task = as_task(create_run, name="create-mlflow-run", retries=3)
 log_run_content_task = as_task(log_run_content, name="log-to-mlflow", retries=3)
 log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)

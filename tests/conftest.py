@@ -204,3 +204,25 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     }.items():
         monkeypatch.setenv(key, value)
     return s3_endpoint
+
+
+@pytest.fixture(scope="session")
+def team_stack():
+    """The whole team stack of ``bce-eval stack up`` (PostgreSQL, S3, MLflow and Prefect servers, a
+    worker, a Dask cluster), once per session, in a temporary folder on free loopback ports."""
+    import shutil
+    import tempfile
+
+    from flows.stack import PG_BIN, StackPorts, start_stack, stop_stack
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("postgresql-15 not installed (make test installs it as root)")
+    # not under pytest's root-only temporary folder: as root, the postgres user must reach it
+    home = Path(tempfile.mkdtemp(prefix="bce-eval-stack-"))
+    ports = StackPorts(postgres=free_port(), s3=free_port(), mlflow=free_port(), prefect=free_port(), dask=free_port())
+    stack = start_stack(home, ports, say=lambda line: None)
+    try:
+        yield stack
+    finally:
+        stop_stack(home, say=lambda line: None)
+        shutil.rmtree(home, ignore_errors=True)

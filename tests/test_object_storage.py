@@ -1,5 +1,7 @@
 """Data in an S3 bucket, served by a real S3-compatible server (moto's, in its own process, on loopback).
 
+(A Dask cluster of processes reading the bucket is tested on the team stack: tests/test_team_stack.py.)
+
 Discovery, footers, the scan and the cache read ``s3://`` exactly as they read local folders; the
 figures equal the same files evaluated locally; a rewritten object is never served from the cache;
 the credentials appear nowhere in the run.
@@ -8,8 +10,6 @@ the credentials appear nowhere in the run.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -18,7 +18,7 @@ import pytest
 
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
-from tests.conftest import SECRET, free_port as _free_port, make_frame, run_cli_in_process as run_cli, write_hive
+from tests.conftest import SECRET, make_frame, run_cli_in_process as run_cli, write_hive
 
 
 
@@ -103,51 +103,3 @@ def test_credentials_appear_nowhere_and_a_missing_prefix_is_one_line(prefect_ser
     code, out, err = run_cli(["evaluate", f"s3://{bucket}/nothing-here", "--label", "label", "--features", "a,b,c"], capsys)
     assert code == 2
     assert err[-1].startswith(f"bce-eval: error: s3://{bucket}/nothing-here: no such object or prefix")
-
-
-@pytest.fixture
-def dask_cluster(s3_env: str, tmp_path: Path):
-    """``dask scheduler`` and two ``dask worker`` processes, started separately as a team runs them."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "scheduler.log", "wb"))]
-    worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
-    procs += [subprocess.Popen([*worker, "--name", f"w{i}"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"worker{i}.log", "wb"),
-                               cwd=str(Path(__file__).resolve().parents[1])) for i in range(2)]
-    from distributed import Client
-
-    try:
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-        yield address
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
-
-
-def test_a_dask_cluster_of_processes_reads_its_own_partitions_from_s3(prefect_server, mlflow_uri, bucket, hive_tree, dask_cluster):
-    from distributed import Client
-
-    from flows.evaluate import with_dask
-
-    url = f"s3://{bucket}/cluster"
-    _upload(hive_tree, url)
-    base = EvaluateSettings(data=url, label="label", features=["a", "b", "c"], cache=False, chunk_rows=250)
-    local = evaluate_flow(base)
-    settings = base.model_copy(update={"features": [], "model_uri": f"runs:/{local.run_id}/model"})
-    local = evaluate_flow(settings)
-    remote = with_dask(settings.model_copy(update={"dask": dask_cluster}))(settings.model_copy(update={"dask": dask_cluster}))
-    assert remote.overall["n_rows"] == local.overall["n_rows"]
-    for key in ("bce", "accuracy", "brier", "roc_auc"):
-        assert remote.overall[key] == pytest.approx(local.overall[key], rel=1e-12, abs=1e-15)
-    for key, value in _by_partition(local).items():
-        assert _by_partition(remote)[key] == pytest.approx(value, rel=1e-12)
-    with Client(dask_cluster) as client:
-        # the chunks ran in the worker processes (three chunks of whole partitions over two workers;
-        # a busy worker may take all three, so only the total is certain)
-        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
-    assert sum(executed.values()) >= 3

@@ -68,14 +68,17 @@ FLAVOURS = {
 FLAVOUR_COMPARE = _c(
     "bce-eval compare data/demo --label label --champion models:/demo-xgboost@champion --challenger models:/demo-lightgbm@champion"
 )
-MAKE = {_c("make demo"): "bce-eval demo", _c("make test"): "python -m pytest", _c("make bench"): "python -m flows.bench"}
+MAKE = {_c("make demo"): "bce-eval demo", _c("make test"): "python -m pytest", _c("make bench"): "python -m flows.bench",
+        _c("make stack"): "bce-eval stack up", _c("make stack-down"): "bce-eval stack down"}
+# run against the session's team stack in tests/test_team_stack.py
+ON_STACK = {_c("bce-eval evaluate s3://bce-eval/demo --label label --features f1,f2,f3 --dask tcp://127.0.0.1:8786")}
 RUN_HERE = {FIT, BY_RUN, BY_ALIAS, IN_FILE_KEYS, CIRCLES, REGISTER, SCORED, COMPARE, GATE, REGRESSION, EXAMPLE_MODELS, FLAVOUR_COMPARE, *FLAVOURS.values()}
 
 
 def test_this_file_covers_every_readme_command():
     shown = set(readme_commands())
     assert shown, "no command found in the README's code blocks"
-    covered = RUN_HERE | {UI, HELP, SERVE} | set(MAKE)
+    covered = RUN_HERE | {UI, HELP, SERVE} | set(MAKE) | ON_STACK
     assert shown - covered == set(), "README commands this test does not run"
     assert covered - shown == set(), "commands this test runs that the README no longer shows"
 

@@ -159,18 +159,6 @@ def test_eight_at_once_on_a_fresh_sqlite_store_with_temporary_servers(tmp_path):
     assert all(r.info.status == "FINISHED" and len([k for k in r.data.metrics if k.startswith("bce_by_partition/")]) == 6 for r in runs)
 
 
-def test_eight_at_once_against_one_mlflow_server(prefect_server, tmp_path):
-    port = _free_port()
-    server = _start_mlflow(port, tmp_path)
-    try:
-        env = {**os.environ, "PREFECT_API_URL": prefect_server, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-        client, runs = _eight_runs(env, "s")
-        assert all(r.info.status == "FINISHED" for r in runs)
-        assert all(any(a.path == "bce_by_partition.json" for a in client.list_artifacts(r.info.run_id)) for r in runs)
-    finally:
-        _stop(server)
-
-
 HOSTILE = ["a b", "ünïcødé", "..x", "x" * 200, "North", "north", "%2Fslash", "semi;colon", "tab\tch"]
 
 

@@ -1,0 +1,47 @@
+"""Does the tracking server accept this process's credentials? One request, before any work."""
+
+from __future__ import annotations
+
+import os
+
+from tasks.errors import InputError
+from tasks.redact import redact_uri
+
+
+def check_tracking_access(tracking_uri: str) -> None:
+    """An HTTP tracking server accepts this process's credentials: one cheap request before any work.
+
+    MLflow's client sends ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (basic auth) or
+    ``MLFLOW_TRACKING_TOKEN`` (bearer); the same go with this request. A refusal (401/403) is bad
+    input, reported at once instead of after the pass and three retries; an unreachable server is
+    left to the logging step, which retries and keeps the results locally.
+    """
+    import base64
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(url)
+    user, password, token = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD", "TOKEN"))
+    if user and password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(request, timeout=30).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise access_denied(tracking_uri, exc.code) from None
+    except OSError:
+        pass
+
+
+def access_denied(tracking_uri: str, code: int) -> InputError:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user '{user}'" if user else "a request without credentials"
+    if code == 401:
+        remedy = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server"
+        return InputError(f"the MLflow server at {redact_uri(tracking_uri)} refused {who} (401: wrong or missing credentials); {remedy}")
+    return InputError(f"the MLflow server at {redact_uri(tracking_uri)} refused {who} (403: no permission); ask its admin for EDIT on the experiment")
