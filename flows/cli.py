@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from flows.cli_parser import build_parser, split_csv
+from flows.preflight import check_before_server, check_serve
 from tasks.errors import (
     EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_STORAGE, EXIT_TRACKING, GateFailed, InputError, StorageUnavailable, TrackingError,
 )
@@ -130,7 +131,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ev = state.result(raise_on_failure=False)
     if isinstance(ev, BaseException):
         raise ev  # bad input, tracking outage, internal error: mapped to an exit code by main()
-    args._output.append(format_summary(ev, os.path.basename(os.path.normpath(settings.data)), 5, ui_command(ev.tracking_uri)))
+    args._output.append(format_summary(ev, os.path.basename(os.path.normpath(settings.data)), 5, ui_command(ev.tracking_uri), settings.experiment))
     if not ev.gate_passed:
         args._error = f"bce-eval: {ev.gate.message}"
         return EXIT_GATE_FAILED
@@ -190,42 +191,6 @@ def _comparison_summary(args: argparse.Namespace, out: Any) -> str:
     return "\n".join(lines)
 
 
-def check_serve(settings: "EvaluateSettings") -> str:
-    """What every scheduled run would refuse, refused now; returns a line describing what was checked.
-
-    The same calls the flow makes before reading any data: the model loads and is a binary 0/1
-    classifier taking the features, the baseline run is an evaluation, and the data's footers have
-    the columns and partitions (the date window is taken up to now). Raises :class:`InputError`.
-    """
-    from tasks.dataset import discover_dataset
-    from tasks.model import check_model_output, load_model
-    from tasks.tracking import resolve_tracking_uri
-
-    features = list(settings.features)
-    loaded = None
-    if settings.model_uri:
-        loaded = load_model(settings.model_uri, resolve_tracking_uri(), settings.score_kind)
-        features = loaded.features(features)
-    dataset = discover_dataset(
-        settings.data, settings.label, features, settings.partition_by,
-        [settings.score_col] if settings.score_col else [],
-        settings.where, settings.date_key, settings.window_days,
-        model_types=loaded.inputs.by_name() if loaded and loaded.inputs else None, model_name=settings.model_uri or "",
-    )
-    if loaded is not None:
-        loaded.scorer(dataset.features, dataset.text_features)  # the model takes these columns
-        check_model_output(loaded, dataset)
-    if settings.gates.baseline_run_id:
-        from tasks.gates import read_baseline
-
-        read_baseline(settings.gates.baseline_run_id, resolve_tracking_uri())
-    by = f", partitioned by {','.join(dataset.partition_by)}" if dataset.partition_by else ""
-    return (
-        f"checked {settings.data}: {dataset.num_rows:,} rows in {len(dataset.files)} file(s){by}; "
-        f"label {dataset.label!r}, " + (f"features {','.join(dataset.features)}" if dataset.features else f"scores {settings.score_col!r}")
-    )
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     from tasks.storage import data_location
 
@@ -236,32 +201,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     print(checked, flush=True)
     print(f"serving deployment bce-evaluate/{args.name} on cron {args.cron!r} (Ctrl-C to stop)", flush=True)
+    # Prefect's own hint omits the API URL, which a second shell lacks when this started a temporary server
+    prefect = Path(sys.executable).parent / "prefect"
+    api = os.environ.get("PREFECT_API_URL", "")
+    print(f"  run it now from another shell: PREFECT_API_URL={api} {prefect} deployment run 'bce-evaluate/{args.name}'", flush=True)
     evaluate_flow.serve(
         name=args.name,
         cron=args.cron,
         parameters={"settings": settings.model_dump(mode="json")},
         tags=["bce-eval", "scheduled"],
         description=f"Scheduled BCE evaluation of {settings.data}",
+        print_starting_message=False,
     )
     return 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from tasks.redact import redact_uri
+    from flows.runtime import run_ui
     from tasks.tracking import default_artifact_location, resolve_tracking_uri
 
     uri = args.backend_store_uri or resolve_tracking_uri()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    artifacts = default_artifact_location(uri)
-    if artifacts:
-        cmd += ["--default-artifact-root", artifacts]
-    print(f"MLflow UI for {redact_uri(uri)} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    return run_ui(uri, default_artifact_location(uri), args.host, args.port)
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -324,12 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     code, message = 0, None
     with PrefectServer() as server:
         try:
+            check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"), _evaluate_settings)
             preload(_PRELOAD)
             if args.command in {"evaluate", "demo"}:
                 from tasks.kernels import warm_up
 
                 warm_up()
-            install_log_filters(args.verbose)
+            install_log_filters(args.verbose, temporary_server=server.starting)
             server.wait()
             code = _COMMANDS[args.command](parser_args)
             message = getattr(parser_args, "_error", None)

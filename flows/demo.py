@@ -26,7 +26,7 @@ def demo_flow() -> str:
     return "\n\n".join(
         [
             format_seed_listing(seed),
-            format_summary(demo, "data/demo", 6, ui_command(demo.tracking_uri)),
+            format_summary(demo, "data/demo", 6, ui_command(demo.tracking_uri), EvaluateSettings.model_fields["experiment"].default),
             f"Seed article, MLP on two circles ({circles.seconds:.2f} s of training, 200 epochs):\n"
             f"  {circles.line}   (the article: Train: 0.840, Test: 0.853)\n"
             f"  MLflow run {circles.run_id} in experiment bce-circles: open its metrics to see the curves",

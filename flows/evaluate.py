@@ -201,7 +201,9 @@ def publish(
     linear = None
     if scorer.expression is not None and len(dataset.features) == 1:
         linear = (float(scoring.model.coef_.ravel()[0]), float(scoring.model.intercept_.ravel()[0]))
-    figures = make_figures_task(sample, judged.table, reduced.overall["bce"], dataset.features, linear, bool(dataset.partition_by))
+    figures = make_figures_task(
+        sample, judged.table, reduced.overall["bce"], dataset.features, linear, bool(dataset.partition_by), reduced.overall["n_rows"]
+    )
     results_path = save_results_task(eval_key, judged.table, reduced.overall)
     log = build_evaluation_log_task(
         dataset=quote(dataset),

@@ -66,6 +66,10 @@ class _ConsoleFilter(logging.Filter):
         return False
 
 
+def _drop_dead_links(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("View at http")
+
+
 class _RedactFilter(logging.Filter):
     """Mask credentials in any URI a log line mentions, for every handler (console, file, Prefect API)."""
 
@@ -83,8 +87,12 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-def install_log_filters(verbose: bool) -> None:
-    """Keep the console readable; keep every traceback in the debug log file."""
+def install_log_filters(verbose: bool, temporary_server: bool = False) -> None:
+    """Keep the console readable; keep every traceback in the debug log file.
+
+    With a temporary Prefect server, Prefect's "View at http://127.0.0.1:…" links stay off the
+    console: that server is gone when the command exits.
+    """
     from prefect import flow  # noqa: F401 - importing prefect.main configures its log handlers first
 
     root = logging.getLogger()
@@ -97,6 +105,11 @@ def install_log_filters(verbose: bool) -> None:
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(redact)
+    if temporary_server:
+        for logger in (logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs"), logging.getLogger("prefect")):
+            for handler in logger.handlers:
+                if type(handler).__name__ == "PrefectConsoleHandler":
+                    handler.addFilter(_drop_dead_links)
     if verbose:
         return
     for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent"):
@@ -235,3 +248,62 @@ def _drain_prefect_workers() -> None:
             await result
 
     run_coro_as_sync(drain())
+
+
+def run_ui(uri: str, artifacts: str | None, host: str, port: int) -> int:
+    """MLflow's UI on ``uri`` until Ctrl-C or SIGTERM, then every process it started is stopped.
+
+    One worker (the UI needs no more, and it starts faster); its warnings and logs go to the debug
+    log, not the terminal; the URL is printed when the server answers.
+    """
+    import signal
+    import urllib.request
+
+    from tasks.redact import redact_uri
+
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1"]
+    if artifacts:
+        cmd += ["--default-artifact-root", artifacts]
+    print(f"bce-eval ui: starting MLflow's UI for {redact_uri(uri)} (its log: {debug_log_path()})", flush=True)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet"}
+    debug_log_path().parent.mkdir(parents=True, exist_ok=True)
+    with open(debug_log_path(), "ab") as log:
+        # a session of its own: stopping it stops the server's workers too
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _raise_interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while proc.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://{host}:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        if proc.poll() is None:
+            print(f"MLflow UI ready at http://{host}:{port} (Ctrl-C to stop)", flush=True)
+        return proc.wait() if proc.poll() is None else proc.returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_session(proc)
+
+
+def _stop_session(proc: subprocess.Popen) -> None:
+    """SIGTERM to the whole session, then SIGKILL to whatever of it is left (workers that linger)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.wait()

@@ -14,7 +14,9 @@ from tasks import metrics as metric_schema
 from tasks.dataset import Dataset
 from tasks.metrics import Z95
 from tasks.naming import metric_key_suffix
+from tasks.plots import describe_sample, plot_paired_differences
 from tasks.redact import redact_uri
+from tasks.report import render_report
 from tasks.results import ModelInfo, clean_value, table_columns
 from tasks.storage import data_location
 
@@ -139,17 +141,14 @@ def build_evaluation_log(
     """Everything one evaluation logs, assembled from its results (and the audit, when it ran)."""
     keys = dataset.partition_by
     name = Path(dataset.root).name
-    metrics = {k: float(overall[k]) for k in metric_schema.overall_metric_names() if overall.get(k) is not None}
-    metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
-    for k in ("partitions_reused", "partitions_computed"):
-        if k in overall:
-            metrics[k] = float(overall[k])
+    metrics = _overall_metrics(overall)
     tables = {"bce_by_partition.json": table_for_mlflow(table, keys)}
     if audit is not None:
         metrics.update(audit_metrics(audit[0]))
         tables.update(audit_tables(audit))
     if overall["n_rows"] <= 1000:
         tables["predictions.json"] = predictions_table(sample, dataset.features)
+    run_name = _with_gate(run_name, metrics, tags)
     X_example = y_example = None
     if fitted_model is not None:
         import pandas as pd
@@ -157,6 +156,8 @@ def build_evaluation_log(
         X_example = pd.DataFrame(sample.select(pl.col(c).cast(pl.Float64) for c in dataset.features).head(20).to_pandas())
         y_example = fitted_model.predict_proba(X_example.to_numpy())
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
+    description = describe(overall, table, keys, name, model)
+    report = _evaluation_report(f"BCE evaluation of {name}: {run_name}", description, table, figures, sample.height, overall, tags, audit)
     return RunContent(
         experiment=experiment,
         run_name=run_name,
@@ -168,9 +169,10 @@ def build_evaluation_log(
             "bce_eval.kind": "evaluation",
             **({k: v for k, v in tags.items() if v}),
         },
-        description=describe(overall, table, keys, name, model),
+        description=description,
         tables=tables,
         figures=figures,
+        text_artifacts={"report.html": report},
         model=fitted_model,
         model_input_example=X_example,
         model_output_example=y_example,
@@ -178,6 +180,30 @@ def build_evaluation_log(
         register=register,
         results_path=results_path,
     )
+
+
+def _overall_metrics(overall: dict[str, Any]) -> dict[str, float]:
+    metrics = {k: float(overall[k]) for k in metric_schema.overall_metric_names() if overall.get(k) is not None}
+    metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
+    metrics.update({k: float(overall[k]) for k in ("partitions_reused", "partitions_computed") if k in overall})
+    return metrics
+
+
+def _with_gate(run_name: str, metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """The gate's outcome where a reviewer sees it: a metric to chart over a series, the run's name."""
+    if not tags.get("quality_gate"):
+        return run_name
+    metrics["quality_gate_passed"] = 1.0 if tags["quality_gate"] == "passed" else 0.0
+    return f"{run_name} · gate FAILED" if tags["quality_gate"] == "failed" else run_name
+
+
+def _evaluation_report(
+    title: str, summary: str, table: pl.DataFrame, figures: dict[str, Any], sampled: int, overall: dict[str, Any],
+    tags: dict[str, str], audit: tuple[pl.DataFrame, pl.DataFrame] | None,
+) -> str:
+    extra = {"Audit: BCE three ways, per partition": audit[0], "Audit: the largest per-row losses": audit[1]} if audit else None
+    return render_report(title=title, summary=summary, table=table, figures=figures, shown=describe_sample(sampled, overall["n_rows"]),
+                         gate=tags.get("quality_gate"), gate_message=tags.get("quality_gate.failures", ""), extra_tables=extra)
 
 
 build_evaluation_log_task = as_task(build_evaluation_log, name="assemble-run")
@@ -254,6 +280,15 @@ def comparison_content(
             part_metrics[f"bce_diff_by_partition/{metric_key_suffix({k: row[k] for k in keys})}"] = float(row["bce_diff"])
     tags = {f"champion.{k}": v for k, v in champion.items()} | {f"challenger.{k}": v for k, v in challenger.items()}
     tags |= {"bce_eval.kind": "comparison", "comparison.verdict": overall["verdict"], "comparison.decision": decision, "data_fingerprint": dataset.fingerprint, "prefect.flow_run_id": flow_run_id}
+    label = "partition" if "partition" in table.columns else cols[0]
+    figures = {"plots/comparison_by_partition.png": plot_paired_differences(table, label, overall)}
+    summary = (
+        f"Challenger `{challenger['model_uri']}` − champion `{champion['model_uri']}`: BCE difference **{overall['bce_diff']:+.5f}** "
+        f"(95% paired interval [{overall['bce_diff_low']:+.5f}, {overall['bce_diff_high']:+.5f}]) over {overall['n_rows']:,} rows: "
+        f"{overall['verdict']}.\n\nDecision: {decision}."
+    )
+    report = render_report(title=f"Champion vs challenger on {Path(dataset.root).name}", summary=summary, table=out, figures=figures,
+                           shown=f"all {overall['n_rows']:,} rows", columns=tuple(out.columns))
     return RunContent(
         experiment=experiment,
         run_name=run_name or f"{Path(dataset.root).name} · {champion['model_uri']} vs {challenger['model_uri']}",
@@ -274,6 +309,8 @@ def comparison_content(
             f"Champion BCE {overall['bce_champion']:.4f}, challenger {overall['bce_challenger']:.4f}. Decision: {decision}."
         ),
         tables={"bce_comparison.json": {c: [clean_value(v) for v in out.get_column(c).to_list()] for c in out.columns}},
+        figures=figures,
+        text_artifacts={"report.html": report},
     )
 
 

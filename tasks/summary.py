@@ -30,7 +30,7 @@ def format_table(table: pl.DataFrame, limit: int) -> str:
     return "\n".join("  ".join(c[:40].ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str) -> str:
+def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str, experiment: str = "") -> str:
     """The terminal summary: overall figures, the worst partitions, where to look in MLflow."""
     o = ev.overall
     auc = "n/a (one class)" if o.get("roc_auc") is None else f"{o['roc_auc']:.4f}"
@@ -42,8 +42,11 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str)
     if ev.partition_by and top:
         out.append(f"  worst {min(top, ev.table.height)} partition(s):")
         out.extend("    " + line for line in format_table(ev.table, top).splitlines())
+    if "partitions_computed" in o:
+        out.append(f"  partitions: {o['partitions_computed']} computed, {o.get('partitions_reused', 0)} reused from the cache")
     if ev.run_id:
-        out.append(f"  MLflow run {ev.run_id} in experiment {ev.experiment_id} at {redact_uri(ev.tracking_uri or '')}")
+        where = f"'{experiment}' (id {ev.experiment_id})" if experiment else str(ev.experiment_id)
+        out.append(f"  MLflow run {ev.run_id} in experiment {where} at {redact_uri(ev.tracking_uri or '')}")
         out.append(f"  open it with: {ui_command}")
     return "\n".join(out)
 

@@ -24,13 +24,15 @@ from tasks.errors import InputError, TrackingError
 from tasks.redact import redact_text, redact_uri
 from tasks.registry import describe_model_uri, move_alias as move_registry_alias, record_registration, registered_version
 from tasks.run_lifecycle import owner_tags, previous_attempt, sqlite_path, store_lock
-from tasks.tracking_access import access_denied, check_tracking_access
+from tasks.tracking_access import DEFAULT_STORE_DIR, access_denied, check_tracking_access, ui_command  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from tasks.run_content import DatasetRef, RunContent
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STORE_DIR = REPO_ROOT / "mlflow"
+
+
+# MLflow's UI opens an experiment in its GenAI view unless this tag says it is for model training
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def resolve_tracking_uri() -> str:
@@ -43,15 +45,6 @@ def default_artifact_location(uri: str) -> str | None:
     """For a SQLite store, artifacts go in ``artifacts/`` beside the database file."""
     db = sqlite_path(uri)
     return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
-
-
-def ui_command(tracking_uri: str) -> str:
-    """The command that opens MLflow's UI on this store."""
-    if tracking_uri == f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}":
-        return "bce-eval ui"
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {redact_uri(tracking_uri)} in a browser"
-    return f"bce-eval ui --backend-store-uri {redact_uri(tracking_uri)}"
 
 
 class MlflowTracker:
@@ -85,8 +78,11 @@ class MlflowTracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older version, or by hand
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
-        return self.client.create_experiment(name, artifact_location=default_artifact_location(self.tracking_uri))
+        return self.client.create_experiment(name, artifact_location=default_artifact_location(self.tracking_uri),
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
     def create_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> tuple[str, str]:
         """Create a RUNNING run in ``experiment``; returns (run id, experiment id)."""

@@ -1,11 +1,16 @@
-"""Does the tracking server accept this process's credentials? One request, before any work."""
+"""Reaching the tracking server: does it accept this process's credentials (one request, before any
+work), and the command that opens its UI."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from tasks.errors import InputError
 from tasks.redact import redact_uri
+
+#: where the SQLite store lives when MLFLOW_TRACKING_URI is unset (the repo's mlflow/ folder)
+DEFAULT_STORE_DIR = Path(__file__).resolve().parents[1] / "mlflow"
 
 
 def check_tracking_access(tracking_uri: str) -> None:
@@ -45,3 +50,25 @@ def access_denied(tracking_uri: str, code: int) -> InputError:
         remedy = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server"
         return InputError(f"the MLflow server at {redact_uri(tracking_uri)} refused {who} (401: wrong or missing credentials); {remedy}")
     return InputError(f"the MLflow server at {redact_uri(tracking_uri)} refused {who} (403: no permission); ask its admin for EDIT on the experiment")
+
+
+def _console_script() -> str:
+    """``bce-eval`` as this shell can run it: the bare name when it is on PATH, else the venv's script."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "bce-eval"
+    on_path = shutil.which("bce-eval")
+    if not script.exists() or (on_path and Path(on_path).resolve() == script.resolve()):
+        return "bce-eval"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens MLflow's UI on this store (as written, it runs in this shell)."""
+    if tracking_uri == f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}":
+        return f"{_console_script()} ui"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {redact_uri(tracking_uri)} in a browser"
+    return f"{_console_script()} ui --backend-store-uri {redact_uri(tracking_uri)}"

@@ -108,3 +108,92 @@ def test_cold_start_error_is_still_the_last_line(tmp_path, mlflow_uri):
     assert proc.returncode == 2
     assert _last_line(proc) == f"bce-eval: error: {tmp_path / 'missing'}: no such file or directory; pass a Parquet file or a folder of them."
     assert "Stopping temporary server" not in proc.stderr
+
+
+def test_every_option_of_every_subcommand_has_help_text():
+    import argparse
+
+    from flows.cli_parser import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, sub in subs.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()
+    ]
+    assert missing == []
+    assert all(choice.help for choice in subs._choices_actions)  # every subcommand, too
+
+
+def _best_of(n: int, cmd: list[str], first_line: bool = False) -> tuple[float, str]:
+    """Best wall time of ``n`` starts of ``cmd`` (to its first stdout line, or to its end) and that output."""
+    import time
+
+    best, text = float("inf"), ""
+    for _ in range(n):
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        if first_line:
+            text = proc.stdout.readline()
+            took = time.perf_counter() - start
+            proc.kill()
+        else:
+            out, err = proc.communicate(timeout=120)
+            took, text = time.perf_counter() - start, out + err
+        proc.wait()
+        best = min(best, took)
+    return best, text
+
+
+def test_the_first_line_and_a_path_typo_come_at_once_measured_against_an_empty_python_start():
+    empty, _ = _best_of(5, [sys.executable, "-c", "pass"])
+    cli = [sys.executable, "-m", "flows.cli", "evaluate"]
+    typo, out = _best_of(3, [*cli, "data/dmeo", "--label", "label", "--features", "f1,f2,f3"])
+    assert out.strip().splitlines()[-1] == "bce-eval: error: data/dmeo: no such file or directory; pass a Parquet file or a folder of them."
+    first, line = _best_of(3, [*cli, "data/demo", "--label", "label", "--features", "f1,f2,f3"], first_line=True)
+    assert line.startswith("bce-eval evaluate: checking data/demo")
+    # a start that imports nothing heavy: a few empty interpreter starts, far below a second
+    assert typo < 25 * empty and first < 25 * empty, (empty, typo, first)
+
+
+def _session_members(sid: int) -> list[int]:
+    """Processes whose session id is ``sid`` (what ``bce-eval ui`` started, children included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
+    import signal
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PREFECT_HOME": str(tmp_path)})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "ready at" in line:
+            break
+    assert lines[-1].strip() == f"MLflow UI ready at http://127.0.0.1:{port} (Ctrl-C to stop)", lines
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).status == 200
+    # the server's own process and its workers: children of bce-eval, in a session of their own
+    children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(children) == 1 and _session_members(children[0])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read().strip() == ""  # no warning, no "Child process died"
+    assert _session_members(children[0]) == []  # nothing it started is left
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)

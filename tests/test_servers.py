@@ -139,9 +139,13 @@ def test_served_cron_deployment_runs_and_logs(env, mlflow_server, prefect_api):
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "serve", "--cron", "0 2 * * *", "--name", "nightly-test",
          str(REPO / "data" / "demo"), "--label", "label", "--features", "f1,f2,f3", "--experiment", "served"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
+        hint = next((line for line in serve.stdout if "run it now from another shell:" in line), "")
+        import threading
+
+        threading.Thread(target=serve.stdout.read, daemon=True).start()  # keep draining the served flow's logs
         deployment = None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and deployment is None:
@@ -152,7 +156,14 @@ def test_served_cron_deployment_runs_and_logs(env, mlflow_server, prefect_api):
         crons = [s["schedule"].get("cron") for s in deployment["schedules"]]
         assert crons == ["0 2 * * *"]
 
-        run = httpx.post(f"{prefect_api}/deployments/{deployment['id']}/create_flow_run", json={}).json()
+        # the hint as printed, from a second shell that knows no PREFECT_API_URL
+        import re
+
+        shell_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+        triggered = subprocess.run(["bash", "-c", hint.split("run it now from another shell:", 1)[1].strip()],
+                                   env=shell_env, capture_output=True, text=True, timeout=120)
+        assert triggered.returncode == 0, triggered.stdout + triggered.stderr
+        run = {"id": re.search(r"UUID: ([0-9a-f-]{36})", triggered.stdout).group(1)}
         state = None
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

@@ -347,12 +347,12 @@ EXPECTED_MODEL_ERRORS = {
 }
 
 
-def test_evaluate_refuses_a_model_that_is_not_a_binary_classifier(cli, bad_models, tmp_path) -> None:
-    # the data path does not exist: the model's error comes first, so no data was read
-    missing = tmp_path / "not-read"
+def test_evaluate_refuses_a_model_that_is_not_a_binary_classifier(cli, bad_models, hive_data) -> None:
+    # the model is checked when it loads, before any row is read
     for case, uri in bad_models.items():
-        code, out, err = cli(["evaluate", str(missing), "--label", "label", "--model-uri", uri])
+        code, out, err = cli(["evaluate", str(hive_data), "--label", "label", "--model-uri", uri])
         assert code == 2, (case, err)
+        assert "reduce-chunk" not in out + "\n".join(err)
         assert re.fullmatch("bce-eval: error: " + EXPECTED_MODEL_ERRORS[case].format(uri=re.escape(uri)), err[-1]), err[-1]
         assert sum(line.startswith("bce-eval:") for line in err) == 1 and "Traceback" not in out + "\n".join(err)
 

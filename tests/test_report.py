@@ -1,0 +1,85 @@
+"""The report a reviewer opens (``report.html``), the sample behind the row-level figures, and the
+run list's view of a gate: checked against the run's own table and an independent computation."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+
+from flows.evaluate import evaluate_flow
+from flows.settings import EvaluateSettings
+from tests.conftest import make_frame, write_hive
+
+
+def _report(run_id: str) -> str:
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report.html")).read_text()
+
+
+def _table_rows(doc: str) -> dict[str, dict[str, str]]:
+    """The report's first table as {partition: {header: cell text}}."""
+    table = re.search(r"<table class=\"sortable\">(.*?)</table>", doc, re.S).group(1)
+    headers = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", table)]
+    rows = {}
+    for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table.split("<tbody>")[1], re.S):
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+        rows[cells[0]] = dict(zip(headers, cells))
+    return rows
+
+
+def test_the_report_holds_the_table_the_forest_plot_and_the_gate(prefect_server, mlflow_uri, hive_data):
+    ev = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"],
+                                        gates={"max_partition_bce": 0.5, "min_rows": 50, "judge_on": "point"}),
+                       return_state=True).result(raise_on_failure=False)
+    doc = _report(ev.run_id)
+    assert doc.startswith("<!doctype html>") and "http" not in re.sub(r'data:image/png;base64,[A-Za-z0-9+/=]+', "", doc).split("<body>")[1]
+    rows = _table_rows(doc)
+    # every partition, with the figures an independent computation gives
+    frame = pl.read_parquet(hive_data, hive_partitioning=True)
+    model = mlflow.sklearn.load_model(f"runs:/{ev.run_id}/model")
+    from sklearn.metrics import log_loss
+
+    for region in ("north", "south", "east", "west"):
+        part = frame.filter(pl.col("region") == region)
+        y = part["label"].to_numpy()
+        expected = log_loss(y, model.predict_proba(part.select("a", "b", "c").to_numpy())[:, 1])
+        row = rows[f"region={region}"]
+        assert float(row["BCE"]) == pytest.approx(expected, abs=5e-5)
+        assert int(row["rows"].replace(",", "")) == part.height
+        assert float(row["positive rate"].rstrip("%")) / 100 == pytest.approx(y.mean(), abs=5e-4)
+        assert float(row["95% low"]) < float(row["BCE"]) < float(row["95% high"])
+        assert row["verdict"] == ("failed" if expected > 0.5 else "passed")
+    failed = {p for p, r in rows.items() if r["verdict"] == "failed"}
+    assert failed and doc.count('<tr class="failed">') == len(failed)
+    assert 'id="plots/bce_by_partition.png"' in doc and "Forest plot" in doc  # the forest plot, embedded
+    assert "quality gate failed" in doc and "all 750 rows" in doc  # the rows behind the figures, said
+    # the run list shows the failure, and the series can chart it
+    run = mlflow.MlflowClient().get_run(ev.run_id)
+    assert run.info.run_name.endswith("gate FAILED") and run.data.metrics["quality_gate_passed"] == 0.0
+
+
+def test_the_sample_is_uniform_across_partitions_and_seeded(tmp_path):
+    from tasks.dataset import discover_dataset
+    from tasks.plots import describe_sample, sample_scores
+    from tasks.scoring import stored_scorer
+
+    # partitions of very different sizes: a uniform sample keeps their shares
+    sizes = {"big": 40_000, "mid": 15_000, "small": 5_000}
+    parts = {name: make_frame(n, i).with_columns(pl.lit(0.5).alias("p_model")) for i, (name, n) in enumerate(sizes.items())}
+    root = write_hive(tmp_path / "d", parts)
+    dataset = discover_dataset(str(root), "label", [], None, ["p_model"])
+    scorer = stored_scorer("p_model", "probability")
+    first, again = (sample_scores(dataset, scorer, max_rows=6000, max_files=200) for _ in range(2))
+    assert first.equals(again)  # seeded: the same rows every time
+    shares = first.group_by("region").len().with_columns(pl.col("len") / first.height)
+    got = dict(zip(shares["region"], shares["len"]))
+    total = sum(sizes.values())
+    for name, n in sizes.items():
+        assert got[name] == pytest.approx(n / total, abs=0.03), got
+    assert describe_sample(first.height, total) == f"a uniform random sample of {first.height:,} of {total:,} rows across all partitions (seed 0)"
+    assert np.all((first["loss"].to_numpy() - np.log(2)) < 1e-12)  # p = 0.5 everywhere: loss log 2
