@@ -111,6 +111,7 @@ def _evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
             max_partition_bce=args.max_partition_bce,
             max_regression=args.max_regression,
             baseline_run_id=args.baseline_run,
+            max_drift=args.max_drift,
             min_rows=args.min_rows,
             min_class_rows=args.min_class_rows,
             judge_on=args.judge_on,

@@ -52,6 +52,7 @@ def _add_evaluate_options(p: Any) -> None:
     gate.add_argument("--max-partition-bce", type=float, help="fail when any partition's BCE exceeds this")
     gate.add_argument("--max-regression", type=float, help="fail when BCE exceeds the baseline run's by more than this")
     gate.add_argument("--baseline-run", help="MLflow run id of the baseline evaluation (for --max-regression)")
+    gate.add_argument("--max-drift", type=float, metavar="K", help="fail when the overall or a partition's BCE leaves the band of its own series (median ± K robust σ over earlier runs; 3 flags without failing)")
     gate.add_argument("--min-rows", type=int, default=1, help="partitions with fewer rows are reported as too small, not judged")
     gate.add_argument("--min-class-rows", type=int, default=0, help="partitions with fewer positives or negatives are too small to judge")
     gate.add_argument("--judge-on", choices=["interval", "point"], default="interval", help="fail a partition when its whole 95%% interval is above the threshold (default), or its point BCE")

@@ -46,6 +46,8 @@ from tasks.results import Evaluation, ModelInfo, with_partition_label
 from tasks.run_content import build_evaluation_log_task
 from tasks.scoring import Scorer, make_scorer, stored_scorer
 from tasks.tracking import check_tracking_access_task, describe_model_task, log_evaluation_task, resolve_tracking_uri, ui_command
+from tasks.series import DEFAULT_BAND, Series, current_points, drift_band, read_history_task, series_key
+from tasks.storage import data_location
 from tasks.training_data import collect_training_data_task
 
 
@@ -72,11 +74,12 @@ class Reduced:
 
 @dataclass(frozen=True)
 class Judged:
-    """The table with each partition's verdict, the gate's result, and the audit when it ran."""
+    """The table with each partition's verdict, the gate's result, the series' bands, and the audit when it ran."""
 
     table: pl.DataFrame
     verdict: GateResult | None
     audit: tuple[pl.DataFrame, pl.DataFrame] | None
+    series: Series
 
 
 @flow(name="bce-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -175,20 +178,24 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
 
 
 def judge(settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, tracking_uri: str) -> Judged:
-    """Stage 3: the quality gates (against a baseline run when asked), and the optional audit pass."""
+    """Stage 3: the series' bands, the quality gates (against a baseline run when asked), the optional audit pass."""
     gates = settings.gates
     baseline = read_baseline_task(gates.baseline_run_id, tracking_uri) if gates.baseline_run_id else None
-    verdict = check_gates_task(reduced.table, reduced.overall, gates, baseline) if gates.active else None
+    key = series_key(data_location(settings.data), settings.label, deployment.id)
+    history = read_history_task(tracking_uri, settings.experiment, key)
+    current = current_points(reduced.table, reduced.overall, scoring.dataset.partition_by)
+    series = Series(key, history, drift_band(history, current, gates.max_drift or DEFAULT_BAND))
+    verdict = check_gates_task(reduced.table, reduced.overall, gates, baseline, series.band) if gates.active else None
     table = with_verdicts(reduced.table, verdict)
     if not settings.audit:
-        return Judged(table, verdict, None)
+        return Judged(table, verdict, None, series)
     dataset = scoring.dataset
     parts = [
         audit_chunk_task(quote(dataset), scoring.scorer, quote(chunk))
         for chunk in group_files(dataset, settings.rows_per_task(holds_rows=True))
     ]
     sums, bins, tops = (quote([p[i] for p in parts]) for i in range(3))
-    return Judged(table, verdict, summarize_audit_task(sums, bins, tops, list(dataset.partition_by), table))
+    return Judged(table, verdict, summarize_audit_task(sums, bins, tops, list(dataset.partition_by), table), series)
 
 
 def publish(
@@ -216,7 +223,8 @@ def publish(
         sample=sample,
         fitted_model=scoring.fitted,
         max_partition_metrics=settings.max_partition_metrics,
-        tags={**scoring.tags, **(judged.verdict.tags() if judged.verdict else {}), **_run_tags(eval_key)},
+        tags={**scoring.tags, **(judged.verdict.tags() if judged.verdict else {}), **_run_tags(eval_key), **judged.series.tags()},
+        series=judged.series,
         register=(settings.register_name, settings.register_alias) if settings.register_name else None,
         audit=judged.audit,
         results_path=results_path,

@@ -283,7 +283,8 @@ def run_ui(uri: str, artifacts: str | None, host: str, port: int) -> int:
             except OSError:
                 time.sleep(0.2)
         if proc.poll() is None:
-            print(f"MLflow UI ready at http://{host}:{port} (Ctrl-C to stop)", flush=True)
+            # the model-training view (MLflow 3.17 opens its GenAI view unless the link says otherwise)
+            print(f"MLflow UI ready at http://{host}:{port}/#/experiments?workflowType=machine_learning (Ctrl-C to stop)", flush=True)
         return proc.wait() if proc.poll() is None else proc.returncode
     except KeyboardInterrupt:
         return 0

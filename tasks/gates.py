@@ -25,6 +25,10 @@ class GateSettings(BaseModel):
         default=None, ge=0, description="Fail when BCE exceeds the baseline's by more than this (overall or per partition)."
     )
     baseline_run_id: str | None = Field(default=None, description="The MLflow run whose BCE is the baseline.")
+    max_drift: float | None = Field(
+        default=None, gt=0,
+        description="Fail when the overall BCE or a partition's leaves the band of its own series: median ± this many robust σ.",
+    )
     min_rows: int = Field(default=1, ge=1, description="Partitions with fewer rows are reported as too small, not judged.")
     min_class_rows: int = Field(default=0, ge=0, description="Partitions with fewer positives or negatives are too small to judge.")
     judge_on: Literal["interval", "point"] = Field(
@@ -48,7 +52,7 @@ class GateSettings(BaseModel):
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.max_bce, self.max_partition_bce, self.max_regression))
+        return any(v is not None for v in (self.max_bce, self.max_partition_bce, self.max_regression, self.max_drift))
 
 
 @dataclass
@@ -80,8 +84,11 @@ def check_gates(
     overall: dict[str, Any],
     gates: GateSettings,
     baseline: dict[str, Any] | None = None,
+    drift: pl.DataFrame | None = None,
 ) -> GateResult:
     """Judge an evaluation against ``gates``.
+
+    ``drift`` is the series band (:func:`tasks.series.drift_band`), judged with ``gates.max_drift``.
 
     ``baseline`` is ``{"bce": overall, "partitions": {partition label: bce}}`` of the baseline run.
     """
@@ -129,7 +136,20 @@ def check_gates(
                 )
                 at_fault.extend(p for p, _ in worse if p not in at_fault)
                 verdicts.update({p: "failed" for p, _ in worse})
+    if gates.max_drift is not None and drift is not None:
+        _judge_drift(drift, gates.max_drift, failures, at_fault, verdicts)
     return GateResult(not failures, failures, at_fault, too_small, verdicts)
+
+
+def _judge_drift(drift: pl.DataFrame, k: float, failures: list[str], at_fault: list[str], verdicts: dict[str, str]) -> None:
+    """A partition (or the overall BCE) outside the band of its own series fails the gate."""
+    from tasks.series import drift_failures
+
+    line, left = drift_failures(drift, k)
+    if line:
+        failures.append(line)
+        at_fault.extend(p for p in left if p not in at_fault)
+        verdicts.update({p: "failed" for p in left if p in verdicts})
 
 
 def with_verdicts(table: pl.DataFrame, result: "GateResult | None") -> pl.DataFrame:

@@ -64,7 +64,7 @@ def describe_sample(sample_rows: int, total_rows: int) -> str:
     return f"a uniform random sample of {sample_rows:,} of {total_rows:,} rows across all partitions (seed 0)"
 
 
-def _figure(**kw: Any):
+def new_figure(**kw: Any):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +75,7 @@ def _figure(**kw: Any):
 
 def plot_sigmoid(x: np.ndarray, y: np.ndarray, coef: float, intercept: float, feature: str):
     """The seed's Figure 6: the fitted sigmoid over the points, coloured by class."""
-    fig, ax = _figure(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     lo, hi = float(np.min(x)), float(np.max(x))
     pad = 0.1 * (hi - lo or 1.0)
     grid = np.linspace(lo - pad, hi + pad, 400)
@@ -104,7 +104,7 @@ def plot_true_class_probability(sample: pl.DataFrame, shown: str = "", max_bars:
     density of that probability (a histogram normalised to area 1) in each panel.
     """
     y, p_true, _ = _p_true(sample)
-    fig, axes = _figure(ncols=2, figsize=(10, 4), sharey=len(y) > max_bars)
+    fig, axes = new_figure(ncols=2, figsize=(10, 4), sharey=len(y) > max_bars)
     for ax, cls, color in ((axes[0], 1, _POS), (axes[1], 0, _NEG)):
         v = np.sort(p_true[y == cls])
         if len(y) <= max_bars:
@@ -122,7 +122,7 @@ def plot_true_class_probability(sample: pl.DataFrame, shown: str = "", max_bars:
 def plot_log_loss_curve(sample: pl.DataFrame, shown: str = ""):
     """The seed's Figure 10: −log(p) against p, each row's loss on the curve, one panel per class."""
     y, p_true, loss = _p_true(sample)
-    fig, axes = _figure(ncols=2, figsize=(10, 4), sharey=True)
+    fig, axes = new_figure(ncols=2, figsize=(10, 4), sharey=True)
     grid = np.linspace(1e-3, 1, 500)
     for ax, cls, color in ((axes[0], 1, _POS), (axes[1], 0, _NEG)):
         ax.plot(grid, -np.log(grid), color="0.3", label="−log(p)")
@@ -143,7 +143,7 @@ def plot_partition_bce(table: pl.DataFrame, label_col: str, overall: float, max_
     bce = t.get_column("bce").to_numpy()
     low = t.get_column("bce_low").to_numpy() if "bce_low" in t.columns else bce
     high = t.get_column("bce_high").to_numpy() if "bce_high" in t.columns else bce
-    fig, ax = _figure(figsize=(8, max(3.0, 0.32 * len(labels) + 1.5)))
+    fig, ax = new_figure(figsize=(8, max(3.0, 0.32 * len(labels) + 1.5)))
     pos = np.arange(len(labels))
     ax.errorbar(bce, pos, xerr=[bce - low, high - bce], fmt="o", color="#1f77b4", ecolor="0.4", capsize=3)
     ax.axvline(overall, color="k", linestyle="--", label=f"overall {overall:.4f}")
@@ -162,7 +162,7 @@ def plot_paired_differences(table: pl.DataFrame, label_col: str, overall: dict[s
     labels = [v if len(v) <= 32 else v[:29] + "…" for v in t.get_column(label_col).cast(pl.String).to_list()]
     d = t.get_column("bce_diff").to_numpy()
     low, high = t.get_column("bce_diff_low").to_numpy(), t.get_column("bce_diff_high").to_numpy()
-    fig, ax = _figure(figsize=(8, max(3.0, 0.32 * len(labels) + 1.5)))
+    fig, ax = new_figure(figsize=(8, max(3.0, 0.32 * len(labels) + 1.5)))
     pos = np.arange(len(labels))
     ax.errorbar(d, pos, xerr=[d - low, high - d], fmt="o", color="#6a3d9a", ecolor="0.4", capsize=3)
     ax.axvline(0, color="0.5", linewidth=1)
@@ -185,7 +185,7 @@ def plot_reliability(sample: pl.DataFrame, n_bins: int = 10, shown: str = ""):
     mean_p = np.bincount(idx, weights=p, minlength=n_bins)
     rate = np.bincount(idx, weights=y, minlength=n_bins)
     ok = counts > 0
-    fig, (ax, ax2) = _figure(nrows=2, figsize=(6, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, (ax, ax2) = new_figure(nrows=2, figsize=(6, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax.plot([0, 1], [0, 1], "k:", label="perfectly calibrated")
     ax.plot(mean_p[ok] / counts[ok], rate[ok] / counts[ok], "o-", color="#1f77b4", label="model")
     ax.set(ylabel="observed positive rate")

@@ -24,6 +24,7 @@ _HEADERS = {"n_rows": "rows", "bce": "BCE", "bce_low": "95% low", "bce_high": "9
 _FIGURES = (
     ("plots/bce_by_partition.png", "Forest plot: each partition's BCE with its 95% interval; the dashed line is the overall BCE."),
     ("plots/comparison_by_partition.png", "Challenger − champion BCE per partition with paired 95% intervals; left of 0: the challenger is better."),
+    ("plots/bce_series.png", "The nightly series: overall and per-partition BCE over earlier runs; shaded, this run's band; circled, a value that left it."),
     ("plots/true_class_probability.png", "The seed article's walk-through: the probability the model gives each row's true class."),
     ("plots/log_loss_curve.png", "Each row's loss −log(p) on the curve, one panel per class."),
     ("plots/reliability.png", "Reliability diagram: predicted probability against the observed positive rate."),
@@ -36,7 +37,7 @@ table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-botto
 th{cursor:pointer;background:#f6f6f6;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
 tr.failed td{background:#fde8e8}.badge{display:inline-block;padding:2px 8px;border-radius:4px;color:#fff}
 .pass{background:#2e7d32}.fail{background:#c62828}.none{background:#777}figure{margin:16px 0}
-figcaption{color:#555;font-size:13px}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}"""
+figcaption{color:#555;font-size:13px}.wide{overflow-x:auto}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}"""
 
 # click a header to sort by it (numbers as numbers), click again to reverse
 _SORT = """document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
@@ -62,6 +63,8 @@ def _markdown_inline(text: str) -> str:
 def _cell(col: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return '<td data-v="">–</td>'
+    if isinstance(value, bool):
+        return f'<td data-v="{int(value)}">{"yes" if value else ""}</td>'
     if isinstance(value, float):
         shown = f"{value:.4f}" if col != "positive_rate" else f"{value:.1%}"
         return f'<td data-v="{value!r}">{shown}</td>'
@@ -78,7 +81,8 @@ def table_html(table: pl.DataFrame, columns: tuple[str, ...] = _COLUMNS) -> str:
     for r in table.select(cols).iter_rows(named=True):
         css = ' class="failed"' if r.get("verdict") == "failed" else ""
         rows.append(f"<tr{css}>" + "".join(_cell(c, r[c]) for c in cols) + "</tr>")
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    # scrolls sideways in a narrow pane (MLflow's artifact viewer) instead of hiding the last columns
+    return f'<div class="wide"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def _verdict_badge(gate: str | None) -> str:

@@ -18,6 +18,7 @@ from tasks.plots import describe_sample, plot_paired_differences
 from tasks.redact import redact_uri
 from tasks.report import render_report
 from tasks.results import ModelInfo, clean_value, table_columns
+from tasks.series import Series, plot_series
 from tasks.storage import data_location
 
 
@@ -137,8 +138,9 @@ def build_evaluation_log(
     register: tuple[str, str | None] | None = None,
     audit: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     results_path: str | None = None,
+    series: "Series | None" = None,
 ) -> RunContent:
-    """Everything one evaluation logs, assembled from its results (and the audit, when it ran)."""
+    """Everything one evaluation logs, assembled from its results (the audit and the series' bands, when there are)."""
     keys = dataset.partition_by
     name = Path(dataset.root).name
     metrics = _overall_metrics(overall)
@@ -148,16 +150,14 @@ def build_evaluation_log(
         tables.update(audit_tables(audit))
     if overall["n_rows"] <= 1000:
         tables["predictions.json"] = predictions_table(sample, dataset.features)
+    if series is not None and series.has_history:
+        tables["bce_series.json"], figures = series_table(series), {**figures, "plots/bce_series.png": plot_series(series.history, series.band)}
     run_name = _with_gate(run_name, metrics, tags)
-    X_example = y_example = None
-    if fitted_model is not None:
-        import pandas as pd
-
-        X_example = pd.DataFrame(sample.select(pl.col(c).cast(pl.Float64) for c in dataset.features).head(20).to_pandas())
-        y_example = fitted_model.predict_proba(X_example.to_numpy())
+    X_example, y_example = _model_examples(fitted_model, sample, dataset.features)
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
     description = describe(overall, table, keys, name, model)
-    report = _evaluation_report(f"BCE evaluation of {name}: {run_name}", description, table, figures, sample.height, overall, tags, audit)
+    report = _evaluation_report(f"BCE evaluation of {name}: {run_name}", description, table, figures, sample.height, overall, tags, audit,
+                                series.band if series is not None and series.has_history else None)
     return RunContent(
         experiment=experiment,
         run_name=run_name,
@@ -182,6 +182,20 @@ def build_evaluation_log(
     )
 
 
+def _model_examples(fitted_model: Any, sample: pl.DataFrame, features: tuple[str, ...]) -> tuple[Any, Any]:
+    """The logged model's input example (20 sampled rows) and its output on them (None, None without a fit)."""
+    if fitted_model is None:
+        return None, None
+    import pandas as pd
+
+    X = pd.DataFrame(sample.select(pl.col(c).cast(pl.Float64) for c in features).head(20).to_pandas())
+    return X, fitted_model.predict_proba(X.to_numpy())
+
+
+def series_table(series: Series) -> dict[str, list[Any]]:
+    return {c: [clean_value(v) for v in series.band.get_column(c).to_list()] for c in series.band.columns}
+
+
 def _overall_metrics(overall: dict[str, Any]) -> dict[str, float]:
     metrics = {k: float(overall[k]) for k in metric_schema.overall_metric_names() if overall.get(k) is not None}
     metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
@@ -194,14 +208,17 @@ def _with_gate(run_name: str, metrics: dict[str, float], tags: dict[str, str]) -
     if not tags.get("quality_gate"):
         return run_name
     metrics["quality_gate_passed"] = 1.0 if tags["quality_gate"] == "passed" else 0.0
-    return f"{run_name} · gate FAILED" if tags["quality_gate"] == "failed" else run_name
+    # first: the run list's name column is narrow and cuts the end
+    return f"gate FAILED · {run_name}" if tags["quality_gate"] == "failed" else run_name
 
 
 def _evaluation_report(
     title: str, summary: str, table: pl.DataFrame, figures: dict[str, Any], sampled: int, overall: dict[str, Any],
-    tags: dict[str, str], audit: tuple[pl.DataFrame, pl.DataFrame] | None,
+    tags: dict[str, str], audit: tuple[pl.DataFrame, pl.DataFrame] | None, band: pl.DataFrame | None,
 ) -> str:
-    extra = {"Audit: BCE three ways, per partition": audit[0], "Audit: the largest per-row losses": audit[1]} if audit else None
+    extra = {"Audit: BCE three ways, per partition": audit[0], "Audit: the largest per-row losses": audit[1]} if audit else {}
+    if band is not None:
+        extra = {"Nightly series: this run against the band of each partition's history (median ± k robust σ)": band, **extra}
     return render_report(title=title, summary=summary, table=table, figures=figures, shown=describe_sample(sampled, overall["n_rows"]),
                          gate=tags.get("quality_gate"), gate_message=tags.get("quality_gate.failures", ""), extra_tables=extra)
 

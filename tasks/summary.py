@@ -9,12 +9,17 @@ from tasks.redact import redact_uri
 from tasks.results import Evaluation
 
 
+# MLflow 3.17's UI follows a global GenAI / model-training switch (default GenAI) over the
+# experiment's own mlflow.experimentKind tag: links carry the switch
+UI_VIEW = "workflowType=machine_learning"
+
+
 def run_link(ev: Evaluation) -> str:
     """A link to the MLflow run in the UI (the tracking server's, or the local `bce-eval ui`)."""
     base = redact_uri(ev.tracking_uri or "")
     if not base.startswith(("http://", "https://")):
         base = "http://127.0.0.1:5000"
-    return f"{base.rstrip('/')}/#/experiments/{ev.experiment_id}/runs/{ev.run_id}"
+    return f"{base.rstrip('/')}/#/experiments/{ev.experiment_id}/runs/{ev.run_id}?{UI_VIEW}"
 
 
 def format_table(table: pl.DataFrame, limit: int) -> str:

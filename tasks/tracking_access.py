@@ -70,5 +70,5 @@ def ui_command(tracking_uri: str) -> str:
     if tracking_uri == f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}":
         return f"{_console_script()} ui"
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {redact_uri(tracking_uri)} in a browser"
+        return f"open {redact_uri(tracking_uri).rstrip('/')}/#/experiments?workflowType=machine_learning in a browser"
     return f"{_console_script()} ui --backend-store-uri {redact_uri(tracking_uri)}"

@@ -186,7 +186,7 @@ def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
         lines.append(line)
         if "ready at" in line:
             break
-    assert lines[-1].strip() == f"MLflow UI ready at http://127.0.0.1:{port} (Ctrl-C to stop)", lines
+    assert lines[-1].strip() == f"MLflow UI ready at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning (Ctrl-C to stop)", lines
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).status == 200
     # the server's own process and its workers: children of bce-eval, in a session of their own
     children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]

@@ -154,7 +154,7 @@ def test_regression_gate_against_a_baseline_run_fails_only_the_partition_that_re
     assert run.info.status == "FINISHED" and run.data.tags["quality_gate"] == "failed"
     assert run.data.tags["quality_gate.partitions"] == "region=south"
     # seen in the run list (its name) and chartable over a series (a metric)
-    assert run.info.run_name.endswith(" · gate FAILED") and run.data.metrics["quality_gate_passed"] == 0.0
+    assert run.info.run_name.startswith("gate FAILED · ") and run.data.metrics["quality_gate_passed"] == 0.0
     # the experiment opens in MLflow's model-training view, not its GenAI one
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert f"region=south (+{expected['region=south']:.4f})" in err[-1] and err[-1].startswith("bce-eval: quality gate failed")

@@ -60,7 +60,7 @@ def test_the_report_holds_the_table_the_forest_plot_and_the_gate(prefect_server,
     assert "quality gate failed" in doc and "all 750 rows" in doc  # the rows behind the figures, said
     # the run list shows the failure, and the series can chart it
     run = mlflow.MlflowClient().get_run(ev.run_id)
-    assert run.info.run_name.endswith("gate FAILED") and run.data.metrics["quality_gate_passed"] == 0.0
+    assert run.info.run_name.startswith("gate FAILED · ") and run.data.metrics["quality_gate_passed"] == 0.0
 
 
 def test_the_sample_is_uniform_across_partitions_and_seeded(tmp_path):

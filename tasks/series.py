@@ -1,0 +1,138 @@
+"""The nightly series: an evaluation's earlier runs, read back from MLflow, and the band of each
+partition's own history.
+
+Runs of one series share the tag ``bce_eval.series``: the deployment's id for a deployment's runs,
+else the data's location and label (a repeated ``bce-eval evaluate`` of the same data). The band of
+a partition (and of the overall BCE) over its last runs is
+
+    median(h) ± k · sqrt((1.4826 · MAD(h))² + se²)
+
+where ``h`` are its past BCEs, MAD the median absolute deviation (1.4826 · MAD estimates a standard
+deviation robustly: one bad night does not widen the band), ``se`` the current BCE's standard error
+(so a quiet series does not flag sampling noise), and ``k`` 3 by default (``--max-drift K`` sets it
+and makes leaving the band a gate). A band needs ``MIN_HISTORY`` past runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks._prefect import as_task
+from tasks.naming import metric_key_suffix
+
+SERIES_TAG = "bce_eval.series"
+PARTITION_PREFIX = "bce_by_partition/"
+OVERALL = "overall"
+DEFAULT_BAND = 3.0
+MIN_HISTORY = 3
+HISTORY_RUNS = 30
+
+
+@dataclass(frozen=True)
+class Series:
+    """A run's series: its key, the earlier runs' BCEs, and this run's band per key."""
+
+    key: str
+    history: pl.DataFrame
+    band: pl.DataFrame
+
+    def tags(self) -> dict[str, str]:
+        left = self.band.filter(pl.col("drifted")).get_column("partition").to_list()
+        return {SERIES_TAG: self.key, **({"drift.partitions": ",".join(left)[:4000]} if left else {})}
+
+    @property
+    def has_history(self) -> bool:
+        return self.history.height > 0
+
+
+def series_key(data_location: str, label: str, deployment_id: str | None) -> str:
+    """The series a run belongs to: its deployment, else its data and label."""
+    return f"deployment:{deployment_id}" if deployment_id else f"data:{data_location}#{label}"
+
+
+def current_points(table: pl.DataFrame, overall: dict[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[str, float, float]]:
+    """This run's (partition, BCE, standard error) by series key: ``overall`` and each partition's metric key."""
+    out = {OVERALL: (OVERALL, float(overall["bce"]), float(overall.get("bce_se") or 0.0))}
+    if keys:
+        for row in table.select([*keys, "partition", "bce", "bce_se"]).iter_rows(named=True):
+            out[metric_key_suffix({k: row[k] for k in keys})] = (row["partition"], float(row["bce"]), float(row["bce_se"] or 0.0))
+    return out
+
+
+def read_history(tracking_uri: str, experiment: str, key: str, limit: int = HISTORY_RUNS) -> pl.DataFrame:
+    """The last ``limit`` FINISHED runs of the series: one row per (run, partition key) with its BCE."""
+    from tasks.tracking import MlflowTracker
+
+    client = MlflowTracker(tracking_uri).client
+    exp = client.get_experiment_by_name(experiment)
+    rows: list[dict[str, Any]] = []
+    if exp is not None:
+        runs = client.search_runs([exp.experiment_id], f"tags.`{SERIES_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=limit)
+        for run in runs:
+            for name, value in run.data.metrics.items():
+                part = OVERALL if name == "bce" else name[len(PARTITION_PREFIX):] if name.startswith(PARTITION_PREFIX) else None
+                if part is not None:
+                    rows.append({"run_id": run.info.run_id, "start_time": run.info.start_time, "key": part, "bce": float(value)})
+    schema = {"run_id": pl.String, "start_time": pl.Int64, "key": pl.String, "bce": pl.Float64}
+    return pl.DataFrame(rows, schema=schema).sort("start_time")
+
+
+def drift_band(history: pl.DataFrame, current: dict[str, tuple[str, float, float]], k: float = DEFAULT_BAND) -> pl.DataFrame:
+    """Each key's band from its own history, and whether this run's BCE left it (see the module's formula)."""
+    rows = []
+    for key, (partition, bce, se) in current.items():
+        past = history.filter(pl.col("key") == key).get_column("bce").to_numpy()
+        if len(past) < MIN_HISTORY:
+            rows.append({"key": key, "partition": partition, "n_history": len(past), "median": None, "low": None, "high": None,
+                         "bce": bce, "drifted": False})
+            continue
+        median = float(np.median(past))
+        sigma = math.hypot(1.4826 * float(np.median(np.abs(past - median))), se)
+        low, high = median - k * sigma, median + k * sigma
+        rows.append({"key": key, "partition": partition, "n_history": len(past), "median": median, "low": low, "high": high,
+                     "bce": bce, "drifted": not low <= bce <= high})
+    schema = {"key": pl.String, "partition": pl.String, "n_history": pl.Int64, "median": pl.Float64, "low": pl.Float64, "high": pl.Float64,
+              "bce": pl.Float64, "drifted": pl.Boolean}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def drift_failures(band: pl.DataFrame, k: float) -> tuple[str | None, list[str]]:
+    """The gate's line and the partitions (labels) that left their band, or (None, [])."""
+    out = band.filter(pl.col("drifted"))
+    if not out.height:
+        return None, []
+    names = [f"{r['partition']} ({r['bce']:.4f} outside [{r['low']:.4f}, {r['high']:.4f}])" for r in out.iter_rows(named=True)]
+    return f"{out.height} left the band of their own history (median ± {k:g} robust σ): " + ", ".join(names[:20]), out.get_column("partition").to_list()
+
+
+def plot_series(history: pl.DataFrame, band: pl.DataFrame, max_lines: int = 12):
+    """The overall and per-partition BCE over the series' runs, this run last, the bands shaded."""
+    from tasks.plots import new_figure
+
+    keys = [OVERALL, *[k for k in band.sort("bce", descending=True).get_column("key").to_list() if k != OVERALL]][:max_lines]
+    fig, ax = new_figure(figsize=(9, 4.5))
+    n_runs = history.get_column("run_id").n_unique()
+    for i, key in enumerate(keys):
+        past = history.filter(pl.col("key") == key).get_column("bce").to_list()
+        now = band.filter(pl.col("key") == key).row(0, named=True)
+        xs = list(range(len(past) + 1))
+        style = {"color": "k", "linewidth": 2.2} if key == OVERALL else {"linewidth": 1, "alpha": 0.8}
+        line = ax.plot(xs, [*past, now["bce"]], marker="o", markersize=3, label=key + (" (left its band)" if now["drifted"] else ""), **style)[0]
+        if now["low"] is not None:
+            ax.fill_between([len(past) - 0.5, len(past) + 0.5], now["low"], now["high"], color=line.get_color(), alpha=0.12)
+        if now["drifted"]:
+            ax.scatter([len(past)], [now["bce"]], s=90, facecolors="none", edgecolors="red", zorder=4)
+    ax.set(xlabel=f"run of the series (oldest first; the last is this run; {n_runs} earlier)", ylabel="BCE",
+           title="BCE over the series; shaded: this run's band from each line's own history")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+read_history_task = as_task(read_history, name="read-series", retries=3)
