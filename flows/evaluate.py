@@ -43,7 +43,7 @@ from tasks.plots import make_figures_task, sample_scores_task
 from tasks.reduce import reduce_chunk_task, summarize_records_task
 from tasks.prefect_artifacts import publish_prefect_artifacts_task
 from tasks.results import Evaluation, ModelInfo, with_partition_label
-from tasks.run_content import build_evaluation_log_task
+from tasks.run_content import audit_headline, build_evaluation_log_task
 from tasks.scoring import Scorer, make_scorer, stored_scorer
 from tasks.tracking import check_tracking_access_task, describe_model_task, log_evaluation_task, resolve_tracking_uri, ui_command
 from tasks.series import DEFAULT_BAND, Series, current_points, drift_band, read_history_task, series_key
@@ -119,6 +119,7 @@ def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, trac
     features, tags, loaded = list(settings.features), {}, None
     if settings.model_uri:
         # the model decides which columns the scan needs, and which of them may be text
+        get_run_logger().info(f"loading the model {settings.model_uri} from MLflow")
         tags = describe_model_task(settings.model_uri, tracking_uri)
         loaded = load_model_task(settings.model_uri, tracking_uri, settings.score_kind)
         features = loaded.features(features)
@@ -136,6 +137,7 @@ def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, trac
         check_model_output_task(loaded, quote(dataset))
         info = ModelInfo(f"{loaded.type_name} ({loaded.flavor.name}) from {settings.model_uri}", uri=settings.model_uri)
         return Scoring(dataset, scorer, info, {**tags, **loaded.tags(scorer)}, loaded.model, name=loaded.type_name)
+    get_run_logger().info(f"fitting LogisticRegression on {dataset.num_rows:,} rows of {len(dataset.files)} file(s)")
     fitted = _fit(settings, dataset)
     how = " (streaming L-BFGS)" if settings.fit == "streaming" else ""
     info = ModelInfo(f"LogisticRegression fitted on this data{how}", params=fitted.get_params())
@@ -230,8 +232,9 @@ def publish(
         results_path=results_path,
     )
     run_id, experiment_id = log_evaluation_task(quote(log), tracking_uri)
+    headline = audit_headline(judged.audit[0], reduced.overall["bce"]) if judged.audit else ""
     evaluation = Evaluation(
-        judged.table, reduced.overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample, judged.verdict
+        judged.table, reduced.overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample, judged.verdict, headline
     )
     publish_prefect_artifacts_task(quote(evaluation), Path(settings.data).name, ui_command(tracking_uri), judged.verdict)
     return evaluation

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from tasks.errors import InputError, StorageUnavailable
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Failures worth a retry: the network, a server, a locked database. Not bad input, not bugs."""
     if isinstance(exc, (InputError, StorageUnavailable)):
         return False  # StorageUnavailable: the store's client already retried with backoff
@@ -21,7 +21,7 @@ def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except BaseException as exc:  # noqa: BLE001 - classified, not swallowed: the state stays failed
-        return _is_transient(exc)
+        return is_transient(exc)
     return False
 
 

@@ -100,16 +100,24 @@ def _p_true(sample: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def plot_true_class_probability(sample: pl.DataFrame, shown: str = "", max_bars: int = 300):
     """Figures 8–10: each row's probability of its true class, one panel per class.
 
-    Up to ``max_bars`` rows: one bar per row, sorted, as the article draws them; beyond that the
-    density of that probability (a histogram normalised to area 1) in each panel.
+    Up to ``max_bars`` rows, as the article draws them: one bar per row (sorted), and below, the
+    same rows' losses −log(p) as bars. Beyond that, the density of that probability per class.
     """
-    y, p_true, _ = _p_true(sample)
-    fig, axes = new_figure(ncols=2, figsize=(10, 4), sharey=len(y) > max_bars)
-    for ax, cls, color in ((axes[0], 1, _POS), (axes[1], 0, _NEG)):
-        v = np.sort(p_true[y == cls])
-        if len(y) <= max_bars:
+    y, p_true, loss = _p_true(sample)
+    small = len(y) <= max_bars
+    fig, axes = new_figure(nrows=2 if small else 1, ncols=2, figsize=(10, 7 if small else 4), squeeze=False)
+    for col, cls, color in ((0, 1, _POS), (1, 0, _NEG)):
+        order = np.argsort(p_true[y == cls])
+        v, lv = p_true[y == cls][order], loss[y == cls][order]
+        ax = axes[0][col]
+        if small:
             ax.barh(np.arange(len(v)), v, color=color, height=0.8)
             ax.set(xlim=(0, 1), xlabel="probability of the true class", ylabel="row (sorted)")
+            low = axes[1][col]
+            low.barh(np.arange(len(lv)), lv, color=color, height=0.8, alpha=0.7)
+            low.set(xlabel="loss −log(p)", ylabel="row (same order)", title=f"class {cls}: mean loss {lv.mean() if len(lv) else float('nan'):.4f}")
+            for a in (ax, low):
+                a.yaxis.get_major_locator().set_params(integer=True)  # rows are counted, not measured
         else:
             ax.hist(v, bins=np.linspace(0, 1, 41), density=True, color=color)
             ax.set(xlim=(0, 1), xlabel="probability of the true class", ylabel="density")

@@ -41,6 +41,7 @@ class Evaluation:
     tracking_uri: str | None = None
     rows: pl.DataFrame | None = None  # the scored sample (every row of a small dataset)
     gate: Any = None  # the quality gate's verdict (tasks.gates.GateResult), None without a gate
+    audit_headline: str = ""  # the audit in one line, when it ran
 
     @property
     def gate_passed(self) -> bool:

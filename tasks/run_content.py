@@ -343,6 +343,14 @@ def audit_metrics(table: pl.DataFrame) -> dict[str, float]:
     return out
 
 
+def audit_headline(table: pl.DataFrame, bce: float) -> str:
+    """The audit in one line for the terminal: BCE three ways, saturated rows, what recalibration removes."""
+    m = audit_metrics(table)
+    return (f"audit: BCE exact {bce:.4f}, as sklearn's log_loss {m['bce_sklearn_clip']:.4f}, under Keras' clipping "
+            f"{m['bce_keras_clip']:.4f}; {int(m['n_p_zero'] + m['n_p_one']):,} row(s) with p exactly 0 or 1; "
+            f"recalibration would remove {bce - m['bce_recalibrated']:.4f} (in-sample)")
+
+
 def audit_tables(audit: tuple[pl.DataFrame, pl.DataFrame]) -> dict[str, dict[str, list[Any]]]:
     """The audit's two tables as run artifacts: per partition, and the largest losses."""
     table, top = audit

@@ -47,6 +47,8 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str,
     if ev.partition_by and top:
         out.append(f"  worst {min(top, ev.table.height)} partition(s):")
         out.extend("    " + line for line in format_table(ev.table, top).splitlines())
+    if ev.audit_headline:
+        out.append(f"  {ev.audit_headline}")
     if "partitions_computed" in o:
         out.append(f"  partitions: {o['partitions_computed']} computed, {o.get('partitions_reused', 0)} reused from the cache")
     if ev.run_id:

@@ -62,3 +62,8 @@ def test_audit_three_ways_saturation_and_largest_losses(prefect_server, mlflow_u
     )
     # the calibration part is what binned, in-sample recalibration removes: never more than the BCE
     assert all(0 <= r <= e for r, e in zip(audit.get_column("bce_recalibrated"), audit.get_column("bce_exact")))
+    # the terminal's headline says the same, in one line
+    ys = np.concatenate([d["y"].to_numpy() for d in parts.values()])
+    ps = _sigmoid(np.concatenate([d["z"].to_numpy() for d in parts.values()]))
+    assert ev.audit_headline.startswith(f"audit: BCE exact {ev.overall['bce']:.4f}, as sklearn's log_loss {log_loss(ys, ps, labels=[0, 1]):.4f}")
+    assert f"{int(np.sum(ps == 0.0) + np.sum(ps == 1.0)):,} row(s) with p exactly 0 or 1" in ev.audit_headline
