@@ -67,16 +67,19 @@ def current_points(table: pl.DataFrame, overall: dict[str, Any], keys: tuple[str
 def read_history(tracking_uri: str, experiment: str, key: str, limit: int = HISTORY_RUNS) -> pl.DataFrame:
     """The last ``limit`` FINISHED runs of the series: one row per (run, partition key) with its BCE."""
     from tasks._prefect import is_transient
+    from tasks.run_lifecycle import store_lock
     from tasks.tracking import MlflowTracker
 
     rows: list[dict[str, Any]] = []
     try:
-        client = MlflowTracker(tracking_uri).client
-        exp = client.get_experiment_by_name(experiment)
-        runs = [] if exp is None else client.search_runs(
-            [exp.experiment_id], f"tags.`{SERIES_TAG}` = '{key}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"], max_results=limit,
-        )
+        # a fresh SQLite store migrates on first use: one process at a time, as the logging step does
+        with store_lock(tracking_uri):
+            client = MlflowTracker(tracking_uri).client
+            exp = client.get_experiment_by_name(experiment)
+            runs = [] if exp is None else client.search_runs(
+                [exp.experiment_id], f"tags.`{SERIES_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"], max_results=limit,
+            )
     except Exception as exc:
         if not is_transient(exc):
             raise
