@@ -106,7 +106,7 @@ def install_log_filters(verbose: bool, temporary_server: bool = False) -> None:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(redact)
     if temporary_server:
-        for logger in (logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs"), logging.getLogger("prefect")):
+        for logger in (logging.getLogger(), logging.getLogger("prefect"), logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")):
             for handler in logger.handlers:
                 if type(handler).__name__ == "PrefectConsoleHandler":
                     handler.addFilter(_drop_dead_links)

@@ -144,8 +144,9 @@ def _eight_runs(env: dict[str, str], prefix: str):
     args = ["evaluate", data, "--label", "label", "--features", "f1,f2,f3", "--run-name"]
     procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", *args, f"{prefix}{i}"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
     for proc in procs:
-        _, err = proc.communicate(timeout=600)
+        out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
+        assert "View at http" not in out + err  # no link to a temporary Prefect server that is gone at exit
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("bce-evaluation").experiment_id])
     assert sorted(r.info.run_name for r in runs) == [f"{prefix}{i}" for i in range(8)]
