@@ -67,7 +67,7 @@ def check_before_server(
     from tasks.storage import LocalStorage
 
     LocalStorage().entry(data)  # InputError naming the path
-    if args.command not in {"evaluate", "serve"}:
+    if args.command != "evaluate":  # serve: check_serve reads the footers (and the model) itself
         return
     settings = make_settings(args)
     from tasks.dataset import discover_dataset
