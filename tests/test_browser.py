@@ -43,12 +43,15 @@ def test_reviewer_lands_on_the_runs_sees_the_failed_gate_and_reads_the_report(pr
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # the experiment opens on its runs (model-training view), the failed gate in the run's name
-            # (the link bce-eval prints: MLflow 3.17 follows its global view switch, default GenAI)
-            page.goto(f"http://127.0.0.1:{port}/#/experiments/{failed.experiment_id}?workflowType=machine_learning")
+            # the experiment, opened by hand (no view in the link, a browser that never chose one), shows
+            # its runs in the model-training view, the failed gate in the run's name
+            page.goto(f"http://127.0.0.1:{port}/#/experiments/{failed.experiment_id}")
             page.get_by_text("gate FAILED · nightly-bad").first.wait_for(timeout=60_000)
             page.get_by_text("nightly-ok", exact=True).first.wait_for(timeout=10_000)
             assert page.get_by_text("gate FAILED · nightly-ok").count() == 0
+            assert page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'
+            page.screenshot(path=str(tmp_path / "experiment.png"))
+            assert page.get_by_text("Ask questions about your").count() == 0  # the assistant panel did not open by itself
             page.screenshot(path=str(tmp_path / "experiment.png"))
             # the run's report, rendered inline by MLflow: the forest plot and the sortable table
             page.goto(f"http://127.0.0.1:{port}/#/experiments/{failed.experiment_id}/runs/{failed.run_id}/artifacts?workflowType=machine_learning")
