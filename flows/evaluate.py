@@ -124,11 +124,13 @@ def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, trac
         loaded = load_model_task(settings.model_uri, tracking_uri, settings.score_kind)
         features = loaded.features(features)
     extra = [settings.score_col] if settings.score_col else []
+    get_run_logger().info(f"listing the Parquet files under {data_location(settings.data)} and reading their footers")
     dataset = discover_dataset_task(
         settings.data, settings.label, features, settings.partition_by, extra,
         settings.where, settings.date_key, settings.window_days, scheduled,
         loaded.inputs.by_name() if loaded and loaded.inputs else None, settings.model_uri or "",
     )
+    get_run_logger().info(f"found {len(dataset.files):,} file(s), {dataset.num_rows:,} rows")
     if settings.score_col:
         info = ModelInfo(f"stored {settings.score_kind} column {settings.score_col!r}")
         return Scoring(dataset, stored_scorer(settings.score_col, settings.score_kind), info, tags)
@@ -191,11 +193,14 @@ def judge(settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, tracki
     table = with_verdicts(reduced.table, verdict)
     if not settings.audit:
         return Judged(table, verdict, None, series)
-    dataset = scoring.dataset
-    parts = [
-        audit_chunk_task(quote(dataset), scoring.scorer, quote(chunk))
-        for chunk in group_files(dataset, settings.rows_per_task(holds_rows=True))
-    ]
+    dataset, logger = scoring.dataset, get_run_logger()
+    chunks = group_files(dataset, settings.rows_per_task(holds_rows=True))
+    logger.info(f"auditing {dataset.num_rows:,} rows in {len(chunks)} chunk(s): a second pass that sorts each partition's losses")
+    parts = []
+    for i, chunk in enumerate(chunks, 1):
+        parts.append(audit_chunk_task(quote(dataset), scoring.scorer, quote(chunk)))
+        if len(chunks) > 1:
+            logger.info(f"audited {i}/{len(chunks)} chunks")
     sums, bins, tops = (quote([p[i] for p in parts]) for i in range(3))
     return Judged(table, verdict, summarize_audit_task(sums, bins, tops, list(dataset.partition_by), table), series)
 
@@ -205,6 +210,7 @@ def publish(
 ) -> Evaluation:
     """Stage 4: plots, results saved locally, the MLflow run, Prefect artifacts."""
     dataset, scorer = scoring.dataset, scoring.scorer
+    get_run_logger().info("drawing the plots and the report")
     eval_key = evaluation_key(dataset, scorer, settings.model_dump(mode="json"))
     sample = sample_scores_task(quote(dataset), scorer, settings.sample_rows)
     linear = None
@@ -231,6 +237,7 @@ def publish(
         audit=judged.audit,
         results_path=results_path,
     )
+    get_run_logger().info(f"logging the run to MLflow ({len(figures)} plots, the table and the report)")
     run_id, experiment_id = log_evaluation_task(quote(log), tracking_uri)
     headline = audit_headline(judged.audit[0], reduced.overall["bce"]) if judged.audit else ""
     evaluation = Evaluation(

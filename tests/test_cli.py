@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -178,7 +179,12 @@ def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
 
     from tests.conftest import free_port
 
+    # the least any MLflow UI server costs: importing MLflow's server app in a fresh process
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-W", "ignore", "-c", "import mlflow.server.fastapi_app"], check=True)
+    app_import = time.perf_counter() - started
     port = free_port()
+    started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PREFECT_HOME": str(tmp_path)})
     lines = []
@@ -187,7 +193,13 @@ def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
         if "ready at" in line:
             break
     assert lines[-1].strip() == f"MLflow UI ready at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning (Ctrl-C to stop)", lines
+    ready = time.perf_counter() - started
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).status == 200
+    # two imports of MLflow (its CLI, then the server's worker) and a store's migration: within 3x one import
+    assert ready <= 3.0 * app_import, (ready, app_import)
+    # the page sets the model-training view for a browser that has none
+    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+    assert "localStorage.setItem('mlflow.workflowType_v1','\"machine_learning\"')" in page and "static-files/static/js/main" in page
     # the server's own process and its workers: children of bce-eval, in a session of their own
     children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
     assert len(children) == 1 and _session_members(children[0])
