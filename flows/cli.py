@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"), _evaluate_settings)
             preload(_PRELOAD)
             if args.command in {"evaluate", "demo"}:
-                from tasks.kernels import warm_up
+                from tasks.parallel_pass import warm_up
 
                 warm_up()
             install_log_filters(args.verbose, temporary_server=server.starting)

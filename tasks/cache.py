@@ -51,7 +51,7 @@ def cache_dir() -> Path:
 
 #: The modules whose code computes the cached figures: any edit to them invalidates the cache
 _METRIC_SOURCES = (
-    "bce.py", "kernels.py", "reduce.py", "auc.py", "metrics.py", "dataset.py", "column_types.py", "model.py", "scoring.py",
+    "bce.py", "kernels.py", "parallel_pass.py", "reduce.py", "auc.py", "metrics.py", "dataset.py", "column_types.py", "model.py", "scoring.py",
 )
 
 

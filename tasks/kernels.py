@@ -95,8 +95,13 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
 @numba.njit(**_JIT)
 def _flush_histogram(part, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush):  # pragma: no cover - compiled
     # emit the open partition's touched bins, in bin order, as (partition, bin, n, n_pos) rows of
-    # out, and its AUC sums (partition, P, N, Σ pos·neg_below, Σ pos·neg) as a row of flushes
-    bins = np.sort(touched[:n_touched])
+    # out, and its AUC sums (partition, P, N, Σ pos·neg_below, Σ pos·neg) as a row of flushes.
+    # Bin order: sort the few touched bins, or walk all bins when many are touched (a sort of
+    # thousands would cost more than the rows that touched them)
+    if n_touched * 16 > HIST_BINS:
+        bins = np.flatnonzero(hist_n).astype(np.int32)
+    else:
+        bins = np.sort(touched[:n_touched])
     n_p = 0.0
     n_n = 0.0
     above = 0.0
@@ -121,43 +126,109 @@ def _flush_histogram(part, hist_n, hist_pos, touched, n_touched, out, n_out, flu
     flushes[n_flush, 2] = n_n
     flushes[n_flush, 3] = above
     flushes[n_flush, 4] = ties
+    flushes[n_flush, 5] = n_touched  # rows of out this flush wrote
     return n_out
 
 
 @numba.njit(**_JIT)
-def reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, out, flushes, ps):  # pragma: no cover - compiled
-    """Add a batch of rows to per-partition statistics and score histograms.
+def merge_flushes(bins, flushes, out, out_flushes):  # pragma: no cover - compiled
+    """One histogram per partition from flushes that may share one (threads that each saw part of it).
+
+    ``bins`` and ``flushes`` are as :func:`sum_segments` writes them (flush f wrote the next
+    ``flushes[f, 5]`` rows of ``bins``). Counts add up exactly, and each partition's AUC sums are
+    computed once from its merged bins, as for a partition that one flush wrote whole: the same
+    figures whatever the number of threads. Returns the rows written to ``out`` and ``out_flushes``.
+    """
+    n_f = flushes.shape[0]
+    starts = np.zeros(n_f + 1, np.int64)
+    for f in range(n_f):
+        starts[f + 1] = starts[f] + int(flushes[f, 5])
+    order = np.argsort(flushes[:, 0], kind="mergesort")
+    hist_n = np.zeros(HIST_BINS, np.int64)
+    hist_pos = np.zeros(HIST_BINS, np.int64)
+    touched = np.zeros(HIST_BINS, np.int32)
+    n_touched, n_out, n_flush, cur = 0, 0, 0, -1
+    for j in range(n_f):
+        f = order[j]
+        part = int(flushes[f, 0])
+        if part != cur:
+            if cur >= 0:
+                n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush)
+                n_flush += 1
+                n_touched = 0
+            cur = part
+        for r in range(starts[f], starts[f + 1]):
+            b = bins[r, 1]
+            if hist_n[b] == 0:
+                touched[n_touched] = b
+                n_touched += 1
+            hist_n[b] += bins[r, 2]
+            hist_pos[b] += bins[r, 3]
+    if cur >= 0:
+        n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush)
+        n_flush += 1
+    return n_out, n_flush
+
+
+#: Rows of a block. A run of one partition is cut where a block ends (counted from the batch's
+#: first row), each piece is summed on its own and the pieces are added in row order: the sums do
+#: not depend on how many threads share a batch, or which thread summed which piece.
+BLOCK_ROWS = 16_384
+
+
+@numba.njit(**_JIT)
+def plan_segments(run_ends, run_ids, seg_lo, seg_hi, seg_part):  # pragma: no cover - compiled
+    """Cut a batch's runs where blocks of :data:`BLOCK_ROWS` end; returns the number of pieces."""
+    n_seg = 0
+    lo = 0
+    for r in range(run_ends.shape[0]):
+        hi = run_ends[r]
+        while lo < hi:
+            cut = min(hi, (lo // BLOCK_ROWS + 1) * BLOCK_ROWS)
+            seg_lo[n_seg] = lo
+            seg_hi[n_seg] = cut
+            seg_part[n_seg] = run_ids[r]
+            n_seg += 1
+            lo = cut
+    return n_seg
+
+
+@numba.njit(**_JIT)
+def sum_segments(s, a, b, y, logit, seg_lo, seg_hi, seg_part, first, last, seg_stats, hist_n, hist_pos, touched, state, out, flushes, ps):  # pragma: no cover - compiled
+    """Sum pieces ``first..last`` of a batch, each into its own row of ``seg_stats``, and bin their rows.
 
     ``s`` is the score (a logit when ``logit``, else a probability of class 1) and ``y`` the label.
     For a logit, ``a = exp(−|s|)`` and ``b = log1p(a)``, so the loss is ``max(s, 0) − s·y + b`` and
     σ(s) is ``1/(1+a)`` or ``a/(1+a)``; for a probability clipped to [eps, 1 − eps], ``a`` and ``b``
     are the losses ``−log p`` and ``−log1p(−p)`` of a positive and of a negative row.
 
-    The rows come in runs of one partition: run r ends (exclusive) at ``run_ends[r]`` and adds to
-    row ``run_ids[r]`` of ``stats`` (columns :data:`STATS`). Rows with a non-finite or out-of-range
-    score, or a label other than 0/1, are counted in ``bad_score``/``bad_label`` (their other
-    figures are meaningless: the caller raises). The histogram of the open partition (``state[0]``,
-    with ``state[1]`` bins touched) stays open across batches and is written to ``out`` as
-    ``(partition, bin, n, n_pos)`` rows when the partition changes, with a row of ``flushes``:
-    ``(partition, P, N, A, T)``, from which AUC = (A + T/2)/(P·N) within ± T/(2·P·N) when the
-    partition was written once. ``state[2]`` counts bad rows. ``ps`` is scratch space of the
-    batch's length. Returns the number of rows written to ``out`` and to ``flushes``.
+    Piece g is rows ``seg_lo[g]..seg_hi[g]`` (exclusive) of partition ``seg_part[g]``; its sums
+    (columns :data:`STATS`) go to ``seg_stats[g]``, for :func:`merge_segments`. Rows with a
+    non-finite or out-of-range score, or a label other than 0/1, are counted in
+    ``bad_score``/``bad_label`` (their other figures are meaningless: the caller raises). The
+    histogram of this caller's open partition (``state[0]``, with ``state[1]`` bins touched) stays
+    open across calls and is written to ``out`` as ``(partition, bin, n, n_pos)`` rows when the
+    partition changes, with a row of ``flushes``: ``(partition, P, N, A, T)``, from which
+    AUC = (A + T/2)/(P·N) within ± T/(2·P·N) when the partition was written once. ``ps`` is scratch
+    space of the batch's length. Returns the number of rows written to ``out`` and to ``flushes``.
+    Each thread that shares a batch passes its own histogram, state and outputs.
     """
     cur = state[0]
     n_touched = state[1]
     n_out = 0
     n_flush = 0
-    lo = 0
-    for r in range(run_ends.shape[0]):
-        hi = run_ends[r]
-        k = run_ids[r]
+    for g in range(first, last):
+        k = seg_part[g]
+        lo = seg_lo[g]
+        hi = seg_hi[g]
         if k != cur:
             if cur >= 0:
                 n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush)
                 n_flush += 1
                 n_touched = 0
             cur = k
-        state[2] += _run_sums(s, a, b, y, lo, hi, logit, stats[k], ps)
+        seg_stats[g, :] = 0.0
+        _run_sums(s, a, b, y, lo, hi, logit, seg_stats[g], ps)
         for i in range(lo, hi):
             p = ps[i]
             # a bad score (NaN or outside [0, 1]) is counted as such; the caller raises
@@ -167,10 +238,21 @@ def reduce_batch(s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, 
                 n_touched += 1
             hist_n[bin_] += 1
             hist_pos[bin_] += 1 if y[i] == 1.0 else 0
-        lo = hi
     state[0] = cur
     state[1] = n_touched
     return n_out, n_flush
+
+
+@numba.njit(**_JIT)
+def merge_segments(seg_stats, seg_part, n_seg, stats):  # pragma: no cover - compiled
+    """Add each piece's sums to its partition's row of ``stats``, in row order; returns the bad rows."""
+    bad = 0.0
+    for g in range(n_seg):
+        k = seg_part[g]
+        for c in range(seg_stats.shape[1]):
+            stats[k, c] += seg_stats[g, c]
+        bad += seg_stats[g, _BAD_SCORE] + seg_stats[g, _BAD_LABEL]
+    return bad
 
 
 @numba.njit(**_JIT)
@@ -183,60 +265,6 @@ def close_histogram(hist_n, hist_pos, touched, state, out, flushes):  # pragma: 
     state[0] = -1
     state[1] = 0
     return n_out, n_flush
-
-
-def _aligned(n: int) -> np.ndarray:
-    raw = np.empty(n + 8)
-    skip = (-raw.ctypes.data % 64) // 8
-    return raw[skip : skip + n]
-
-
-class Batch:
-    """Buffers for the terms :func:`reduce_batch` reads, reused batch after batch, 64-byte aligned.
-
-    Same data, same sums to the last bit: the compiled sums are vectorised, and how a vector loop
-    splits its rows can depend on the addresses of its arrays; with these buffers always aligned
-    the same way it does not vary from run to run (a fresh numpy array can start anywhere).
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.a, self.b, self.p = (_aligned(capacity) for _ in range(3))
-        self.out = np.empty((capacity + HIST_BINS, 4), np.int64)
-        self.flushes = np.empty((capacity + 1, 5))
-
-    def load(self, s: np.ndarray, y: np.ndarray, logit: bool) -> tuple[np.ndarray, ...]:
-        """``(s, a, b, y, p)`` for one batch: the scores and labels, their vectorised terms, scratch p."""
-        n = len(s)
-        if n > len(self.a):
-            self.__init__(n)
-        S, Y = np.ascontiguousarray(s, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64)
-        A, B = self.a[:n], self.b[:n]
-        with np.errstate(all="ignore"):  # bad rows are counted by the loop, not warned about here
-            if logit:
-                np.abs(S, out=A)
-                np.negative(A, out=A)
-                np.exp(A, out=A)  # a = exp(-|s|)
-                np.log1p(A, out=B)
-            else:
-                np.clip(S, PROBA_EPS, 1.0 - PROBA_EPS, out=B)
-                np.log(B, out=A)
-                np.negative(A, out=A)  # -log p
-                np.negative(B, out=B)
-                np.log1p(B, out=B)
-                np.negative(B, out=B)  # -log1p(-p)
-        return S, A, B, Y, self.p[:n]
-
-
-def warm_up() -> None:
-    """Load the compiled loop (from numba's on-disk cache; compiled the first time) on one row."""
-    batch = Batch(1)
-    s, a, b, y, p = batch.load(np.array([0.5]), np.array([1.0]), True)
-    stats = np.zeros((1, len(STATS)))
-    hist_n, hist_pos = np.zeros(HIST_BINS, np.int64), np.zeros(HIST_BINS, np.int64)
-    touched, state = np.zeros(HIST_BINS, np.int32), new_state()
-    one, zero = np.array([1], np.int64), np.array([0], np.int64)
-    reduce_batch(s, a, b, y, one, zero, True, stats, hist_n, hist_pos, touched, state, batch.out, batch.flushes, p)
-    close_histogram(hist_n, hist_pos, touched, state, batch.out, batch.flushes)
 
 
 def new_state() -> np.ndarray:

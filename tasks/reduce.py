@@ -162,20 +162,14 @@ def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.
 
 
 def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact_auc: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    from tasks import kernels
+    from tasks.parallel_pass import Reducer
 
     parts = _Partitions(dataset, files)
     logit = scorer.kind == "logit"
-    stats = np.zeros((max(len(parts.index), 16), len(kernels.STATS)))
-    hist_n = np.zeros(kernels.HIST_BINS, np.int64)
-    hist_pos = np.zeros(kernels.HIST_BINS, np.int64)
-    touched = np.zeros(kernels.HIST_BINS, np.int32)
-    state = kernels.new_state()
-    bins_out: list[np.ndarray] = []
-    flushes_out: list[np.ndarray] = []
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (ids, scores, labels) for exact AUC
     schema = None
-    scratch = kernels.Batch(65_536)
+    # the per-row pass on as many threads as Polars has (POLARS_MAX_THREADS): the same sums whatever that is
+    reducer = Reducer(pl.thread_pool_size())
     query = scan_files(dataset, files).select(_scan_columns(dataset, scorer, parts.columns))
     # Polars' own batches (whole morsels, no copy) unless files are small: then one batch per file
     # would cost more in calls than in rows. Either way, the same files give the same batches, so
@@ -184,35 +178,28 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
     # a model called per batch costs about a millisecond a call (a tree library starting its
     # threads): larger batches for it
     batch_rows = 65_536 if scorer.model is None else 262_144
-    for batch in query.collect_batches(chunk_size=batch_rows if small_files else None):
-        if not batch.height:
-            continue
-        schema = batch.schema
-        s = _batch_scores(scorer, batch, dataset, files)
-        y = batch.get_column(_Y).to_numpy()
-        run_ends, run_ids = parts.runs(batch)
-        if len(parts.index) > stats.shape[0]:
-            stats = np.vstack([stats, np.zeros((max(len(parts.index), 2 * stats.shape[0]) - stats.shape[0], stats.shape[1]))])
-        s, a, b, y, p = scratch.load(s, y, logit)
-        n_out, n_flush = kernels.reduce_batch(
-            s, a, b, y, run_ends, run_ids, logit, stats, hist_n, hist_pos, touched, state, scratch.out, scratch.flushes, p
-        )
-        bins_out.append(scratch.out[:n_out].copy())
-        flushes_out.append(scratch.flushes[:n_flush].copy())
-        if state[2]:
-            break  # bad input: stop reading, say where below
-        if exact_auc:
-            kept.append((np.repeat(run_ids, np.diff(run_ends, prepend=0)), s.copy(), y.copy()))
-    n_out, n_flush = kernels.close_histogram(hist_n, hist_pos, touched, state, scratch.out, scratch.flushes)
-    bins_out.append(scratch.out[:n_out].copy())
-    flushes_out.append(scratch.flushes[:n_flush].copy())
-
-    return _assemble(dataset, scorer, files, parts.frame(schema), stats[: len(parts.index)], bins_out, flushes_out, kept if exact_auc else None)
+    try:
+        for batch in query.collect_batches(chunk_size=batch_rows if small_files else None):
+            if not batch.height:
+                continue
+            schema = batch.schema
+            s = _batch_scores(scorer, batch, dataset, files)
+            y = batch.get_column(_Y).to_numpy()
+            run_ends, run_ids = parts.runs(batch)
+            if reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)):
+                break  # bad input: stop reading, say where below
+            if exact_auc:
+                kept.append((np.repeat(run_ids, np.diff(run_ends, prepend=0)), np.array(s, np.float64), np.array(y, np.float64)))
+    except BaseException:
+        reducer.abandon()
+        raise
+    stats, bins, flushes = reducer.finish()
+    return _assemble(dataset, scorer, files, parts.frame(schema), stats[: len(parts.index)], bins, flushes, kept if exact_auc else None)
 
 
 def _assemble(
     dataset: Dataset, scorer: Scorer, files: list[DataFile], keys: pl.DataFrame, stats: np.ndarray,
-    bins_out: list[np.ndarray], flushes_out: list[np.ndarray], kept: list[tuple[np.ndarray, ...]] | None,
+    bins: np.ndarray, flushes: np.ndarray, kept: list[tuple[np.ndarray, ...]] | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The chunk's records (keys, sums, ROC AUC) and histogram, from the pass's arrays."""
     from tasks import kernels
@@ -222,7 +209,7 @@ def _assemble(
         raise_bad_input(dataset, scorer, files, {"bad_score": bad_score, "bad_label": bad_label})
     keys_frame = keys.with_row_index("__part")
     records = keys_frame.with_columns(pl.Series(s.name, stats[:, kernels.STATS.index(s.name)]).cast(s.dtype) for s in metrics.SUMS)
-    histogram, auc = _histogram_and_auc(keys_frame, np.concatenate(bins_out), np.concatenate(flushes_out))
+    histogram, auc = _histogram_and_auc(keys_frame, bins, flushes)
     if kept is not None:
         auc = exact_auc_by_partition(kept).with_columns(pl.when(pl.col("roc_auc").is_not_null()).then(0.0).alias("roc_auc_bound"))
     records = records.join(auc, on="__part", how="left").filter(pl.col("n_rows") > 0).drop("__part")

@@ -1,0 +1,162 @@
+"""The hot pass in process, against its peers, at a given thread count: part of ``make bench``.
+
+``python -m flows.bench_hot ROOT --threads T`` runs in a fresh process with Polars' and DuckDB's
+threads set to T (Polars reads its count once, at import) and prints one JSON line: seconds, best
+of ``--repeats``, for
+
+- the **floor**: Polars scanning and decoding the columns an evaluation reads, nothing else;
+- a **hand-written Polars** query: the stable per-row loss from the logit, summed per partition;
+- one **DuckDB SQL** ``GROUP BY`` computing the same;
+- **bce-eval**: discovery and the streaming reduce of every chunk, as the flow calls them;
+- the **per-row pass alone** (:class:`tasks.kernels.Reducer` on scores already in memory) at 1
+  thread and at T threads, from which the serial share of the pass follows;
+
+and each one's overall BCE, which must agree to 1e-12, with bce-eval's as its exact bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+FEATURES = [f"x{i}" for i in range(6)]
+
+
+def _best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Best wall time of ``repeats`` calls after one warm-up call, and the last call's result."""
+    result = fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def floor_scan(root: Path) -> float:
+    """Scan and decode the columns an evaluation reads; returns their row count."""
+    import polars as pl
+
+    out = pl.scan_parquet(root, hive_partitioning=True).select([*FEATURES, "label"]).select(pl.all().sum(), pl.len()).collect(engine="streaming")
+    return float(out.get_column("len")[0])
+
+
+def hand_written_bce(root: Path, w: np.ndarray, b: float) -> float:
+    """One fused Polars query: logit, stable loss max(z,0) − z·y + log1p(exp(−|z|)), summed per partition."""
+    import polars as pl
+
+    z = sum((pl.col(f) * float(wi) for f, wi in zip(FEATURES, w)), pl.lit(b))
+    y = pl.col("label").cast(pl.Float64)
+    loss = pl.max_horizontal(z, 0.0) - z * y + (-z.abs()).exp().log1p()
+    per_part = pl.scan_parquet(root, hive_partitioning=True).group_by("part").agg(loss.sum().alias("s"), pl.len().alias("n")).collect(engine="streaming")
+    return float(per_part.get_column("s").sum() / per_part.get_column("n").sum())
+
+
+def duckdb_bce(root: Path, w: np.ndarray, b: float, threads: int) -> float:
+    """One DuckDB SQL ``GROUP BY`` of the same stable loss (``ln(1 + exp(−|z|))``: DuckDB has no log1p)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    z = " + ".join([repr(float(b)), *(f"{float(wi)!r} * {f}" for f, wi in zip(FEATURES, w))])
+    sql = f"""
+        SELECT sum(s) / sum(n) FROM (
+          SELECT part, sum(greatest(z, 0) - z * label + ln(1 + exp(-abs(z)))) AS s, count(*) AS n
+          FROM (SELECT part, label, {z} AS z FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true))
+          GROUP BY part)
+    """
+    value = con.execute(sql).fetchone()[0]
+    con.close()
+    return float(value)
+
+
+def bce_eval_bce(root: Path, model: object) -> float:
+    """Discovery and the streaming reduce of every chunk, in process, as the flow calls them."""
+    from tasks.dataset import discover_dataset, group_files
+    from tasks.reduce import reduce_chunk, summarize_records
+    from tasks.scoring import make_scorer
+
+    dataset = discover_dataset(root, "label", FEATURES)
+    scorer = make_scorer(model, dataset.features)
+    records, hists = zip(*(reduce_chunk(dataset, scorer, chunk) for chunk in group_files(dataset, 64_000_000)))
+    _, overall = summarize_records(list(records), list(hists), list(dataset.partition_by))
+    return float(overall["bce"])
+
+
+def pass_alone(threads: int, rows: int = 20_000_000, partitions: int = 100, batch: int = 100_000, repeats: int = 3) -> float:
+    """Seconds per row of the per-row pass on logits already in memory, in batches and partitions of
+    the benchmark dataset's sizes (Polars' 100,000-row morsels; 200,000-row partitions)."""
+    from tasks.parallel_pass import Reducer
+
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=rows) * 2.0, (rng.random(rows) < 0.4).astype(np.float64)
+    per = rows // partitions
+
+    def one_pass() -> None:
+        reducer = Reducer(threads)
+        for lo in range(0, rows, batch):
+            hi = min(rows, lo + batch)
+            first, last = lo // per, (hi - 1) // per
+            ends = np.minimum(np.arange(first + 1, last + 2) * per, hi) - lo
+            reducer.add(s[lo:hi], y[lo:hi], ends.astype(np.int64), np.arange(first, last + 1, dtype=np.int64), True, partitions)
+        reducer.finish()
+
+    return _best(one_pass, repeats)[0] / rows
+
+
+def _model(root: Path) -> object:
+    """The logistic model every contender evaluates (fitted on one partition, so all see the same weights)."""
+    import polars as pl
+    from sklearn.linear_model import LogisticRegression
+
+    sample = pl.read_parquet(root / "part=0" / "data.parquet")
+    return LogisticRegression().fit(sample.select(FEATURES).to_numpy(), sample.get_column("label").to_numpy())
+
+
+def measure(root: Path, threads: int, repeats: int) -> dict[str, object]:
+    """Every contender's best time and BCE at ``threads`` threads (set in this process's environment)."""
+    import polars as pl
+
+    assert pl.thread_pool_size() == threads, (pl.thread_pool_size(), threads)
+    model = _model(root)
+    w, b = model.coef_.ravel(), float(model.intercept_[0])
+    rows_t, rows = _best(lambda: floor_scan(root), repeats)
+    times, bces = {"floor": rows_t}, {}
+    times["hand_written"], bces["hand_written"] = _best(lambda: hand_written_bce(root, w, b), repeats)
+    times["duckdb"], bces["duckdb"] = _best(lambda: duckdb_bce(root, w, b, threads), repeats)
+    times["bce_eval"], bces["bce_eval"] = _best(lambda: bce_eval_bce(root, model), repeats)
+    return {
+        "threads": threads, "rows": int(rows), "seconds": times, "bce": bces, "bce_eval_bits": float(bces["bce_eval"]).hex(),
+        "pass_alone_ns_per_row": {"1": pass_alone(1) * 1e9, str(threads): pass_alone(threads) * 1e9},
+    }
+
+
+def run_at(root: Path, threads: int, repeats: int) -> dict[str, object]:
+    """:func:`measure` in a fresh process with Polars' thread count set to ``threads``."""
+    import subprocess
+
+    env = {**os.environ, "POLARS_MAX_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "flows.bench_hot", str(root), "--threads", str(threads), "--repeats", str(repeats)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path, help="a hive tree part=<i>/data.parquet written by flows.bench")
+    ap.add_argument("--threads", type=int, required=True, help="the thread count POLARS_MAX_THREADS was set to")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls of each contender, after one warm-up call")
+    args = ap.parse_args(argv)
+    print(json.dumps(measure(args.root, args.threads, args.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
