@@ -8,6 +8,7 @@ of ``--repeats``, for
 - a **hand-written Polars** query: the stable per-row loss from the logit, summed per partition;
 - one **DuckDB SQL** ``GROUP BY`` computing the same;
 - **bce-eval**: discovery and the streaming reduce of every chunk, as the flow calls them;
+- **bce-eval's scan** alone: its Polars query (read, logit, label) drained, without the per-row pass;
 - the **per-row pass alone** (:class:`tasks.kernels.Reducer` on scores already in memory) at 1
   thread and at T threads, from which the serial share of the pass follows;
 
@@ -90,22 +91,42 @@ def bce_eval_bce(root: Path, model: object) -> float:
     return float(overall["bce"])
 
 
-def pass_alone(threads: int, rows: int = 20_000_000, partitions: int = 100, batch: int = 100_000, repeats: int = 3) -> float:
+def bce_eval_scan(root: Path, model: object) -> float:
+    """bce-eval's own Polars query alone (read, logit, label as float), drained batch by batch: the pass's input."""
+    from tasks.dataset import discover_dataset, group_files, scan_files
+    from tasks.reduce import _scan_columns
+    from tasks.scoring import make_scorer
+
+    dataset = discover_dataset(root, "label", FEATURES)
+    scorer = make_scorer(model, dataset.features)
+    rows = 0
+    for chunk in group_files(dataset, 64_000_000):
+        for batch in scan_files(dataset, chunk).select(_scan_columns(dataset, scorer, [])).collect_batches():
+            rows += len(batch.get_column("__score").to_numpy()) + 0 * len(batch.get_column("__y").to_numpy())
+    return float(rows)
+
+
+def pass_alone(threads: int, rows: int = 20_000_000, partitions: int = 100, batch: int = 100_000, repeats: int = 5) -> float:
     """Seconds per row of the per-row pass on logits already in memory, in batches and partitions of
-    the benchmark dataset's sizes (Polars' 100,000-row morsels; 200,000-row partitions)."""
+    the benchmark dataset's sizes (Polars' 100,000-row morsels; 200,000-row partitions).
+
+    The batches cycle over 16 distinct arrays (25 MiB, within this machine's L3 cache): Polars hands
+    over batches it has just written, so they are rarely in main memory only.
+    """
     from tasks.parallel_pass import Reducer
 
     rng = np.random.default_rng(0)
-    s, y = rng.normal(size=rows) * 2.0, (rng.random(rows) < 0.4).astype(np.float64)
+    pool = [(rng.normal(size=batch) * 2.0, (rng.random(batch) < 0.4).astype(np.float64)) for _ in range(16)]
     per = rows // partitions
 
     def one_pass() -> None:
         reducer = Reducer(threads)
-        for lo in range(0, rows, batch):
+        for i, lo in enumerate(range(0, rows, batch)):
             hi = min(rows, lo + batch)
             first, last = lo // per, (hi - 1) // per
             ends = np.minimum(np.arange(first + 1, last + 2) * per, hi) - lo
-            reducer.add(s[lo:hi], y[lo:hi], ends.astype(np.int64), np.arange(first, last + 1, dtype=np.int64), True, partitions)
+            s, y = pool[i % len(pool)]
+            reducer.add(s[: hi - lo], y[: hi - lo], ends.astype(np.int64), np.arange(first, last + 1, dtype=np.int64), True, partitions)
         reducer.finish()
 
     return _best(one_pass, repeats)[0] / rows
@@ -132,6 +153,7 @@ def measure(root: Path, threads: int, repeats: int) -> dict[str, object]:
     times["hand_written"], bces["hand_written"] = _best(lambda: hand_written_bce(root, w, b), repeats)
     times["duckdb"], bces["duckdb"] = _best(lambda: duckdb_bce(root, w, b, threads), repeats)
     times["bce_eval"], bces["bce_eval"] = _best(lambda: bce_eval_bce(root, model), repeats)
+    times["bce_eval_scan"], _ = _best(lambda: bce_eval_scan(root, model), repeats)
     return {
         "threads": threads, "rows": int(rows), "seconds": times, "bce": bces, "bce_eval_bits": float(bces["bce_eval"]).hex(),
         "pass_alone_ns_per_row": {"1": pass_alone(1) * 1e9, str(threads): pass_alone(threads) * 1e9},

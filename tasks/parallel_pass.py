@@ -19,10 +19,15 @@ def _aligned(n: int) -> np.ndarray:
     return raw[skip : skip + n]
 
 
+#: Consecutive batches a lane sums in one go: a partition that spans batches then mostly stays in
+#: one lane's histogram (fewer histogram rows to merge), and lanes meet the caller less often.
+BATCHES_PER_LANE = 4
+
+
 class _Lane:
     """One thread's share of the pass: buffers for one batch, its open histogram, its output rows.
 
-    Its batch's rows, scores and terms sit in 64-byte aligned buffers, at the same offsets whichever
+    Each batch's rows, scores and terms sit in 64-byte aligned buffers, at the same offsets whichever
     lane takes the batch: the compiled sums are vectorised, and how a vector loop splits its rows
     can depend on the addresses of its arrays (a fresh array can start anywhere).
     """
@@ -33,55 +38,67 @@ class _Lane:
         self.touched = np.zeros(HIST_BINS, np.int32)
         self.state = new_state()
         self.kept: list[tuple[np.ndarray, np.ndarray]] = []  # (histogram rows, AUC sums) written so far
-        self.n_seg = 0
+        self.n_seg = 0  # pieces of the batches summed since the last merge_into
         self._size(capacity)
-
-    def _size(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.s, self.y, self.a, self.b, self.p = (_aligned(capacity) for _ in range(5))
         self._pieces(64)
 
+    def _size(self, capacity: int) -> None:
+        # a batch's arrays, and what its flushes can write: at most one new bin a row, and the open histogram
+        self.capacity = capacity
+        self.s, self.y, self.a, self.b, self.p = (_aligned(capacity) for _ in range(5))
+        self.out = np.empty((capacity + HIST_BINS, 4), np.int64)
+
     def _pieces(self, n_seg: int) -> None:
-        # room for n_seg pieces, and what their flushes can write: each flush at most every bin,
-        # and at most one new bin a row (so never more than the batch's rows and one open histogram)
+        # room for n_seg pieces (their bounds and sums kept until merged), and a flush for each
+        old = (self.seg_lo, self.seg_hi, self.seg_part, self.seg_stats) if self.n_seg else None
         self.seg_lo, self.seg_hi, self.seg_part = (np.empty(n_seg, np.int64) for _ in range(3))
         self.seg_stats = np.empty((n_seg, len(STATS)))
-        self.out = np.empty((min(self.capacity, n_seg * HIST_BINS) + HIST_BINS, 4), np.int64)
         self.flushes = np.empty((n_seg + 1, 6))
+        if old is not None:
+            for new, kept in zip((self.seg_lo, self.seg_hi, self.seg_part, self.seg_stats), old):
+                new[: self.n_seg] = kept[: self.n_seg]
 
-    def run(self, s: np.ndarray, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool) -> None:
-        """Sum one batch's pieces into ``seg_stats`` (see :func:`sum_segments`); no GIL held for its rows."""
-        n = len(s)
+    def run(self, batches: list[tuple]) -> None:
+        """Sum consecutive batches' pieces (see :func:`sum_segments`); no GIL held over their rows."""
+        for batch in batches:
+            self._run_one(*batch)
+
+    def _run_one(self, s: np.ndarray, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool) -> None:
+        n, at = len(s), self.n_seg
         if n > self.capacity:
             self._size(n)
-        if len(run_ends) + n // BLOCK_ROWS + 1 > len(self.seg_lo):  # each piece starts a run or a block
-            self._pieces(2 * (len(run_ends) + n // BLOCK_ROWS + 1))
-        self.n_seg = plan_segments(run_ends, run_ids, self.seg_lo, self.seg_hi, self.seg_part)
+        if at + len(run_ends) + n // BLOCK_ROWS + 1 > len(self.seg_lo):  # each piece starts a run or a block
+            self._pieces(2 * (at + len(run_ends) + n // BLOCK_ROWS + 1))
+        lo, hi, part = self.seg_lo[at:], self.seg_hi[at:], self.seg_part[at:]
+        n_seg = plan_segments(run_ends, run_ids, lo, hi, part)
         S, Y, A, B = self.s[:n], self.y[:n], self.a[:n], self.b[:n]
         S[:] = s
         Y[:] = y
         _terms(S, A, B, logit)
         n_out, n_flush = sum_segments(
-            S, A, B, Y, logit, self.seg_lo, self.seg_hi, self.seg_part, 0, self.n_seg, self.seg_stats,
+            S, A, B, Y, logit, lo, hi, part, 0, n_seg, self.seg_stats[at:],
             self.hist_n, self.hist_pos, self.touched, self.state, self.out, self.flushes, self.p[:n],
         )
+        self.n_seg = at + n_seg
         if n_out or n_flush:
             self.kept.append((self.out[:n_out].copy(), self.flushes[:n_flush].copy()))
 
     def merge_into(self, stats: np.ndarray) -> float:
-        """Add its batch's pieces to ``stats`` in row order; returns the batch's bad rows."""
-        return merge_segments(self.seg_stats, self.seg_part, self.n_seg, stats)
+        """Add its batches' pieces to ``stats`` in row order; returns their bad rows."""
+        bad = merge_segments(self.seg_stats, self.seg_part, self.n_seg, stats)
+        self.n_seg = 0
+        return bad
 
 
 class Reducer:
     """The per-row pass over a chunk's batches, on ``threads`` threads, each batch whole on one.
 
-    Batches are taken in rounds of ``threads``: lane i sums the round's batch i (numpy's terms and
-    the compiled loop both run without the GIL) while the caller reads the next round from Polars;
-    each batch's pieces are then added to :attr:`stats` in batch order. The pieces of a batch do not
-    depend on the lane or on ``threads``, nor does the order they are added in: the same sums to the
-    last bit whatever ``threads`` is. Each lane keeps a histogram of its own; :meth:`finish` merges
-    them per partition.
+    Batches are taken in rounds of ``threads`` × :data:`BATCHES_PER_LANE`: lane i sums the round's
+    i-th run of consecutive batches (numpy's terms and the compiled loop both run without the GIL)
+    while the caller reads the next round from Polars; the pieces are then added to :attr:`stats`
+    in batch order. The pieces of a batch do not depend on the lane or on ``threads``, nor does the
+    order they are added in: the same sums to the last bit whatever ``threads`` is. Each lane keeps
+    a histogram of its own; :meth:`finish` merges them per partition.
     """
 
     def __init__(self, threads: int, capacity: int = 131_072) -> None:
@@ -89,7 +106,8 @@ class Reducer:
 
         self.threads = max(1, threads)
         self.lanes = [_Lane(capacity) for _ in range(self.threads)]
-        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-reduce") if self.threads > 1 else None
+        # lanes on threads of their own, even one: the caller reads the next round from Polars meanwhile
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-reduce")
         self.stats = np.zeros((16, len(STATS)))
         self.bad = 0.0  # bad rows in the batches added to stats so far
         self._pending: list[tuple] = []
@@ -102,19 +120,15 @@ class Reducer:
             grown[: self.stats.shape[0]] = self.stats
             self.stats = grown
         self._pending.append((s, y, run_ends, run_ids, logit))
-        if len(self._pending) == self.threads:
+        if len(self._pending) == self.threads * BATCHES_PER_LANE:
             self._start_round()
         return self.bad
 
     def _start_round(self) -> None:
         self._wait_round()
         batches, self._pending = self._pending, []
-        if self.pool is None:
-            for batch in batches:
-                self.lanes[0].run(*batch)
-                self.bad += self.lanes[0].merge_into(self.stats)
-            return
-        self._running = [(lane, self.pool.submit(lane.run, *batch)) for lane, batch in zip(self.lanes, batches)]
+        shares = [batches[i : i + BATCHES_PER_LANE] for i in range(0, len(batches), BATCHES_PER_LANE)]
+        self._running = [(lane, self.pool.submit(lane.run, share)) for lane, share in zip(self.lanes, shares)]
 
     def _wait_round(self) -> None:
         running, self._running = self._running, []
@@ -127,8 +141,7 @@ class Reducer:
         for _, future in self._running:
             future.exception()
         self._running, self._pending = [], []
-        if self.pool is not None:
-            self.pool.shutdown()
+        self.pool.shutdown()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sum what is queued; ``(stats, histogram rows, AUC sums)``, one flush per partition."""
@@ -137,20 +150,26 @@ class Reducer:
                 self._start_round()
             self._wait_round()
         finally:
-            if self.pool is not None:
-                self.pool.shutdown()
+            self.pool.shutdown()
         bins, flushes = [], []
         for lane in self.lanes:
             n_out, n_flush = close_histogram(lane.hist_n, lane.hist_pos, lane.touched, lane.state, lane.out, lane.flushes)
             lane.kept.append((lane.out[:n_out].copy(), lane.flushes[:n_flush].copy()))
             bins += [b for b, _ in lane.kept]
             flushes += [f for _, f in lane.kept]
-        bins, flushes = np.concatenate(bins), np.concatenate(flushes)
-        if len(np.unique(flushes[:, 0])) < len(flushes):  # a partition that several lanes (or runs) saw
-            out, out_flushes = np.empty_like(bins), np.empty_like(flushes)
-            n_out, n_flush = merge_flushes(bins, flushes, out, out_flushes)
-            bins, flushes = out[:n_out], out_flushes[:n_flush]
-        return self.stats, bins, flushes
+        return (self.stats, *_merged(np.concatenate(bins), np.concatenate(flushes)))
+
+
+def _merged(bins: np.ndarray, flushes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One flush per partition: the flushes of partitions that several lanes (or runs) saw, merged."""
+    parts, counts = np.unique(flushes[:, 0], return_counts=True)
+    if len(parts) == len(flushes):
+        return bins, flushes
+    shared = np.isin(flushes[:, 0], parts[counts > 1])
+    rows = np.repeat(shared, flushes[:, 5].astype(np.int64))  # the bins each flush wrote
+    out, out_flushes = np.empty((int(rows.sum()), 4), np.int64), np.empty((int(shared.sum()), 6))
+    n_out, n_flush = merge_flushes(bins[rows], flushes[shared], out, out_flushes)
+    return np.concatenate([bins[~rows], out[:n_out]]), np.concatenate([flushes[~shared], out_flushes[:n_flush]])
 
 
 def _terms(S: np.ndarray, A: np.ndarray, B: np.ndarray, logit: bool) -> None:

@@ -1,0 +1,89 @@
+"""The scale model of ``make bench``: projected wall time on a Dask cluster, checked against a run.
+
+From costs measured in the same benchmark run,
+
+    T(W) = F + (R·c_row + P·c_part) / W + ⌈R / chunk⌉ · c_task / W
+
+with F the fixed cost of a cold command (start-up, MLflow logging), c_row the hot pass's cost per
+row on one thread, c_part the extra cost of a partition (one file each: discovery, Polars' scan of
+one more file, its histogram and record), c_task a chunk task's own cost on a worker (Prefect task
+run, reading the dataset's metadata) and W workers of one thread each. The model is checked
+against a measured run: two local Dask worker processes whose memory limit together is below the
+dataset's size, so a run that held the data would fail.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHUNK_ROWS = 4_000_000  # rows per task on Dask (the CLI's default with --dask)
+
+
+def project(costs: dict[str, float], rows: float, partitions: float, workers: int) -> float:
+    """Projected wall seconds of one evaluation of ``rows`` rows in ``partitions`` partitions."""
+    tasks = math.ceil(rows / CHUNK_ROWS)
+    work = rows * costs["row_s"] + partitions * costs["partition_s"] + tasks * costs["task_s"]
+    return costs["fixed_s"] + work / workers
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_on_two_workers(root: Path, dataset_bytes: int, cli: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
+    """Wall seconds of ``cli`` with ``--dask`` on a scheduler and two one-thread workers here."""
+    port = _port()
+    limit = dataset_bytes // 3  # per worker: both together hold two thirds of the dataset at most
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", "127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+                  "--no-dashboard", "--memory-limit", str(limit)]
+        procs += [subprocess.Popen([*worker, "--name", f"w{i}"], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True) for i in (1, 2)]
+        time.sleep(8)  # the workers register with the scheduler
+        start = time.perf_counter()
+        done = subprocess.run([*cli, "--dask", address], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"the Dask run failed: {done.stderr[-2000:]}")
+        return {"wall_s": round(wall, 2), "worker_memory_limit_mib": round(limit / 2**20), "dataset_mib": round(dataset_bytes / 2**20)}
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def scale_model(hot: dict[str, object], startup_s: float, task_s: float, rows: int, partitions: int,
+                measured: dict[str, float]) -> dict[str, object]:
+    """The model's costs from the benchmark's measurements, its check against the two-worker run, and its projections."""
+    one = hot["runs"][1]
+    part = hot["partitions_in_process"]
+    costs = {
+        "fixed_s": startup_s,
+        "row_s": one["seconds"]["bce_eval"] / one["rows"],
+        "partition_s": max(part["10000_s"] - part["100_s"], 0.0) / 9_900,
+        "task_s": task_s,
+    }
+    predicted = project(costs, rows, partitions, 2)
+    return {
+        "costs": {"fixed_s": round(costs["fixed_s"], 2), "row_ns": round(costs["row_s"] * 1e9, 2),
+                  "partition_us": round(costs["partition_s"] * 1e6, 1), "task_s": round(task_s, 2)},
+        "check": {**measured, "predicted_s": round(predicted, 2), "error": round(predicted / measured["wall_s"] - 1, 3)},
+        "projected_1e9_rows_1e5_partitions_s": {str(w): round(project(costs, 1e9, 1e5, w), 1) for w in (8, 64)},
+    }
