@@ -259,20 +259,15 @@ def measure_hot(large: Path, p100: Path, p10k: Path, model: object, repeats: int
     return out
 
 
-def measure_scale(large: Path, tiny: Path, cli: list[str], model_uri: str, env: dict[str, str], hot: dict[str, object],
-                  startup_s: float) -> dict[str, object]:
-    """Section 6: a Dask task's own cost (4 tasks vs 1 on tiny data), the measured two-worker run, the model."""
+def measure_scale(large: Path, tiny: Path, cli: list[str], model_uri: str, env: dict[str, str], hot: dict[str, object]) -> dict[str, object]:
+    """Section 6: the scale model's costs and its check on two local Dask workers (flows.bench_scale)."""
     from flows.bench_scale import run_on_two_workers, scale_model
 
-    base = [*cli, str(tiny), "--label", "label", "--model-uri", model_uri, "--no-cache", "--dask", "local", "--dask-workers", "1"]
-    one_task = min(_run(base, env)[0] for _ in range(2))
-    four_tasks = min(_run([*base, "--chunk-rows", "250"], env)[0] for _ in range(2))
-    task_s = max(four_tasks - one_task, 0.0) / 3
     partitions = sum(1 for _ in large.glob("part=*"))
     size = sum(f.stat().st_size for f in large.rglob("*.parquet"))
-    n_rows = int(large.name.removeprefix("rows"))
-    measured = run_on_two_workers(large, size, [*cli, str(large), "--label", "label", "--model-uri", model_uri, "--no-cache"], env, REPO)
-    return scale_model(hot, startup_s, task_s, n_rows, partitions, measured)
+    base = [*cli, "--label", "label", "--model-uri", model_uri, "--no-cache"]
+    measured = run_on_two_workers(large, tiny, size, base, env, REPO)
+    return scale_model(hot, int(large.name.removeprefix("rows")), partitions, measured)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,13 +432,13 @@ def run_servers_section(args: argparse.Namespace, small: Path, large: Path, p100
         tiny_cmd = [*cli, str(tiny), "--label", "label", "--model-uri", model_uri]
         tiny_runs = [_run(tiny_cmd, served)[0] for _ in range(max(3, args.repeats))]
         results["fixed_cost_with_server_s"] = round(min(tiny_runs), 2)
-        # the spread of start-up decides how many rows a slope needs: its per-row part must exceed 10x the spread
+        # the spread of start-up decides how many rows a slope needs: its per-row part must be 3x the spread (error <= 1/3)
         spread = max(tiny_runs) - min(tiny_runs)
         per_row = (times["large"]["bce_eval_auc_binned"] - times["small"]["bce_eval_auc_binned"]) / (args.large - args.small)
         results["startup_spread_s"] = round(spread, 2)
-        results["rows_needed_for_slope"] = int(10 * spread / per_row) if per_row > 0 else None
+        results["rows_needed_for_slope"] = int(3 * spread / per_row) if per_row > 0 else None
         print("checking the scale model against two local Dask workers with less memory than the dataset ...", flush=True)
-        results["scale_model"] = measure_scale(large, tiny, cli, model_uri, served, hot, results["startup"]["bce_eval_running_server"])
+        results["scale_model"] = measure_scale(large, tiny, cli, model_uri, served, hot)
         print(f"  {results['scale_model']}", flush=True)
         fixed = results["fixed_cost_with_server_s"]
         inc = results["incremental"]
@@ -495,7 +490,7 @@ def _target_rows(r: dict[str, object]) -> list[tuple[str, str, str, bool | None]
         ratio = r["ratio_to_floor"]["bce_eval_auc_binned"]
         rows.append(("CLI per-row cost / floor (slopes of whole runs)", f"{ratio}x", "—", None))
         need, have = r["rows_needed_for_slope"], r["large_rows"] - r["small_rows"]
-        rows.append((f"rows between the two sizes vs 10x start-up spread ({r['startup_spread_s']} s) / per-row cost", f"{have:,} vs {need or 0:,}", "enough", need is not None and have >= need))
+        rows.append((f"rows between the two sizes vs 3x start-up spread ({r['startup_spread_s']} s) / per-row cost", f"{have:,} vs {need or 0:,}", "enough", need is not None and have >= need))
         inc = r["incremental"]
         sm = r["scale_model"]
         rows.append((f"scale model vs a measured run on 2 Dask workers, memory limit {sm['check']['worker_memory_limit_mib']} MiB each, "
