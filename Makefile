@@ -31,7 +31,9 @@ stack: $(STAMP) postgres
 stack-down:
 	$(BIN)/bce-eval stack down
 
+# DuckDB only for the benchmark (a peer it measures against), not a dependency of bce-eval
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt -c constraints.txt
 	$(BIN)/python -m flows.bench
 
 install: $(STAMP)

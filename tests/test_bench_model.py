@@ -1,0 +1,51 @@
+"""The benchmark's own arithmetic and contenders: Amdahl's law, the scale model, and the in-process
+contenders computing the same BCE as an independent reference (on a small dataset)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from flows.bench import _amdahl, write_dataset
+from flows.bench_scale import CHUNK_ROWS, project
+
+
+def test_amdahl_recovers_the_serial_fraction_it_was_built_from():
+    t1, f, n = 12.0, 0.2, 2
+    tn = t1 * (f + (1 - f) / n)
+    law = _amdahl(t1, tn, n)
+    assert law["serial_fraction"] == pytest.approx(f)
+    assert law["t16"] == pytest.approx(t1 * (f + (1 - f) / 16))
+    assert law["t64"] == pytest.approx(t1 * (f + (1 - f) / 64))
+    # slower with more threads (contention): all serial, never a negative parallel share
+    assert _amdahl(10.0, 11.0, 2)["serial_fraction"] == 1.0
+
+
+def test_the_scale_model_adds_fixed_per_row_per_partition_and_per_task_costs():
+    costs = {"fixed_s": 8.0, "row_s": 50e-9, "partition_s": 150e-6, "task_s": 0.07}
+    rows, parts = 1e9, 1e5
+    expected = 8.0 + (rows * 50e-9 + parts * 150e-6 + math.ceil(rows / CHUNK_ROWS) * 0.07) / 64
+    assert project(costs, rows, parts, 64) == pytest.approx(expected)
+    assert project(costs, rows, parts, 8) > project(costs, rows, parts, 64) > costs["fixed_s"]
+
+
+def test_the_contenders_compute_the_same_bce_as_a_reference(tmp_path):
+    import polars as pl
+
+    from flows import bench_hot
+
+    root = write_dataset(tmp_path / "d", 30_000, 3, seed=5)
+    model = bench_hot._model(root)
+    w, b = model.coef_.ravel(), float(model.intercept_[0])
+    df = pl.read_parquet(root / "**" / "*.parquet")
+    z = df.select(bench_hot.FEATURES).to_numpy() @ w + b
+    y = df.get_column("label").to_numpy().astype(float)
+    reference = math.fsum((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).tolist()) / len(z)
+    assert bench_hot.bce_eval_bce(root, model) == pytest.approx(reference, rel=1e-12)
+    assert bench_hot.hand_written_bce(root, w, b) == pytest.approx(reference, rel=1e-12)
+    assert bench_hot.floor_scan(root) == 30_000
+    assert bench_hot.bce_eval_scan(root, model) == 30_000
+    pytest.importorskip("duckdb")  # a benchmark-only dependency (make bench installs it)
+    assert bench_hot.duckdb_bce(root, w, b, 2) == pytest.approx(reference, rel=1e-12)
