@@ -12,7 +12,7 @@ servers that do not.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 #: the UI's own storage keys and values (JSON, as the UI writes them), set only where the browser has
 #: none: the model-training view, and the assistant panel not opened by itself on the first visit
@@ -23,11 +23,6 @@ _DEFAULT_VIEW = (
     + "".join(f"localStorage.getItem({k!r})===null&&localStorage.setItem({k!r},{v!r});" for k, v in _DEFAULTS.items())
     + "}catch(e){}</script>"
 ).encode()
-_INDEX_PATHS = ("/", "/index.html")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def index_page() -> bytes:
@@ -35,28 +30,24 @@ def index_page() -> bytes:
     import mlflow.server
 
     page = (Path(mlflow.server.__file__).parent / "js" / "build" / "index.html").read_bytes()
+    if b"<head>" not in page:
+        raise RuntimeError("MLflow's index.html has no <head>: this MLflow version is not the one bce-eval's UI app was written for")
     return page.replace(b"<head>", b"<head>" + _DEFAULT_VIEW, 1)
 
 
-class ModelTrainingIndex:
-    """An ASGI app: GET / is :func:`index_page`; every other request goes to MLflow's app."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
-        self.app = app
-        self.page = index_page()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in _INDEX_PATHS:
-            headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(self.page)).encode()),
-                       (b"cache-control", b"no-cache")]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": self.page if scope["method"] == "GET" else b""})
-            return
-        await self.app(scope, receive, send)
-
-
-def create_app() -> ModelTrainingIndex:
-    """The app uvicorn serves (a factory: MLflow's server settings are in the environment by then)."""
+def create_app() -> Any:
+    """MLflow's app (a factory: MLflow's server settings are in the environment by then) with its
+    page at ``/`` served by a route of its own, first, so MLflow's security middleware (frame
+    options, allowed hosts) still applies to it."""
     from mlflow.server.fastapi_app import app
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
 
-    return ModelTrainingIndex(app)
+    page = index_page()
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.router.routes.insert(0, Route("/", index, methods=["GET", "HEAD"]))
+    return app

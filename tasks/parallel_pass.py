@@ -22,6 +22,8 @@ def _aligned(n: int) -> np.ndarray:
 #: Consecutive batches a lane sums in one go: a partition that spans batches then mostly stays in
 #: one lane's histogram (fewer histogram rows to merge), and lanes meet the caller less often.
 BATCHES_PER_LANE = 4
+#: Batches of one round, at most (two rounds are held at once): many threads take fewer batches each
+MAX_ROUND_BATCHES = 64
 
 
 class _Lane:
@@ -43,9 +45,14 @@ class _Lane:
         self._pieces(64)
 
     def _size(self, capacity: int) -> None:
-        # a batch's arrays, and what its flushes can write: at most one new bin a row, and the open histogram
+        # a batch's arrays, and what its flushes can write: at most one new bin a row, and the open
+        # histogram. The five arrays are cut from one aligned block at fixed strides: the compiled
+        # loop checks at run time whether its arrays overlap and takes another (differently summed)
+        # path when they are close, so their distances must not depend on where malloc put them
         self.capacity = capacity
-        self.s, self.y, self.a, self.b, self.p = (_aligned(capacity) for _ in range(5))
+        stride = -(-capacity // 8) * 8 + 64
+        block = _aligned(5 * stride)
+        self.s, self.y, self.a, self.b, self.p = (block[k * stride : k * stride + capacity] for k in range(5))
         self.out = np.empty((capacity + HIST_BINS, 4), np.int64)
 
     def _pieces(self, n_seg: int) -> None:
@@ -93,7 +100,8 @@ class _Lane:
 class Reducer:
     """The per-row pass over a chunk's batches, on ``threads`` threads, each batch whole on one.
 
-    Batches are taken in rounds of ``threads`` × :data:`BATCHES_PER_LANE`: lane i sums the round's
+    Batches are taken in rounds of ``threads`` × :data:`BATCHES_PER_LANE` (at most
+    :data:`MAX_ROUND_BATCHES`, which bounds the memory held): lane i sums the round's
     i-th run of consecutive batches (numpy's terms and the compiled loop both run without the GIL)
     while the caller reads the next round from Polars; the pieces are then added to :attr:`stats`
     in batch order. The pieces of a batch do not depend on the lane or on ``threads``, nor does the
@@ -105,6 +113,7 @@ class Reducer:
         from concurrent.futures import ThreadPoolExecutor
 
         self.threads = max(1, threads)
+        self.per_lane = max(1, min(BATCHES_PER_LANE, MAX_ROUND_BATCHES // self.threads))
         self.lanes = [_Lane(capacity) for _ in range(self.threads)]
         # lanes on threads of their own, even one: the caller reads the next round from Polars meanwhile
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-reduce")
@@ -120,14 +129,14 @@ class Reducer:
             grown[: self.stats.shape[0]] = self.stats
             self.stats = grown
         self._pending.append((s, y, run_ends, run_ids, logit))
-        if len(self._pending) == self.threads * BATCHES_PER_LANE:
+        if len(self._pending) == self.threads * self.per_lane:
             self._start_round()
         return self.bad
 
     def _start_round(self) -> None:
         self._wait_round()
         batches, self._pending = self._pending, []
-        shares = [batches[i : i + BATCHES_PER_LANE] for i in range(0, len(batches), BATCHES_PER_LANE)]
+        shares = [batches[i : i + self.per_lane] for i in range(0, len(batches), self.per_lane)]
         self._running = [(lane, self.pool.submit(lane.run, share)) for lane, share in zip(self.lanes, shares)]
 
     def _wait_round(self) -> None:
@@ -193,4 +202,6 @@ def warm_up() -> None:
     """Load the compiled loop (from numba's on-disk cache; compiled the first time) on one row."""
     reducer = Reducer(1, 1)
     reducer.add(np.array([0.5]), np.array([1.0]), np.array([1], np.int64), np.array([0], np.int64), True, 1)
-    reducer.finish()
+    _, bins, flushes = reducer.finish()
+    twice = np.vstack([bins, bins])  # the same partition written by two lanes: merged
+    merge_flushes(twice, np.vstack([flushes, flushes]), np.empty_like(twice), np.empty((2, 6)))

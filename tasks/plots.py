@@ -6,6 +6,7 @@ when the dataset is small) and say so; the forest plot uses the exact per-partit
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,26 @@ def describe_sample(sample_rows: int, total_rows: int) -> str:
     if sample_rows >= total_rows:
         return f"all {total_rows:,} rows"
     return f"a uniform random sample of {sample_rows:,} of {total_rows:,} rows across all partitions (seed 0)"
+
+
+def png_bytes(fig: Any) -> bytes:
+    """The figure as PNG, encoded once: the report embeds the same bytes the run logs as its artifact."""
+    cached = getattr(fig, "_bce_eval_png", None)
+    if cached is None:
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        cached = fig._bce_eval_png = buf.getvalue()
+    return cached
+
+
+def write_pngs(figures: dict[str, Any], folder: Path) -> None:
+    """Each figure's PNG (:func:`png_bytes`) at its artifact path under ``folder``."""
+    for name, fig in figures.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png_bytes(fig))
 
 
 def new_figure(**kw: Any):

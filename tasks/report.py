@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import re
 from typing import Any
@@ -47,10 +46,10 @@ rows.sort((x,y)=>{const a=v(x),c=v(y);return (a<c?-1:a>c?1:0)*(d==='a'?1:-1)});r
 
 
 def figure_png(fig: Any) -> str:
-    """A matplotlib figure as a base64 PNG (what an ``<img>`` embeds)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    """A matplotlib figure as a base64 PNG (what an ``<img>`` embeds), the bytes the run logs too."""
+    from tasks.plots import png_bytes
+
+    return base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
 def _markdown_inline(text: str) -> str:

@@ -182,9 +182,14 @@ class MlflowTracker:
             cols = list(table)
             rows = [list(r) for r in zip(*(table[c] for c in cols))]
             client.log_text(run_id, json.dumps({"columns": cols, "data": rows}), artifact_file=name)
-        for name, fig in content.figures.items():
-            client.log_figure(run_id, fig, artifact_file=name)
         if content.figures:
+            import tempfile
+
+            from tasks.plots import write_pngs
+
+            with tempfile.TemporaryDirectory(prefix="bce-eval-plots-") as tmp:
+                write_pngs(content.figures, Path(tmp))  # the report's bytes, in one upload
+                client.log_artifacts(run_id, tmp)
             import matplotlib.pyplot as plt
 
             for fig in content.figures.values():
@@ -391,3 +396,4 @@ log_run_content_task = as_task(log_run_content, name="log-to-mlflow", retries=3)
 log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
 describe_model_task = as_task(describe_model, name="describe-model", retries=3)
 move_alias_task = as_task(move_alias, name="move-alias", retries=3)
+

@@ -198,7 +198,9 @@ def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
     # two imports of MLflow (its CLI, then the server's worker) and a store's migration: within 3x one import
     assert ready <= 3.0 * app_import, (ready, app_import)
     # the page sets the model-training view for a browser that has none
-    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+    response = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+    page = response.read().decode()
+    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"  # MLflow's security middleware still serves the page
     assert "localStorage.setItem('mlflow.workflowType_v1','\"machine_learning\"')" in page and "static-files/static/js/main" in page
     # the server's own process and its workers: children of bce-eval, in a session of their own
     children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]

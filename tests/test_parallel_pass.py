@@ -109,3 +109,23 @@ def test_fresh_processes_at_one_and_two_and_three_polars_threads_agree_to_the_bi
     z, y = df.get_column("score").to_numpy(), df.get_column("label").to_numpy()
     reference = math.fsum((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).tolist()) / len(z)
     assert float.fromhex(results[0]["bce"]) == pytest.approx(reference, rel=1e-13)
+
+
+def test_odd_sized_batches_that_grow_the_buffers_give_the_same_bits_run_after_run():
+    """Batches above the buffers' capacity, of odd lengths (where malloc's gaps would decide the
+    compiled loop's path if the buffers were separate allocations)."""
+    rng = np.random.default_rng(1)
+    batches = []
+    for i in range(12):
+        n = int(rng.integers(131_000, 300_000)) | 1
+        s, y = rng.normal(size=n) * 2.0, (rng.random(n) < 0.4).astype(np.float64)
+        batches.append((s, y, np.array([n // 3, n], np.int64), np.array([i % 5, (i + 1) % 5], np.int64)))
+
+    def run(threads: int) -> bytes:
+        reducer = Reducer(threads)
+        for s, y, ends, ids in batches:
+            reducer.add(s, y, ends, ids, True, 5)
+        return reducer.finish()[0][:5].tobytes()
+
+    first = run(1)
+    assert all(run(t) == first for t in (1, 2, 3, 4, 1, 2))
