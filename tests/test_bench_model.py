@@ -47,5 +47,19 @@ def test_the_contenders_compute_the_same_bce_as_a_reference(tmp_path):
     assert bench_hot.hand_written_bce(root, w, b) == pytest.approx(reference, rel=1e-12)
     assert bench_hot.floor_scan(root) == 30_000
     assert bench_hot.bce_eval_scan(root, model) == 30_000
-    pytest.importorskip("duckdb")  # a benchmark-only dependency (make bench installs it)
+
+
+def test_duckdb_computes_the_same_bce_as_a_reference(tmp_path):
+    pytest.importorskip("duckdb", reason="a benchmark-only dependency: make bench installs it")
+    import polars as pl
+
+    from flows import bench_hot
+
+    root = write_dataset(tmp_path / "d", 20_000, 2, seed=6)
+    model = bench_hot._model(root)
+    w, b = model.coef_.ravel(), float(model.intercept_[0])
+    df = pl.read_parquet(root / "**" / "*.parquet")
+    z = df.select(bench_hot.FEATURES).to_numpy() @ w + b
+    y = df.get_column("label").to_numpy().astype(float)
+    reference = math.fsum((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).tolist()) / len(z)
     assert bench_hot.duckdb_bce(root, w, b, 2) == pytest.approx(reference, rel=1e-12)
