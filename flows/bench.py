@@ -490,7 +490,9 @@ def _target_rows(r: dict[str, object]) -> list[tuple[str, str, str, bool | None]
         ratio = r["ratio_to_floor"]["bce_eval_auc_binned"]
         rows.append(("CLI per-row cost / floor (slopes of whole runs)", f"{ratio}x", "—", None))
         need, have = r["rows_needed_for_slope"], r["large_rows"] - r["small_rows"]
-        rows.append((f"rows between the two sizes vs 3x start-up spread ({r['startup_spread_s']} s) / per-row cost", f"{have:,} vs {need or 0:,}", "enough", need is not None and have >= need))
+        shown = f"{have:,} vs {need:,}" if need is not None else "slope <= 0: start-up noise hides the per-row part"
+        rows.append((f"rows between the two sizes vs 3x start-up spread ({r['startup_spread_s']} s) / per-row cost", shown, "enough",
+                     need is not None and have >= need))
         inc = r["incremental"]
         sm = r["scale_model"]
         rows.append((f"scale model vs a measured run on 2 Dask workers, memory limit {sm['check']['worker_memory_limit_mib']} MiB each, "
