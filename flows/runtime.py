@@ -262,7 +262,10 @@ def run_ui(uri: str, artifacts: str | None, host: str, port: int) -> int:
     from tasks.redact import redact_uri
 
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1"]
-    cmd += ["--app-name", "bce-eval"]  # MLflow's app, its UI opening in the model-training view (flows/ui_app.py)
+    from importlib.metadata import entry_points
+
+    if any(e.name == "bce-eval" for e in entry_points(group="mlflow.app")):  # installed by `make` (pyproject.toml)
+        cmd += ["--app-name", "bce-eval"]  # MLflow's app, its UI opening in the model-training view (flows/ui_app.py)
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     print(f"bce-eval ui: starting MLflow's UI for {redact_uri(uri)} (its log: {debug_log_path()})", flush=True)
