@@ -131,6 +131,27 @@ def _flush_histogram(part, hist_n, hist_pos, touched, n_touched, out, n_out, flu
 
 
 @numba.njit(**_JIT)
+def _switch_partition(part, cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush):  # pragma: no cover - compiled
+    # rows of another partition come: the open one's histogram is written first (none is open when
+    # cur < 0); returns (bins touched, rows written to out, rows written to flushes)
+    if part != cur and cur >= 0:
+        n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush)
+        return 0, n_out, n_flush + 1
+    return n_touched, n_out, n_flush
+
+
+@numba.njit(**_JIT)
+def _add_to_bin(bin_, n, n_pos, hist_n, hist_pos, touched, n_touched):  # pragma: no cover - compiled
+    # count n rows (n_pos of them positive) in a bin of the open histogram; returns the bins touched
+    if hist_n[bin_] == 0:
+        touched[n_touched] = bin_
+        n_touched += 1
+    hist_n[bin_] += n
+    hist_pos[bin_] += n_pos
+    return n_touched
+
+
+@numba.njit(**_JIT)
 def merge_flushes(bins, flushes, out, out_flushes):  # pragma: no cover - compiled
     """One histogram per partition from flushes that may share one (threads that each saw part of it).
 
@@ -151,22 +172,11 @@ def merge_flushes(bins, flushes, out, out_flushes):  # pragma: no cover - compil
     for j in range(n_f):
         f = order[j]
         part = int(flushes[f, 0])
-        if part != cur:
-            if cur >= 0:
-                n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush)
-                n_flush += 1
-                n_touched = 0
-            cur = part
+        n_touched, n_out, n_flush = _switch_partition(part, cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush)
+        cur = part
         for r in range(starts[f], starts[f + 1]):
-            b = bins[r, 1]
-            if hist_n[b] == 0:
-                touched[n_touched] = b
-                n_touched += 1
-            hist_n[b] += bins[r, 2]
-            hist_pos[b] += bins[r, 3]
-    if cur >= 0:
-        n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush)
-        n_flush += 1
+            n_touched = _add_to_bin(bins[r, 1], bins[r, 2], bins[r, 3], hist_n, hist_pos, touched, n_touched)
+    _, n_out, n_flush = _switch_partition(-1, cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush)
     return n_out, n_flush
 
 
@@ -221,19 +231,15 @@ def sum_segments(s, a, b, y, logit, seg_lo, seg_hi, seg_part, first, last, seg_s
         k = seg_part[g]
         lo = seg_lo[g]
         hi = seg_hi[g]
-        if k != cur:
-            if cur >= 0:
-                n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush)
-                n_flush += 1
-                n_touched = 0
-            cur = k
+        n_touched, n_out, n_flush = _switch_partition(k, cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush)
+        cur = k
         seg_stats[g, :] = 0.0
         _run_sums(s, a, b, y, lo, hi, logit, seg_stats[g], ps)
         for i in range(lo, hi):
             p = ps[i]
             # a bad score (NaN or outside [0, 1]) is counted as such; the caller raises
             bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if (p >= 0.0) & (p <= 1.0) else 0
-            if hist_n[bin_] == 0:
+            if hist_n[bin_] == 0:  # _add_to_bin, written out: this loop runs per row
                 touched[n_touched] = bin_
                 n_touched += 1
             hist_n[bin_] += 1
@@ -258,15 +264,12 @@ def merge_segments(seg_stats, seg_part, n_seg, stats):  # pragma: no cover - com
 @numba.njit(**_JIT)
 def close_histogram(hist_n, hist_pos, touched, state, out, flushes):  # pragma: no cover - compiled
     """Write the open partition's histogram (at the end of a chunk); returns the rows written."""
-    n_out, n_flush = 0, 0
-    if state[0] >= 0:
-        n_out = _flush_histogram(state[0], hist_n, hist_pos, touched, state[1], out, 0, flushes, 0)
-        n_flush = 1
+    _, n_out, n_flush = _switch_partition(-1, state[0], hist_n, hist_pos, touched, state[1], out, 0, flushes, 0)
     state[0] = -1
     state[1] = 0
     return n_out, n_flush
 
 
 def new_state() -> np.ndarray:
-    """The loop's state between batches: open partition (none), bins touched, bad rows."""
-    return np.array([-1, 0, 0], np.int64)
+    """The loop's state between batches: open partition (none), bins touched."""
+    return np.array([-1, 0], np.int64)

@@ -31,18 +31,25 @@ def test_the_scale_model_adds_fixed_per_row_per_partition_and_per_task_costs():
     assert project(costs, rows, parts, 8) > project(costs, rows, parts, 64) > costs["fixed_s"]
 
 
-def test_the_contenders_compute_the_same_bce_as_a_reference(tmp_path):
+def _reference_bce(root, w: np.ndarray, b: float) -> float:
+    """The stable BCE of the logistic model (w, b) on every row, summed exactly (fsum)."""
     import polars as pl
 
+    from flows.bench_hot import FEATURES
+
+    df = pl.read_parquet(root / "**" / "*.parquet")
+    z = df.select(FEATURES).to_numpy() @ w + b
+    y = df.get_column("label").to_numpy().astype(float)
+    return math.fsum((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).tolist()) / len(z)
+
+
+def test_the_contenders_compute_the_same_bce_as_a_reference(tmp_path):
     from flows import bench_hot
 
     root = write_dataset(tmp_path / "d", 30_000, 3, seed=5)
     model = bench_hot._model(root)
     w, b = model.coef_.ravel(), float(model.intercept_[0])
-    df = pl.read_parquet(root / "**" / "*.parquet")
-    z = df.select(bench_hot.FEATURES).to_numpy() @ w + b
-    y = df.get_column("label").to_numpy().astype(float)
-    reference = math.fsum((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).tolist()) / len(z)
+    reference = _reference_bce(root, w, b)
     assert bench_hot.bce_eval_bce(root, model) == pytest.approx(reference, rel=1e-12)
     assert bench_hot.hand_written_bce(root, w, b) == pytest.approx(reference, rel=1e-12)
     assert bench_hot.floor_scan(root) == 30_000
@@ -51,15 +58,10 @@ def test_the_contenders_compute_the_same_bce_as_a_reference(tmp_path):
 
 def test_duckdb_computes_the_same_bce_as_a_reference(tmp_path):
     pytest.importorskip("duckdb", reason="a benchmark-only dependency: make bench installs it")
-    import polars as pl
-
     from flows import bench_hot
 
     root = write_dataset(tmp_path / "d", 20_000, 2, seed=6)
     model = bench_hot._model(root)
     w, b = model.coef_.ravel(), float(model.intercept_[0])
-    df = pl.read_parquet(root / "**" / "*.parquet")
-    z = df.select(bench_hot.FEATURES).to_numpy() @ w + b
-    y = df.get_column("label").to_numpy().astype(float)
-    reference = math.fsum((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).tolist()) / len(z)
+    reference = _reference_bce(root, w, b)
     assert bench_hot.duckdb_bce(root, w, b, 2) == pytest.approx(reference, rel=1e-12)
