@@ -253,9 +253,15 @@ def measure_hot(large: Path, p100: Path, p10k: Path, model: object, repeats: int
         f"{what}_{t}": round(law[f"t{t}"], 2) for what, law in (("floor", floor), ("scan", scan), ("pass", law)) for t in (16, 64)
     }
     out["projected_ratio_to_floor"] = {str(t): round((scan[f"t{t}"] + law[f"t{t}"]) / floor[f"t{t}"], 2) for t in (16, 64)}
-    t100, _ = bench_hot._best(lambda: bench_hot.bce_eval_bce(p100, model), repeats)
-    t10k, _ = bench_hot._best(lambda: bench_hot.bce_eval_bce(p10k, model), repeats)
-    out["partitions_in_process"] = {"100_s": round(t100, 3), "10000_s": round(t10k, 3), "ratio": round(t10k / t100, 2)}
+    t, _ = bench_hot._best_interleaved({
+        "100": lambda: bench_hot.bce_eval_bce(p100, model), "10000": lambda: bench_hot.bce_eval_bce(p10k, model),
+        "floor_100": lambda: bench_hot.floor_scan(p100), "floor_10000": lambda: bench_hot.floor_scan(p10k),
+    }, repeats)
+    out["partitions_in_process"] = {
+        "100_s": round(t["100"], 3), "10000_s": round(t["10000"], 3), "ratio": round(t["10000"] / t["100"], 2),
+        # Polars' own scan of the same files: the per-file cost no reader of 10,000 files avoids
+        "floor_ratio": round(t["floor_10000"] / t["floor_100"], 2),
+    }
     return out
 
 
@@ -398,8 +404,8 @@ def run_servers_section(args: argparse.Namespace, small: Path, large: Path, p100
         }
 
         print("timing 100 vs 10,000 partitions ...", flush=True)
-        t100 = min(evaluate(p100, "binned")[0] for _ in range(args.repeats))
-        t10k = min(evaluate(p10k, "binned")[0] for _ in range(args.repeats))
+        pairs = [(evaluate(p100, "binned")[0], evaluate(p10k, "binned")[0]) for _ in range(args.repeats)]  # in turn: drift hits both
+        t100, t10k = min(p[0] for p in pairs), min(p[1] for p in pairs)
         results["partitions_10000_over_100"] = round(t10k / t100, 2)
         results["partitions_seconds"] = {"100": round(t100, 2), "10000": round(t10k, 2)}
 
@@ -476,7 +482,8 @@ def _target_rows(r: dict[str, object]) -> list[tuple[str, str, str, bool | None]
         rows.append((f"projected hot pass / floor at 16 cores: scan {ns['scan_16']} + pass {ns['pass_16']} vs floor {ns['floor_16']} ns/row (64 cores)",
                      f"{proj['16']}x ({proj['64']}x)", "<= 1.1x", proj["16"] <= 1.1))
         part = hot["partitions_in_process"]
-        rows.append((f"10,000 vs 100 partitions, same rows, in process ({part['10000_s']} s vs {part['100_s']} s)", f"{part['ratio']}x", "<= 1.2x", part["ratio"] <= 1.2))
+        rows.append((f"10,000 vs 100 partitions, same rows, in process ({part['10000_s']} s vs {part['100_s']} s; "
+                     f"Polars' own scan of the same files {part.get('floor_ratio', '?')}x)", f"{part['ratio']}x", "<= 1.2x", part["ratio"] <= 1.2))
     if "startup" in r:
         st = r["startup"]
         rows.append((f"cold start on 10 rows, running Prefect server ({st['bce_eval_running_server']} s) / mlflow.models.evaluate ({st['mlflow_models_evaluate']} s)",

@@ -32,13 +32,25 @@ FEATURES = [f"x{i}" for i in range(6)]
 
 def _best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     """Best wall time of ``repeats`` calls after one warm-up call, and the last call's result."""
-    result = fn()
-    best = float("inf")
+    times, results = _best_interleaved({"fn": fn}, repeats)
+    return times["fn"], results["fn"]
+
+
+def _best_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Each contender's best wall time of ``repeats`` calls, and its last result.
+
+    One warm-up call each, then the contenders in turn, ``repeats`` rounds: a machine that slows
+    down or speeds up during the run (other load, clocks, a noisy neighbour) shifts every
+    contender alike, so the ratios between them hold better than with each one's calls in a row.
+    """
+    results = {name: fn() for name, fn in contenders.items()}
+    best = dict.fromkeys(contenders, float("inf"))
     for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
+        for name, fn in contenders.items():
+            t = time.perf_counter()
+            results[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best, results
 
 
 def floor_scan(root: Path) -> float:
@@ -148,12 +160,15 @@ def measure(root: Path, threads: int, repeats: int) -> dict[str, object]:
     assert pl.thread_pool_size() == threads, (pl.thread_pool_size(), threads)
     model = _model(root)
     w, b = model.coef_.ravel(), float(model.intercept_[0])
-    rows_t, rows = _best(lambda: floor_scan(root), repeats)
-    times, bces = {"floor": rows_t}, {}
-    times["hand_written"], bces["hand_written"] = _best(lambda: hand_written_bce(root, w, b), repeats)
-    times["duckdb"], bces["duckdb"] = _best(lambda: duckdb_bce(root, w, b, threads), repeats)
-    times["bce_eval"], bces["bce_eval"] = _best(lambda: bce_eval_bce(root, model), repeats)
-    times["bce_eval_scan"], _ = _best(lambda: bce_eval_scan(root, model), repeats)
+    times, results = _best_interleaved({
+        "floor": lambda: floor_scan(root),
+        "hand_written": lambda: hand_written_bce(root, w, b),
+        "duckdb": lambda: duckdb_bce(root, w, b, threads),
+        "bce_eval": lambda: bce_eval_bce(root, model),
+        "bce_eval_scan": lambda: bce_eval_scan(root, model),
+    }, repeats)
+    rows = results["floor"]
+    bces = {k: results[k] for k in ("hand_written", "duckdb", "bce_eval")}
     return {
         "threads": threads, "rows": int(rows), "seconds": times, "bce": bces, "bce_eval_bits": float(bces["bce_eval"]).hex(),
         "pass_alone_ns_per_row": {"1": pass_alone(1) * 1e9, str(threads): pass_alone(threads) * 1e9},

@@ -74,8 +74,9 @@ def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tu
     for part, files in files_by_partition(dataset).items():
         h = hashlib.blake2b(base.encode(), digest_size=20)
         h.update(repr(part).encode())
-        for f in sorted(files, key=lambda f: f.path):
-            h.update(f"{storage.relative(dataset.root, f.path)}:{f.fingerprint}:{f.identity}\n".encode())
+        ordered = sorted(files, key=lambda f: f.path)
+        for f, rel in zip(ordered, storage.relative(dataset.root, [f.path for f in ordered])):
+            h.update(f"{rel}:{f.fingerprint}:{f.identity}\n".encode())
         out[part] = h.hexdigest()
     return out
 

@@ -262,8 +262,8 @@ def _dataset_fingerprint(root: str, files: list[DataFile], columns: tuple) -> st
     """A digest of the files' relative paths and content fingerprints, and the columns used."""
     storage = storage_for(root)
     fp = hashlib.blake2b(digest_size=16)
-    for f in files:
-        fp.update(storage.relative(root, f.path).encode())
+    for f, rel in zip(files, storage.relative(root, [f.path for f in files])):
+        fp.update(rel.encode())
         fp.update(f.fingerprint.encode())
     fp.update(repr(columns).encode())
     return fp.hexdigest()

@@ -177,11 +177,12 @@ class MlflowTracker:
     def _log_artifacts(self, run_id: str, content: "RunContent") -> None:
         client = self.client
         for name, table in content.tables.items():
-            client.log_table(run_id, data=table, artifact_file=name)  # registers it as a table for the UI
-            # ... then the same table at full precision (log_table's JSON keeps 10 digits)
-            cols = list(table)
-            rows = [list(r) for r in zip(*(table[c] for c in cols))]
-            client.log_text(run_id, json.dumps({"columns": cols, "data": rows}), artifact_file=name)
+            # log_table's JSON ("split"), at full precision (its pandas JSON keeps 10 digits; 10,000 rows cost 0.25 s)
+            rows = [list(r) for r in zip(*table.values())]
+            client.log_text(run_id, json.dumps({"columns": list(table), "data": rows}), artifact_file=name)
+        if content.tables:  # the tag log_table sets: the UI lists them as the run's tables
+            tables = [{"path": name, "type": "table"} for name in content.tables]
+            client.set_tag(run_id, "mlflow.loggedArtifacts", json.dumps(tables))
         if content.figures:
             import tempfile
 

@@ -62,6 +62,10 @@ def test_hive_dataset_matches_sklearn_per_partition(prefect_server, mlflow_uri, 
     df = pl.read_parquet(hive_data, hive_partitioning=True)
     table = _table(ev.run_id)
     assert {"region", "n_rows", "bce", "accuracy", "roc_auc", "brier"} <= set(table.columns)
+    # the UI lists it among the run's tables, as mlflow.log_table would mark it, read back by MLflow's own loader
+    assert {"path": "bce_by_partition.json", "type": "table"} in json.loads(run.data.tags["mlflow.loggedArtifacts"])
+    loaded = client.load_table(run.info.experiment_id, "bce_by_partition.json", run_ids=[ev.run_id])
+    assert sorted(loaded["region"]) == sorted(table.get_column("region").to_list())
     all_y, all_p = [], []
     for region, part in df.group_by("region"):
         X = part.select("a", "b", "c").to_numpy()
