@@ -8,11 +8,12 @@ traceback is in the debug log, or shown with ``--verbose``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from flows.cli_parser import build_parser, split_csv
 from flows.preflight import check_before_server, check_serve
@@ -265,6 +266,41 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 _NEEDS_PREFECT = {"evaluate", "demo", "circles", "compare", "serve"}
 # what each command will import anyway; loaded while Prefect's temporary server starts
 _PRELOAD = ["polars", "sklearn.linear_model", "mlflow", "mlflow.sklearn", "mlflow.models", "matplotlib.pyplot", "flows.evaluate"]
+# what a helper process loads instead, when it loads the model (tasks.model_prefetch)
+_HELPER_LOADS = {"sklearn.linear_model", "mlflow.sklearn"}
+
+
+@contextlib.contextmanager
+def _model_helper(args: argparse.Namespace, server: Any) -> Iterator[bool]:
+    """With a Prefect server already up, ``evaluate --model-uri`` loads the model in a helper
+    process on the second core meanwhile (:mod:`tasks.model_prefetch`); yields whether it does.
+    With a temporary server, that core is busy starting it: everything loads here while it starts."""
+    if args.command != "evaluate" or not args.model_uri or server.starting:
+        yield False
+        return
+    from tasks.model_prefetch import start_prefetch, stop_prefetch
+
+    helper = start_prefetch(args.model_uri, args.score_kind)
+    try:
+        yield True
+    finally:
+        stop_prefetch(helper)
+
+
+def _prepare(args: argparse.Namespace, server: Any, helping: bool) -> None:
+    """Check what needs no server, load the libraries the command needs, then wait for the server."""
+    from flows.runtime import install_log_filters, preload
+
+    check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"), _evaluate_settings)
+    preload([m for m in _PRELOAD if not helping or m not in _HELPER_LOADS])
+    if server.starting and getattr(args, "model_uri", None):
+        preload(["skops.io"])  # how MLflow 3 stores scikit-learn models: loaded while the server starts
+    if args.command in {"evaluate", "demo"}:
+        from tasks.parallel_pass import warm_up
+
+        warm_up()
+    install_log_filters(args.verbose, temporary_server=server.starting)
+    server.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._output = []
     if not args.verbose:
         warnings.simplefilter("ignore")
-    from flows.runtime import PrefectServer, debug_log_path, install_log_filters, preload, prepare_environment
+    from flows.runtime import PrefectServer, debug_log_path, prepare_environment
 
     prepare_environment()
     if args.command not in _NEEDS_PREFECT:
@@ -283,16 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bce-eval: error: {exc}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
     code, message = 0, None
-    with PrefectServer() as server:
+    with PrefectServer() as server, _model_helper(args, server) as helping:
         try:
-            check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"), _evaluate_settings)
-            preload(_PRELOAD)
-            if args.command in {"evaluate", "demo"}:
-                from tasks.parallel_pass import warm_up
-
-                warm_up()
-            install_log_filters(args.verbose, temporary_server=server.starting)
-            server.wait()
+            _prepare(args, server, helping)
             code = _COMMANDS[args.command](parser_args)
             message = getattr(parser_args, "_error", None)
         except InputError as exc:

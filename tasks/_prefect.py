@@ -48,7 +48,37 @@ def _unwrap(value: Any) -> Any:
 
 
 def as_task(fn: Callable[..., Any], *, name: str, retries: int = 0, **kwargs: Any) -> Any:
-    """A thin ``@task`` around ``fn``: no input hashing (inputs are large frames and models)."""
+    """A thin ``@task`` around ``fn``: no input hashing (inputs are large frames and models).
+
+    The Prefect task is made when first used (called, submitted, given options), so a module of
+    plain functions and their tasks imports without Prefect: the model helper process
+    (:mod:`tasks.model_prefetch`) calls the plain functions only and never pays for it.
+    """
+    return _LazyTask(fn, name, retries, kwargs)
+
+
+class _LazyTask:
+    """A Prefect task made on first use; every call and attribute goes to it."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, retries: int, kwargs: dict[str, Any]) -> None:
+        self._args = (fn, name, retries, kwargs)
+        self._task: Any = None
+
+    def _made(self) -> Any:
+        if self._task is None:  # two threads making it at once both make an equal task: harmless
+            self._task = _make_task(*self._args)
+        return self._task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._made()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:  # submit, map, with_options, fn, name, ...
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self._made(), attr)
+
+
+def _make_task(fn: Callable[..., Any], name: str, retries: int, kwargs: dict[str, Any]) -> Any:
     import functools
 
     from prefect import task
@@ -58,6 +88,7 @@ def as_task(fn: Callable[..., Any], *, name: str, retries: int = 0, **kwargs: An
     def call(*args: Any, **kw: Any) -> Any:
         return fn(*map(_unwrap, args), **{k: _unwrap(v) for k, v in kw.items()})
 
+    kwargs = dict(kwargs)
     if retries:
         kwargs.setdefault("retry_delay_seconds", [2, 5, 15][:retries] + [15] * max(0, retries - 3))
         kwargs["retry_condition_fn"] = _retry_if_transient

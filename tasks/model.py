@@ -16,7 +16,7 @@ import numpy as np
 from tasks._prefect import as_task
 from tasks.errors import InputError
 from tasks.flavors import FLAVORS, ModelFlavor
-from tasks.scoring import ScoreKind, Scorer
+from tasks.scoring import ScoreKind, Scorer, model_type_name
 
 if TYPE_CHECKING:
     from tasks.dataset import Dataset
@@ -69,7 +69,7 @@ class LoadedModel:
     @property
     def type_name(self) -> str:
         inner = getattr(self.model, "model", None) or getattr(self.model, "booster", None)
-        return type(inner if inner is not None else self.model).__name__
+        return model_type_name(inner if inner is not None else self.model)
 
     def scorer(self, features: tuple[str, ...] | list[str], text_features: tuple[str, ...] | set[str] = ()) -> Scorer:
         """How the pass scores this model on ``features`` (``text_features`` go in as text)."""
@@ -137,6 +137,11 @@ def load_model(model_uri: str, tracking_uri: str, score_kind: ScoreKind = "proba
     """
     import tempfile
 
+    from tasks.model_prefetch import take_prefetched
+
+    prefetched = take_prefetched(model_uri, tracking_uri, score_kind)
+    if prefetched is not None:
+        return prefetched
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 

@@ -144,7 +144,36 @@ def check_binary_model(model: Any, source: str) -> None:
         )
 
 
-def _is_linear(model: Any) -> bool:
+@dataclass(frozen=True, eq=False)
+class LinearModel:
+    """A fitted linear binary classifier as its coefficients: all the scan needs of it, and no
+    scikit-learn to import. A model loaded in the CLI's helper process arrives as this
+    (:mod:`tasks.model_prefetch`); it scores exactly as the estimator it was taken from."""
+
+    #: the estimator's class name (``LogisticRegression``): in cache keys and run tags, as before
+    type_name: str
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+    n_features_in_: int | None = None
+    feature_names_in_: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, model: Any) -> "LinearModel":
+        """The coefficients of a linear scikit-learn classifier (:func:`is_linear`)."""
+        return cls(type(model).__name__, np.asarray(model.coef_), np.asarray(model.intercept_), np.asarray(model.classes_),
+                   getattr(model, "n_features_in_", None), getattr(model, "feature_names_in_", None))
+
+
+def model_type_name(model: Any) -> str:
+    """The model's class name (a :class:`LinearModel` keeps its estimator's)."""
+    return model.type_name if isinstance(model, LinearModel) else type(model).__name__
+
+
+def is_linear(model: Any) -> bool:
+    """True for a model scored as ``Σ wᵢ·xᵢ + b`` in the scan: any binary ``LinearClassifierMixin``."""
+    if isinstance(model, LinearModel):
+        return True
     from sklearn.linear_model._base import LinearClassifierMixin
 
     return isinstance(model, LinearClassifierMixin) and np.ndim(getattr(model, "coef_", None)) == 2
@@ -185,8 +214,8 @@ def make_scorer(
     """
     features = tuple(features)
     _check_features(model, features)
-    name = type(model).__name__
-    if _is_linear(model):
+    name = model_type_name(model)
+    if is_linear(model):
         w = np.ascontiguousarray(model.coef_, dtype=np.float64)
         b = np.ascontiguousarray(model.intercept_, dtype=np.float64)
         expr = pl.lit(float(b.ravel()[0]), dtype=pl.Float64)

@@ -1,0 +1,99 @@
+"""The model loaded in a helper process (``tasks.model_prefetch``): a real child process, a real
+MLflow store; what it hands back must score exactly as the model the flow loads itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.naive_bayes import GaussianNB
+from sklearn.linear_model import LogisticRegression
+
+from tasks import model_prefetch
+from tasks.model import load_model
+from tasks.scoring import LinearModel
+from tasks.tracking import resolve_tracking_uri
+
+REPO = Path(__file__).resolve().parents[1]
+FEATURES = ["a", "b", "c"]
+
+
+def _log(model, frame: pl.DataFrame) -> str:
+    X = frame.select(FEATURES).to_pandas()
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(model.fit(X, frame.get_column("label").to_numpy()), name="model", input_example=X.head(3))
+    return f"runs:/{run.info.run_id}/model"
+
+
+def _prefetched(uri: str, kind: str = "probability"):
+    helper = model_prefetch.start_prefetch(uri, kind)
+    try:
+        return model_prefetch.take_prefetched(uri, resolve_tracking_uri(), kind)
+    finally:
+        model_prefetch.stop_prefetch(helper)
+
+
+def test_linear_model_from_the_helper_scores_exactly_as_loaded_here(mlflow_uri, hive_data):
+    frame = pl.read_parquet(hive_data, hive_partitioning=True)
+    uri = _log(LogisticRegression(C=0.5), frame)
+    got = _prefetched(uri)
+    assert got is not None and isinstance(got.model, LinearModel)
+    assert model_prefetch.ENV not in os.environ  # forgotten once the command ends
+    here = load_model(uri, resolve_tracking_uri())  # no helper: MLflow's own loader in this process
+    assert isinstance(here.model, LogisticRegression)
+    mine, theirs = got.scorer(FEATURES), here.scorer(FEATURES)
+    # the same cache key, run tags and description; the same scores to the last bit
+    assert mine.identity == theirs.identity and mine.description == theirs.description
+    assert got.tags(mine) == here.tags(theirs) and got.type_name == here.type_name == "LogisticRegression"
+    assert got.inputs == here.inputs and got.digest == here.digest
+    scores = mine.score_frame(frame)
+    assert np.array_equal(scores, theirs.score_frame(frame))
+    # independent: scikit-learn's own decision function
+    assert np.allclose(scores, here.model.decision_function(frame.select(FEATURES).to_pandas()), rtol=1e-12, atol=1e-12)
+
+
+def test_helper_result_is_used_only_for_what_was_asked(mlflow_uri, hive_data):
+    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True))
+    helper = model_prefetch.start_prefetch(uri, "probability")
+    try:
+        # another score kind (or URI, or store) than the helper loaded: the flow loads it itself
+        assert model_prefetch.take_prefetched(uri, resolve_tracking_uri(), "logit") is None
+        assert model_prefetch.take_prefetched(uri, resolve_tracking_uri(), "probability") is None  # once only
+    finally:
+        model_prefetch.stop_prefetch(helper)
+
+
+def test_models_that_are_not_linear_are_left_to_the_flow(mlflow_uri, hive_data):
+    uri = _log(GaussianNB(), pl.read_parquet(hive_data, hive_partitioning=True))
+    assert _prefetched(uri) is None
+    assert _prefetched("runs:/0123456789abcdef/model") is None  # cannot load: the flow says why, in its words
+
+
+def test_a_process_given_the_helpers_model_never_imports_scikit_learn(mlflow_uri, hive_data):
+    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True))
+    script = f"""
+import json, sys
+import polars as pl
+from tasks import model_prefetch
+from tasks.model import load_model
+from tasks.tracking import resolve_tracking_uri
+helper = model_prefetch.start_prefetch({uri!r}, "probability")
+loaded = load_model({uri!r}, resolve_tracking_uri(), "probability")
+model_prefetch.stop_prefetch(helper)
+scores = loaded.scorer({FEATURES!r}).score_frame(pl.read_parquet({str(hive_data)!r}, hive_partitioning=True))
+print(json.dumps({{"sklearn": sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "skops")), "first": scores[:3].tolist()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["sklearn"] == []
+    here = load_model(uri, resolve_tracking_uri())
+    frame = pl.read_parquet(hive_data, hive_partitioning=True).head(3)
+    assert seen["first"] == here.scorer(FEATURES).score_frame(frame).tolist()
