@@ -282,7 +282,7 @@ def _model_helper(args: argparse.Namespace, server: Any) -> Iterator[bool]:
 
     helper = start_prefetch(args.model_uri, args.score_kind)
     try:
-        yield True
+        yield helper is not None
     finally:
         stop_prefetch(helper)
 

@@ -124,7 +124,8 @@ class LocalStorage:
         out = []
         for path in paths:
             rel = path[len(prefix) :] if prefix and path.startswith(prefix) else ""
-            out.append(rel if rel and os.path.normpath(rel) == rel else os.path.relpath(path, base or os.curdir))
+            same = rel and not rel.startswith(os.sep) and os.path.normpath(rel) == rel  # a root "d//": relpath's
+            out.append(rel if same else os.path.relpath(path, base or os.curdir))
         return out
 
 

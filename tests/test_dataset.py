@@ -425,3 +425,20 @@ def test_scan_files_reads_only_needed_columns(tmp_path: Path):
     only = [f for f in ds.files if f.hive["region"] == "y"]
     sub = scan_files(ds, only).collect()
     assert sub["region"].unique().to_list() == ["y"] and sub.height == 20
+
+
+def test_relative_paths_are_what_relpath_gives(tmp_path, monkeypatch):
+    """Cache keys and the dataset fingerprint hold paths relative to the root: the slice taken for
+    speed must equal ``os.path.relpath`` for roots written with ./, .., // or a trailing /."""
+    import os
+
+    from tasks.storage import LocalStorage
+
+    (tmp_path / "d" / "region=a").mkdir(parents=True)
+    (tmp_path / "d" / "region=a" / "f.parquet").write_bytes(b"")
+    (tmp_path / "g.parquet").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for root in ("d", "d/", "d//", "./d/.", "d/../d", str(tmp_path / "d") + "//", ".", ".//", "g.parquet", ".//g.parquet"):
+        listed = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names] if os.path.isdir(root) else [root]
+        base = root if os.path.isdir(root) else os.path.dirname(root) or os.curdir
+        assert LocalStorage().relative(root, listed) == [os.path.relpath(p, base) for p in listed], root

@@ -26,9 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 FEATURES = ["a", "b", "c"]
 
 
-def _log(model, frame: pl.DataFrame) -> str:
+def _log(model, frame: pl.DataFrame, where: Path) -> str:
     X = frame.select(FEATURES).to_pandas()
-    with mlflow.start_run() as run:
+    # artifacts in the test's own folder (a new store's default experiment would write to ./mlruns)
+    experiment = mlflow.get_experiment_by_name("prefetch")
+    eid = experiment.experiment_id if experiment else mlflow.create_experiment("prefetch", (where / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=eid) as run:
         mlflow.sklearn.log_model(model.fit(X, frame.get_column("label").to_numpy()), name="model", input_example=X.head(3))
     return f"runs:/{run.info.run_id}/model"
 
@@ -41,9 +44,9 @@ def _prefetched(uri: str, kind: str = "probability"):
         model_prefetch.stop_prefetch(helper)
 
 
-def test_linear_model_from_the_helper_scores_exactly_as_loaded_here(mlflow_uri, hive_data):
+def test_linear_model_from_the_helper_scores_exactly_as_loaded_here(mlflow_uri, hive_data, tmp_path):
     frame = pl.read_parquet(hive_data, hive_partitioning=True)
-    uri = _log(LogisticRegression(C=0.5), frame)
+    uri = _log(LogisticRegression(C=0.5), frame, tmp_path)
     got = _prefetched(uri)
     assert got is not None and isinstance(got.model, LinearModel)
     assert model_prefetch.ENV not in os.environ  # forgotten once the command ends
@@ -60,8 +63,8 @@ def test_linear_model_from_the_helper_scores_exactly_as_loaded_here(mlflow_uri, 
     assert np.allclose(scores, here.model.decision_function(frame.select(FEATURES).to_pandas()), rtol=1e-12, atol=1e-12)
 
 
-def test_helper_result_is_used_only_for_what_was_asked(mlflow_uri, hive_data):
-    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True))
+def test_helper_result_is_used_only_for_what_was_asked(mlflow_uri, hive_data, tmp_path):
+    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True), tmp_path)
     helper = model_prefetch.start_prefetch(uri, "probability")
     try:
         # another score kind (or URI, or store) than the helper loaded: the flow loads it itself
@@ -71,14 +74,14 @@ def test_helper_result_is_used_only_for_what_was_asked(mlflow_uri, hive_data):
         model_prefetch.stop_prefetch(helper)
 
 
-def test_models_that_are_not_linear_are_left_to_the_flow(mlflow_uri, hive_data):
-    uri = _log(GaussianNB(), pl.read_parquet(hive_data, hive_partitioning=True))
+def test_models_that_are_not_linear_are_left_to_the_flow(mlflow_uri, hive_data, tmp_path):
+    uri = _log(GaussianNB(), pl.read_parquet(hive_data, hive_partitioning=True), tmp_path)
     assert _prefetched(uri) is None
     assert _prefetched("runs:/0123456789abcdef/model") is None  # cannot load: the flow says why, in its words
 
 
-def test_a_process_given_the_helpers_model_never_imports_scikit_learn(mlflow_uri, hive_data):
-    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True))
+def test_a_process_given_the_helpers_model_never_imports_scikit_learn(mlflow_uri, hive_data, tmp_path):
+    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True), tmp_path)
     script = f"""
 import json, sys
 import polars as pl
@@ -97,3 +100,49 @@ print(json.dumps({{"sklearn": sorted(m for m in sys.modules if m.split(".")[0] i
     here = load_model(uri, resolve_tracking_uri())
     frame = pl.read_parquet(hive_data, hive_partitioning=True).head(3)
     assert seen["first"] == here.scorer(FEATURES).score_frame(frame).tolist()
+
+
+def test_a_helper_that_dies_is_not_waited_for(mlflow_uri, hive_data, tmp_path):
+    import time
+
+    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True), tmp_path)
+    helper = model_prefetch.start_prefetch(uri, "probability")
+    try:
+        helper.process.kill()  # killed before it wrote anything (out of memory, a crash)
+        start = time.monotonic()
+        assert model_prefetch.take_prefetched(uri, resolve_tracking_uri(), "probability") is None
+        assert time.monotonic() - start < 5  # its exit ends the wait, not the 30 s limit
+    finally:
+        model_prefetch.stop_prefetch(helper)
+    assert not Path(helper.folder).exists()
+
+
+def test_relative_store_is_the_users_folder_not_the_repos(tmp_path, monkeypatch, hive_data):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///relative.db")  # as users often set it
+    mlflow.set_tracking_uri("sqlite:///relative.db")
+    try:
+        uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True), tmp_path)
+        got = _prefetched(uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert got is not None and isinstance(got.model, LinearModel)
+    assert not (REPO / "relative.db").exists()
+
+
+def test_an_alias_moved_after_the_helper_loaded_is_not_used(mlflow_uri, hive_data, tmp_path):
+    frame = pl.read_parquet(hive_data, hive_partitioning=True)
+    client = mlflow.MlflowClient()
+    for c in (0.1, 10.0):
+        version = mlflow.register_model(_log(LogisticRegression(C=c), frame, tmp_path), "churn").version
+    client.set_registered_model_alias("churn", "champion", "1")
+    uri = "models:/churn@champion"
+    helper = model_prefetch.start_prefetch(uri, "probability")
+    try:
+        helper.process.wait(timeout=120)  # it loaded version 1
+        client.set_registered_model_alias("churn", "champion", version)  # a promotion meanwhile
+        assert model_prefetch.take_prefetched(uri, resolve_tracking_uri(), "probability") is None
+    finally:
+        model_prefetch.stop_prefetch(helper)
+    loaded = load_model(uri, resolve_tracking_uri())  # what the flow then loads: version 2's coefficients
+    assert np.array_equal(loaded.model.coef_, mlflow.sklearn.load_model("models:/churn/2").coef_)
