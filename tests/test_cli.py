@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import sys
@@ -135,11 +136,14 @@ def _best_of(n: int, cmd: list[str], first_line: bool = False) -> tuple[float, s
     best, text = float("inf"), ""
     for _ in range(n):
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        # a session of its own: killing it after the first line kills what it started too (the
+        # temporary Prefect server, a model helper), which would otherwise outlive the test
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+                                start_new_session=True)
         if first_line:
             text = proc.stdout.readline()
             took = time.perf_counter() - start
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         else:
             out, err = proc.communicate(timeout=120)
             took, text = time.perf_counter() - start, out + err
