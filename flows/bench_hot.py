@@ -36,14 +36,17 @@ def _best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return times["fn"], results["fn"]
 
 
-def _best_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+def _best_interleaved(
+    contenders: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True
+) -> tuple[dict[str, float], dict[str, object]]:
     """Each contender's best wall time of ``repeats`` calls, and its last result.
 
-    One warm-up call each, then the contenders in turn, ``repeats`` rounds: a machine that slows
-    down or speeds up during the run (other load, clocks, a noisy neighbour) shifts every
-    contender alike, so the ratios between them hold better than with each one's calls in a row.
+    One warm-up call each (unless ``warm_up`` is false: cold starts are what is timed), then the
+    contenders in turn, ``repeats`` rounds: a machine that slows down or speeds up during the run
+    (other load, clocks, a noisy neighbour) shifts every contender alike, so the ratios between
+    them hold better than with each one's calls in a row.
     """
-    results = {name: fn() for name, fn in contenders.items()}
+    results = {name: fn() for name, fn in contenders.items()} if warm_up else dict.fromkeys(contenders)
     best = dict.fromkeys(contenders, float("inf"))
     for _ in range(repeats):
         for name, fn in contenders.items():

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from flows.bench_hot import _best_interleaved
+
 #: the peer: a fresh Python process evaluating the logged model with MLflow's own evaluator
 _PEER = """
 import sys
@@ -52,10 +54,9 @@ def measure_startup(ten_rows: Path, model_uri: str, tracking: str, served: dict[
         "mlflow_models_evaluate": (peer, temporary),
         "empty_prefect_flow": ([sys.executable, "-c", _EMPTY_FLOW], temporary),
     }
-    times = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):  # the contenders in turn, so a machine that drifts shifts them alike
-        for name, (cmd, env) in runs.items():
-            times[name] = min(times[name], _wall(cmd, env, cwd))
+    # cold starts, the contenders in turn (a machine that drifts shifts them alike)
+    timed = {name: (lambda cmd=cmd, env=env: _wall(cmd, env, cwd)) for name, (cmd, env) in runs.items()}
+    times, _ = _best_interleaved(timed, repeats, warm_up=False)
     peer_s = times["mlflow_models_evaluate"]
     return {
         **{k: round(v, 2) for k, v in times.items()},

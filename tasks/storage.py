@@ -120,7 +120,8 @@ class LocalStorage:
         # one stat of the root, and a slice per listed path (relpath costs 15 µs a file): a
         # slice that is already normal is what relpath would return
         base = root if os.path.isdir(root) else os.path.dirname(root)
-        prefix = base.rstrip(os.sep) + os.sep if base.rstrip(os.sep) else ""
+        stem = base.rstrip(os.sep)
+        prefix = stem + os.sep if stem else ""
         out = []
         for path in paths:
             rel = path[len(prefix) :] if prefix and path.startswith(prefix) else ""

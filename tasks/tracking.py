@@ -397,4 +397,3 @@ log_run_content_task = as_task(log_run_content, name="log-to-mlflow", retries=3)
 log_evaluation_task = as_task(log_evaluation, name="log-to-mlflow", retries=3)
 describe_model_task = as_task(describe_model, name="describe-model", retries=3)
 move_alias_task = as_task(move_alias, name="move-alias", retries=3)
-
