@@ -12,7 +12,8 @@ and the flow loads the model itself, as without the helper, with its own error m
 
 What the helper hands back is used once, by the process that started it, and only for the same
 model URI, tracking URI and score kind, and the same registry version the flow's own look-up finds
-then (an alias moved in between: the flow loads the model itself).
+then (an alias moved in between: the flow loads the model itself). It comes through the pipe that
+joins the two processes, never through a file: a CLI killed at any moment leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,55 +21,53 @@ from __future__ import annotations
 import os
 import pickle
 import select
-import shutil
+import struct
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from tasks.model import LoadedModel
 
-#: "<read end of the helper's pipe>:<its folder>", for this process and only while its command runs
+#: the read end of the helper's pipe, for this process and only while its command runs
 ENV = "BCE_EVAL_MODEL_PREFETCH"
 #: at most this long for a helper still loading (it normally ends before the flow asks)
 WAIT_SECONDS = 30.0
-_RESULT = "model.pkl"
+#: the length that precedes the pickle on the pipe: a helper killed while writing is told apart
+_SIZE = struct.Struct("<Q")
 _REPO = Path(__file__).resolve().parents[1]
 
 
 class Helper(NamedTuple):
-    """A running helper: its process, the read end of its pipe, its private folder."""
+    """A running helper: its process and the read end of its pipe."""
 
     process: subprocess.Popen
     read_fd: int
-    folder: str
 
 
 def start_prefetch(model_uri: str, score_kind: str) -> Helper | None:
     """Start the helper for ``model_uri``; None if it cannot start (the flow then loads the model)."""
-    folder = tempfile.mkdtemp(prefix="bce-eval-prefetch-")  # private (mode 700): it will hold a pickle
     read_fd, write_fd = os.pipe()
     # -P: the user's folder is not on the path (a "tasks" package there must not shadow ours)
     path = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**{k: v for k, v in os.environ.items() if k != ENV}, "PYTHONPATH": path}
-    cmd = [sys.executable, "-P", "-m", "tasks.model_prefetch", folder, str(write_fd), model_uri, score_kind]
+    cmd = [sys.executable, "-P", "-m", "tasks.model_prefetch", str(write_fd), model_uri, score_kind]
     try:
         process = subprocess.Popen(cmd, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         os.close(read_fd)
-        shutil.rmtree(folder, ignore_errors=True)
         return None
     finally:
         os.close(write_fd)  # the helper holds the only write end: its exit reads as end of file
-    os.environ[ENV] = f"{read_fd}:{folder}"
-    return Helper(process, read_fd, folder)
+    os.environ[ENV] = str(read_fd)
+    return Helper(process, read_fd)
 
 
 def stop_prefetch(helper: Helper | None) -> None:
-    """End the helper if it still runs, remove its folder, and forget it (a later command loads anew)."""
+    """End the helper if it still runs and forget it (a later command loads anew)."""
     os.environ.pop(ENV, None)
     if helper is None:
         return
@@ -76,7 +75,6 @@ def stop_prefetch(helper: Helper | None) -> None:
         helper.process.kill()
     helper.process.wait()
     os.close(helper.read_fd)
-    shutil.rmtree(helper.folder, ignore_errors=True)
 
 
 def take_prefetched(model_uri: str, tracking_uri: str, score_kind: str) -> "LoadedModel | None":
@@ -84,16 +82,12 @@ def take_prefetched(model_uri: str, tracking_uri: str, score_kind: str) -> "Load
     value = os.environ.pop(ENV, None)  # used once: a retry or a second load reads the store again
     if not value:
         return None
-    fd, folder = value.split(":", 1)
-    # readable when the helper says it is done, or when it exits (a crash included): no polling
-    waiting = select.poll()  # (not select(): it cannot watch a descriptor numbered above 1023)
-    waiting.register(int(fd), select.POLLIN)
-    waiting.poll(WAIT_SECONDS * 1000)
-    result = Path(folder) / _RESULT
-    if not result.exists():
+    data = _read_to_end(int(value), time.monotonic() + WAIT_SECONDS)
+    # nothing (it failed, died, or is still loading) or cut short (killed while writing): the flow
+    # loads the model itself
+    if len(data) < _SIZE.size or _SIZE.unpack_from(data)[0] != len(data) - _SIZE.size:
         return None
-    with result.open("rb") as fh:
-        asked, described, loaded = pickle.load(fh)  # written by our own helper, in our own private folder
+    asked, described, loaded = pickle.loads(data[_SIZE.size :])  # from our own helper, through our own pipe
     if asked != (model_uri, tracking_uri, score_kind):
         return None
     from tasks.tracking import MlflowTracker
@@ -103,12 +97,26 @@ def take_prefetched(model_uri: str, tracking_uri: str, score_kind: str) -> "Load
     return loaded if MlflowTracker(tracking_uri).describe_model(model_uri) == described else None
 
 
+def _read_to_end(fd: int, deadline: float) -> bytes:
+    """What the helper wrote before it exited; empty if it has not exited by ``deadline``."""
+    # readable when the helper writes or exits (a crash included): no polling. (Not select(): it
+    # cannot watch a descriptor numbered above 1023.)
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
+    chunks = []
+    while waiting.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:  # end of file: the helper has exited, all it wrote is here
+            return b"".join(chunks)
+        chunks.append(chunk)
+    return b""
+
+
 def main(argv: list[str]) -> int:
     """The helper: describe and load the model as the flow would; hand back a linear one's coefficients."""
     import dataclasses
 
-    folder, done_fd, model_uri, score_kind = Path(argv[0]), int(argv[1]), argv[2], argv[3]
-    parent = os.getppid()
+    done_fd, model_uri, score_kind = int(argv[0]), argv[1], argv[2]
     try:
         from tasks.model import load_model
         from tasks.scoring import LinearModel, is_linear
@@ -120,15 +128,10 @@ def main(argv: list[str]) -> int:
         if loaded.flavor.name == "sklearn" and is_linear(loaded.model):
             light = dataclasses.replace(loaded, model=LinearModel.of(loaded.model), example=None)
             data = pickle.dumps(((model_uri, tracking_uri, score_kind), described, light), protocol=5)
-            if os.getppid() != parent:  # the CLI is gone (killed): leave nothing behind
-                shutil.rmtree(folder, ignore_errors=True)
-                return 0
-            (folder / (_RESULT + ".part")).write_bytes(data)
-            (folder / (_RESULT + ".part")).replace(folder / _RESULT)  # whole or absent
+            with os.fdopen(done_fd, "wb") as pipe:  # a CLI gone meanwhile: a broken pipe, and nothing is kept
+                pipe.write(_SIZE.pack(len(data)) + data)
     except BaseException:  # noqa: BLE001 - the flow loads the model itself and says what is wrong
         return 1
-    finally:
-        os.write(done_fd, b"x")
     return 0
 
 

@@ -114,7 +114,38 @@ def test_a_helper_that_dies_is_not_waited_for(mlflow_uri, hive_data, tmp_path):
         assert time.monotonic() - start < 5  # its exit ends the wait, not the 30 s limit
     finally:
         model_prefetch.stop_prefetch(helper)
-    assert not Path(helper.folder).exists()
+
+
+def test_a_cli_killed_after_the_helper_loaded_leaves_no_file(mlflow_uri, hive_data, tmp_path):
+    # the model comes through the pipe: a CLI killed at any moment (a scheduler's SIGKILL) leaves
+    # no pickle behind in the temporary folder, where each run once left one
+    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True), tmp_path)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = f"""
+import os, signal
+from tasks import model_prefetch
+helper = model_prefetch.start_prefetch({uri!r}, "probability")
+print(helper.process.wait(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    env = {**os.environ, "TMPDIR": str(temp)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == -9 and out.stdout.strip() == "0"  # the helper loaded it, then the CLI died
+    assert list(temp.iterdir()) == []
+
+
+def test_a_helper_cut_short_while_writing_is_not_used(monkeypatch):
+    import pickle
+
+    data = pickle.dumps((("m", "t", "probability"), {}, None))
+    for written in (b"", model_prefetch._SIZE.pack(len(data)) + data[:-1], data):  # nothing, cut, no length
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, written)
+        os.close(write_fd)
+        monkeypatch.setenv(model_prefetch.ENV, str(read_fd))
+        assert model_prefetch.take_prefetched("m", "t", "probability") is None
+        os.close(read_fd)
 
 
 def test_relative_store_is_the_users_folder_not_the_repos(tmp_path, monkeypatch, hive_data):
