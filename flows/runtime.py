@@ -120,6 +120,22 @@ def install_log_filters(verbose: bool, temporary_server: bool = False) -> None:
                 handler.addFilter(_ConsoleFilter(handler))
 
 
+#: Runs a module (``python -c THIS <parent pid> <module> <args>``) as ``python -m`` would, in a process
+#: the kernel sends SIGTERM when its parent dies: a CLI killed outright (a scheduler's SIGKILL, the
+#: OOM killer) cannot stop its temporary server itself, and it would run on, idle, for good
+_BOUND_TO_PARENT = """
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux; elsewhere absent)
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(sys.argv[1]):  # the parent died before the line above: nobody wants this server
+    sys.exit(0)
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 class PrefectServer:
     """Use the configured Prefect API; with none, start a temporary Prefect server first thing.
 
@@ -128,7 +144,7 @@ class PrefectServer:
     the same ``uvicorn`` command before any of that, points ``PREFECT_API_URL`` at it (so Prefect,
     imported later, uses it as it would any server), and lets the caller import the heavy
     libraries while it starts. It is killed at exit, logs drained first, so nothing is printed
-    after the CLI's last line.
+    after the CLI's last line, and it stops by itself when the CLI is killed outright.
     """
 
     def __init__(self) -> None:
@@ -149,7 +165,7 @@ class PrefectServer:
         spec = importlib.util.find_spec("prefect")  # finds the package without importing it
         assert spec is not None and spec.origin is not None
         self._command = [
-            sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parents[1]),
+            sys.executable, "-c", _BOUND_TO_PARENT, str(os.getpid()), "uvicorn", "--app-dir", str(Path(spec.origin).parents[1]),
             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "error", "--lifespan", "on",
         ]

@@ -219,3 +219,34 @@ def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
     assert _session_members(children[0]) == []  # nothing it started is left
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped has stopped: a container's first process may not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_temporary_server_stops_when_the_cli_is_killed_outright(tmp_path):
+    # a scheduler's SIGKILL (or the OOM killer) gives the CLI no chance to stop what it started
+    script = """
+import os, signal
+from flows.runtime import PrefectServer
+server = PrefectServer().__enter__()
+server.wait()
+print(server._process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                         env={**env, "PREFECT_HOME": str(tmp_path)}, timeout=240)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    server = int(out.stdout.split()[0])  # it answered before the CLI died
+    deadline = time.monotonic() + 30
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _running(server):
+        os.kill(server, signal.SIGKILL)
+        pytest.fail(f"the temporary server {server} outlived its CLI")
