@@ -289,7 +289,7 @@ def _model_helper(args: argparse.Namespace, server: Any) -> Iterator[bool]:
 
 def _prepare(args: argparse.Namespace, server: Any, helping: bool) -> None:
     """Check what needs no server, load the libraries the command needs, then wait for the server."""
-    from flows.runtime import install_log_filters, preload
+    from flows.runtime import end_heartbeats_promptly, install_log_filters, preload
 
     check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"), _evaluate_settings)
     preload([m for m in _PRELOAD if not helping or m not in _HELPER_LOADS])
@@ -300,6 +300,7 @@ def _prepare(args: argparse.Namespace, server: Any, helping: bool) -> None:
 
         warm_up()
     install_log_filters(args.verbose, temporary_server=server.starting)
+    end_heartbeats_promptly()
     server.wait()
 
 

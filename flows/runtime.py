@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator
 
 from tasks.errors import GateFailed, InputError, StorageUnavailable, TrackingError
 
@@ -118,6 +119,34 @@ def install_log_filters(verbose: bool, temporary_server: bool = False) -> None:
         for handler in logger.handlers:
             if type(handler).__name__ == "PrefectConsoleHandler":
                 handler.addFilter(_ConsoleFilter(handler))
+
+
+def end_heartbeats_promptly() -> None:
+    """Let a flow run end without waiting for its heartbeat thread to wake up.
+
+    Prefect's flow heartbeat thread sleeps in steps of one second between its checks for the end of
+    the run, and a synchronous flow run joins it as it ends: up to a second (0.6 s measured) added
+    to every CLI run after its work is done. Prefect's asynchronous engine does not join it
+    (``join_on_exit=False``); this makes the synchronous one do the same. The thread still sends its
+    heartbeats while the flow runs, sends none after the run has ended (it checks first), and is a
+    daemon. Where a Prefect version lacks that parameter, nothing changes.
+    """
+    import contextlib
+    import inspect
+
+    import prefect.flow_engine as engine
+
+    send = getattr(engine, "_send_heartbeats", None)
+    if send is None or getattr(send, "_bce_eval_prompt", False) or "join_on_exit" not in inspect.signature(send).parameters:
+        return
+
+    @contextlib.contextmanager
+    def send_without_join(flow_engine: object, join_on_exit: bool = True) -> Iterator[None]:
+        with send(flow_engine, join_on_exit=False):
+            yield
+
+    send_without_join._bce_eval_prompt = True  # type: ignore[attr-defined]
+    engine._send_heartbeats = send_without_join
 
 
 #: Runs a module (``python -c THIS <parent pid> <module> <args>``) as ``python -m`` would, in a process
