@@ -289,7 +289,7 @@ def _model_helper(args: argparse.Namespace, server: Any) -> Iterator[bool]:
 
 def _prepare(args: argparse.Namespace, server: Any, helping: bool) -> None:
     """Check what needs no server, load the libraries the command needs, then wait for the server."""
-    from flows.runtime import end_heartbeats_promptly, install_log_filters, preload
+    from flows.runtime import end_heartbeats_promptly, install_log_filters, preload, resume_collection
 
     check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"), _evaluate_settings)
     preload([m for m in _PRELOAD if not helping or m not in _HELPER_LOADS])
@@ -301,6 +301,7 @@ def _prepare(args: argparse.Namespace, server: Any, helping: bool) -> None:
         warm_up()
     install_log_filters(args.verbose, temporary_server=server.starting)
     end_heartbeats_promptly()
+    resume_collection()
     server.wait()
 
 
@@ -310,10 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._output = []
     if not args.verbose:
         warnings.simplefilter("ignore")
-    from flows.runtime import PrefectServer, debug_log_path, prepare_environment
+    from flows.runtime import PrefectServer, debug_log_path, prepare_environment, resume_collection
 
     prepare_environment()
     if args.command not in _NEEDS_PREFECT:
+        resume_collection()
         try:
             return _COMMANDS[args.command](args)
         except InputError as exc:
@@ -358,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
+    """The ``bce-eval`` console script: :func:`main` in a process of its own, which it exits."""
+    from flows.runtime import pause_collection_for_imports
+
+    pause_collection_for_imports()
     sys.exit(main())
 
 

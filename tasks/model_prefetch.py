@@ -136,4 +136,11 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    import gc
+
+    # a process that imports, loads and exits: its cyclic collector would only walk the libraries'
+    # objects (half a second of a core the CLI needs meanwhile; see flows.runtime)
+    gc.disable()
+    code = main(sys.argv[1:])
+    gc.freeze()
+    sys.exit(code)
