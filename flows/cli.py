@@ -300,22 +300,25 @@ def _prepare(args: argparse.Namespace, server: Any, helping: bool) -> None:
 
         warm_up()
     install_log_filters(args.verbose, temporary_server=server.starting)
-    end_heartbeats_promptly()
-    resume_collection()
+    if args._own_process:  # what the console script may change for the whole process, and main() as a library may not
+        end_heartbeats_promptly()
+        resume_collection()
     server.wait()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``bce-eval``; returns the exit code (the console script exits with it)."""
+def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
+    """``bce-eval ARGS``; returns the exit code. ``own_process``: called by the console script
+    (:func:`run`), which exits after it, so it may tune the whole process for a one-shot command."""
     args = parser_args = build_parser().parse_args(argv)
-    args._output = []
+    args._output, args._own_process = [], own_process
     if not args.verbose:
         warnings.simplefilter("ignore")
     from flows.runtime import PrefectServer, debug_log_path, prepare_environment, resume_collection
 
     prepare_environment()
     if args.command not in _NEEDS_PREFECT:
-        resume_collection()
+        if own_process:
+            resume_collection()
         try:
             return _COMMANDS[args.command](args)
         except InputError as exc:
@@ -364,7 +367,7 @@ def run() -> None:
     from flows.runtime import pause_collection_for_imports
 
     pause_collection_for_imports()
-    sys.exit(main())
+    sys.exit(main(own_process=True))
 
 
 if __name__ == "__main__":

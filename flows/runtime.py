@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator
+from typing import Any, Iterator
 
 from tasks.errors import GateFailed, InputError, StorageUnavailable, TrackingError
 
@@ -128,11 +128,13 @@ def pause_collection_for_imports() -> None:
     Prefect, MLflow, Polars and scikit-learn make about half a million objects as they import.
     Python's cyclic collector walks them all at each full collection: eight of them during a cold
     ``evaluate`` (1.0 s measured) and three more while the interpreter shuts down (1.3 s after the
-    last line was printed). Imports make almost no garbage: collection waits until they are done
-    (:func:`resume_collection`), and their objects then move to the collector's permanent
-    generation (``gc.freeze``), where it does not walk. At exit, everything is frozen the same way:
-    files and connections are still closed by their owners and by the exit handlers, which run
-    first; the collector just does not walk the heap the operating system is about to drop.
+    last line was printed). Imports make almost no garbage (a few thousand unreachable objects):
+    collection waits until they are done (:func:`resume_collection`), and their objects then move
+    to the collector's permanent generation (``gc.freeze``), where it does not walk. At exit,
+    everything is frozen the same way: files, connections and background workers are closed by
+    their owners and by the exit handlers (Prefect's, MLflow's, logging's), which all run before
+    this one, registered first; the collector just does not walk a heap the operating system is
+    about to drop.
     """
     import atexit
     import gc
@@ -142,23 +144,25 @@ def pause_collection_for_imports() -> None:
 
 
 def resume_collection() -> None:
-    """After the imports: freeze what they made and collect again (nothing to do unless paused)."""
+    """After the imports of a process paused by :func:`pause_collection_for_imports`: freeze what
+    they made and collect again."""
     import gc
 
-    if not gc.isenabled():
-        gc.freeze()
-        gc.enable()
+    gc.freeze()
+    gc.enable()
 
 
 def end_heartbeats_promptly() -> None:
-    """Let a flow run end without waiting for its heartbeat thread to wake up.
+    """For the ``bce-eval`` process only: let a flow run end without waiting for its heartbeat
+    thread to wake up.
 
     Prefect's flow heartbeat thread sleeps in steps of one second between its checks for the end of
     the run, and a synchronous flow run joins it as it ends: up to a second (0.6 s measured) added
     to every CLI run after its work is done. Prefect's asynchronous engine does not join it
     (``join_on_exit=False``); this makes the synchronous one do the same. The thread still sends its
-    heartbeats while the flow runs, sends none after the run has ended (it checks first), and is a
-    daemon. Where a Prefect version lacks that parameter, nothing changes.
+    heartbeats while the flow runs and is a daemon; it checks for a final state before each one, so
+    only a heartbeat already being sent as the run ends can arrive after it. Where a Prefect version
+    lacks that parameter, nothing changes.
     """
     import contextlib
     import inspect
@@ -170,22 +174,25 @@ def end_heartbeats_promptly() -> None:
         return
 
     @contextlib.contextmanager
-    def send_without_join(flow_engine: object, join_on_exit: bool = True) -> Iterator[None]:
-        with send(flow_engine, join_on_exit=False):
+    def send_without_join(*args: Any, join_on_exit: bool = True) -> Iterator[None]:
+        with send(*args, join_on_exit=False):
             yield
 
     send_without_join._bce_eval_prompt = True  # type: ignore[attr-defined]
     engine._send_heartbeats = send_without_join
 
 
-#: Runs a module (``python -c THIS <parent pid> <module> <args>``) as ``python -m`` would, in a process
-#: the kernel sends SIGTERM when its parent dies: a CLI killed outright (a scheduler's SIGKILL, the
-#: OOM killer) cannot stop its temporary server itself, and it would run on, idle, for good
+#: Runs a module (``python -P -c THIS <parent pid> <module> <args>``) as ``python -m`` would, in a
+#: process the kernel kills when its parent dies: a CLI killed outright (a scheduler's SIGKILL, the
+#: OOM killer) cannot stop its temporary server itself, and it would run on, idle, for good. SIGKILL,
+#: as the CLI's own exit does (nothing is left to save; a graceful stop could wait on connections
+#: for ever). Linux only (elsewhere the call fails and nothing changes); the "parent" is the thread
+#: that started the server, so it is started from the main thread.
 _BOUND_TO_PARENT = """
 import ctypes, os, runpy, signal, sys
 try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux; elsewhere absent)
-except (AttributeError, OSError):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except Exception:
     pass
 if os.getppid() != int(sys.argv[1]):  # the parent died before the line above: nobody wants this server
     sys.exit(0)
@@ -223,7 +230,7 @@ class PrefectServer:
         spec = importlib.util.find_spec("prefect")  # finds the package without importing it
         assert spec is not None and spec.origin is not None
         self._command = [
-            sys.executable, "-c", _BOUND_TO_PARENT, str(os.getpid()), "uvicorn", "--app-dir", str(Path(spec.origin).parents[1]),
+            sys.executable, "-P", "-c", _BOUND_TO_PARENT, str(os.getpid()), "uvicorn", "--app-dir", str(Path(spec.origin).parents[1]),
             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "error", "--lifespan", "on",
         ]

@@ -87,7 +87,7 @@ def take_prefetched(model_uri: str, tracking_uri: str, score_kind: str) -> "Load
     # loads the model itself
     if len(data) < _SIZE.size or _SIZE.unpack_from(data)[0] != len(data) - _SIZE.size:
         return None
-    asked, described, loaded = pickle.loads(data[_SIZE.size :])  # from our own helper, through our own pipe
+    asked, described, loaded = pickle.loads(memoryview(data)[_SIZE.size :])  # from our own helper, through our own pipe
     if asked != (model_uri, tracking_uri, score_kind):
         return None
     from tasks.tracking import MlflowTracker
@@ -114,9 +114,14 @@ def _read_to_end(fd: int, deadline: float) -> bytes:
 
 def main(argv: list[str]) -> int:
     """The helper: describe and load the model as the flow would; hand back a linear one's coefficients."""
+    import contextlib
     import dataclasses
 
     done_fd, model_uri, score_kind = int(argv[0]), argv[1], argv[2]
+    # closed as soon as this is done, written or not (not at the end of the interpreter's exit), and
+    # not inherited by anything this process starts: its end of file is the CLI's signal
+    os.set_inheritable(done_fd, False)
+    pipe = os.fdopen(done_fd, "wb")
     try:
         from tasks.model import load_model
         from tasks.scoring import LinearModel, is_linear
@@ -128,10 +133,13 @@ def main(argv: list[str]) -> int:
         if loaded.flavor.name == "sklearn" and is_linear(loaded.model):
             light = dataclasses.replace(loaded, model=LinearModel.of(loaded.model), example=None)
             data = pickle.dumps(((model_uri, tracking_uri, score_kind), described, light), protocol=5)
-            with os.fdopen(done_fd, "wb") as pipe:  # a CLI gone meanwhile: a broken pipe, and nothing is kept
-                pipe.write(_SIZE.pack(len(data)) + data)
+            pipe.write(_SIZE.pack(len(data)) + data)  # a CLI gone meanwhile: a broken pipe, and nothing is kept
+            pipe.flush()
     except BaseException:  # noqa: BLE001 - the flow loads the model itself and says what is wrong
         return 1
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
     return 0
 
 

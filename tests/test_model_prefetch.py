@@ -130,7 +130,7 @@ print(helper.process.wait(), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
     env = {**os.environ, "TMPDIR": str(temp)}
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == -9 and out.stdout.strip() == "0"  # the helper loaded it, then the CLI died
     assert list(temp.iterdir()) == []
 

@@ -32,6 +32,7 @@ def test_a_flow_run_sends_heartbeats_and_does_not_wait_for_their_thread_at_its_e
 
     @flow
     def short() -> str:
+        time.sleep(1.0)  # long enough for the heartbeat thread to send its first one while the run is on
         return str(runtime.flow_run.id)
 
     monkeypatch.setattr(threading.Thread, "join", recorded_join)
