@@ -13,7 +13,8 @@ and the flow loads the model itself, as without the helper, with its own error m
 What the helper hands back is used once, by the process that started it, and only for the same
 model URI, tracking URI and score kind, and the same registry version the flow's own look-up finds
 then (an alias moved in between: the flow loads the model itself). It comes through the pipe that
-joins the two processes, never through a file: a CLI killed at any moment leaves nothing behind.
+joins the two processes, never through a file: a CLI killed after the helper loaded the model
+leaves no copy of it behind.
 """
 
 from __future__ import annotations
