@@ -266,15 +266,14 @@ runtime.resume_collection = recorded_resume
 def last_words():  # registered before the CLI's own exit handlers: runs after them, just before the interpreter ends
     print("EXITING", len(full), *after_imports, flush=True)
 atexit.register(last_words)
-sys.argv = ["bce-eval", *sys.argv[2:]]
-cli.run() if sys.argv_mode == "run" else sys.exit(cli.main())
+mode, sys.argv = sys.argv[1], ["bce-eval", *sys.argv[2:]]
+cli.run() if mode == "run" else sys.exit(cli.main())
 """
 
 
 def _exit_after_last_words(mode: str, args: list[str], env: dict[str, str]) -> tuple[float, list[str]]:
     """Seconds from the CLI's last exit handler to the end of its process, and what it said then."""
-    script = _GC_PROBE.replace("sys.argv_mode", repr(mode))
-    proc = subprocess.Popen([sys.executable, "-c", script, mode, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", _GC_PROBE, mode, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])
     words: list[str] = []
     for line in proc.stdout:
