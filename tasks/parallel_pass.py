@@ -160,25 +160,40 @@ class Reducer:
             self._wait_round()
         finally:
             self.pool.shutdown()
-        bins, flushes = [], []
+        pieces, flushes = [], []
         for lane in self.lanes:
             n_out, n_flush = close_histogram(lane.hist_n, lane.hist_pos, lane.touched, lane.state, lane.out, lane.flushes)
             lane.kept.append((lane.out[:n_out].copy(), lane.flushes[:n_flush].copy()))
-            bins += [b for b, _ in lane.kept]
+            pieces += [b for b, _ in lane.kept]
             flushes += [f for _, f in lane.kept]
-        return (self.stats, *_merged(np.concatenate(bins), np.concatenate(flushes)))
+        return (self.stats, *_merged(pieces, np.concatenate(flushes)))
 
 
-def _merged(bins: np.ndarray, flushes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One flush per partition: the flushes of partitions that several lanes (or runs) saw, merged."""
+def _merged(pieces: list[np.ndarray], flushes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The histogram rows of ``pieces`` in one array, one flush per partition: the flushes of
+    partitions that several lanes (or runs) saw, merged, after the others' rows in their order.
+
+    Small partitions have about one histogram row per row scanned, so the rows are copied once,
+    into one array: each fresh copy of them costs its page faults (0.1 s for 10,000 partitions here).
+    """
     parts, counts = np.unique(flushes[:, 0], return_counts=True)
     if len(parts) == len(flushes):
-        return bins, flushes
+        return np.concatenate(pieces), flushes
     shared = np.isin(flushes[:, 0], parts[counts > 1])
     rows = np.repeat(shared, flushes[:, 5].astype(np.int64))  # the bins each flush wrote
-    out, out_flushes = np.empty((int(rows.sum()), 4), np.int64), np.empty((int(shared.sum()), 6))
-    n_out, n_flush = merge_flushes(bins[rows], flushes[shared], out, out_flushes)
-    return np.concatenate([bins[~rows], out[:n_out]]), np.concatenate([flushes[~shared], out_flushes[:n_flush]])
+    ends = np.cumsum([len(p) for p in pieces])
+    masks = np.split(rows, ends[:-1])
+    n_keep = len(rows) - int(rows.sum())
+    out = np.empty((len(rows), 4), np.int64)  # the kept rows, then the merged ones (never more than were merged)
+    at = 0
+    for piece, mask in zip(pieces, masks):
+        k = len(piece) - int(mask.sum())
+        np.compress(~mask, piece, axis=0, out=out[at : at + k])
+        at += k
+    out_flushes = np.empty((int(shared.sum()), 6))
+    sel = np.concatenate([piece[mask] for piece, mask in zip(pieces, masks)])
+    n_out, n_flush = merge_flushes(sel, flushes[shared], out[n_keep:], out_flushes)
+    return out[: n_keep + n_out], np.concatenate([flushes[~shared], out_flushes[:n_flush]])
 
 
 def _terms(S: np.ndarray, A: np.ndarray, B: np.ndarray, logit: bool) -> None:
