@@ -13,11 +13,14 @@ from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tasks._prefect import as_task
 from tasks.column_types import check_columns, polars_type, unified_type
 from tasks.errors import InputError
-from tasks.parquet_files import column_chunk_ranges, list_parquet_files, parse_hive_keys, read_file_footer, read_footer, read_footer_bytes
+from tasks.parquet_files import (
+    arrow_schema, column_chunk_ranges, list_parquet_files, parse_hive_keys, read_file_footer, read_footer, read_footer_bytes,
+)
 from tasks.storage import FileEntry, local_path, storage_for
 
 
@@ -84,7 +87,7 @@ def content_hashes(dataset: "Dataset", files: list["DataFile"] | tuple["DataFile
     out = {}
     for f in files:
         footer = read_footer_bytes(storage, f.path, f.size)
-        md, _ = read_footer(f.path, footer)
+        md = read_footer(f.path, footer)
         ranges = [(f.size - len(footer), len(footer)), *column_chunk_ranges(md, columns)]
         out[f.path] = storage.hash_ranges(f.path, ranges)
     return out
@@ -132,28 +135,44 @@ def select_partitions(
     return kept
 
 
-@dataclass
-class _Footers:
-    """What the files' footers say, gathered in one pass over the files."""
+@dataclass(frozen=True)
+class DatasetFiles:
+    """A dataset's files as listed and as their footers describe them, before any column is checked.
 
-    files: list[DataFile]
+    What :func:`check_dataset` needs, read without knowing the columns: so a flow can read the
+    footers while its model still loads, and check the columns once the model has said which.
+    """
+
+    root: str
+    files: tuple[DataFile, ...]
+    hive_keys: tuple[str, ...]
     ref_schema: pa.Schema
     ref_file: str
-    hive_keys: tuple[str, ...]
-    #: for each used column whose types differ between files: {Arrow type: first file with it}
-    types: dict[str, dict[pa.DataType, str]]
+    #: ``(path, schema)`` of every file whose schema differs from the first file's, in file order
+    variants: tuple[tuple[str, pa.Schema], ...] = ()
 
 
-def _read_footers(root: str, entries: list[FileEntry], roles: dict[str, str]) -> _Footers:
-    """Read every footer once: row counts, fingerprints, hive keys, and the used columns' types."""
+def read_dataset_files(
+    data: str | os.PathLike[str],
+    where: dict[str, list[str]] | None = None,
+    date_key: str | None = None,
+    window_days: int | None = None,
+    reference: "datetime | None" = None,
+) -> DatasetFiles:
+    """List the Parquet files of ``data`` in the selected partitions and read every footer once.
+
+    Checks that every file is readable Parquet and that all have the same hive keys; raises
+    :class:`InputError` naming the file otherwise.
+    """
+    root = local_path(os.fspath(data))
     storage = storage_for(root)
+    entries = select_partitions(root, list_parquet_files(root, storage), where, date_key, window_days, reference)
     files: list[DataFile] = []
-    ref_schema: pa.Schema | None = None
-    ref_file = ""
+    variants: list[tuple[str, pa.Schema]] = []
+    ref: pq.FileMetaData | None = None
     hive_keys: tuple[str, ...] | None = None
-    types: dict[str, dict[pa.DataType, str]] = {}
     for entry in entries:
-        md, schema, fingerprint = read_file_footer(storage, entry)
+        md, fingerprint = read_file_footer(storage, entry)
         hive = parse_hive_keys(root, entry.path)
         if hive_keys is None:
             hive_keys = tuple(hive)
@@ -162,28 +181,32 @@ def _read_footers(root: str, entries: list[FileEntry], roles: dict[str, str]) ->
                 f"{entry.path}: hive keys {list(hive)} differ from {list(hive_keys)} in {entries[0].path}; "
                 "all files of a dataset need the same key=value folders."
             )
-        if ref_schema is None:
-            ref_schema, ref_file = schema, entry.path
-        # a schema equal to the first file's has the same types: no per-column work (the common case)
-        if ref_schema is schema or not schema.equals(ref_schema):
-            _note_types(entry.path, schema, hive, ref_schema, ref_file, roles, types)
+        if ref is None:
+            ref, ref_schema, ref_stored = md, arrow_schema(entry.path, md), md.metadata
+        elif not (md.schema.equals(ref.schema) and md.metadata == ref_stored):
+            # the Arrow schema follows from the Parquet schema and pyarrow's stored one, and converting
+            # it costs 7 µs a file: only when those differ from the first file's (kept if it differs too)
+            schema = arrow_schema(entry.path, md)
+            if not schema.equals(ref_schema):
+                variants.append((entry.path, schema))
         files.append(DataFile(entry.path, md.num_rows, entry.size, fingerprint, hive, entry.identity))
-    assert ref_schema is not None and hive_keys is not None
-    return _Footers(files, _typed_reference(ref_schema, types), ref_file, hive_keys, types)
+    assert ref is not None and hive_keys is not None
+    return DatasetFiles(root, tuple(files), hive_keys, ref_schema, files[0].path, tuple(variants))
 
 
-def _note_types(
-    path: str, schema: pa.Schema, hive: dict[str, str | None], ref_schema: pa.Schema, ref_file: str,
-    roles: dict[str, str], types: dict[str, dict[pa.DataType, str]],
-) -> None:
-    for name in roles:
-        if name in hive:
-            continue
-        if name not in schema.names:
-            if name in ref_schema.names:
-                raise InputError(f"{path}: column {name!r} is missing here but present in {ref_file}.")
-            continue
-        types.setdefault(name, {}).setdefault(schema.field(name).type, path)
+def _column_types(listing: DatasetFiles, roles: dict[str, str]) -> dict[str, dict[pa.DataType, str]]:
+    """For each used column: {Arrow type: first file with it}, over the first file and every variant."""
+    types: dict[str, dict[pa.DataType, str]] = {}
+    for path, schema in [(listing.ref_file, listing.ref_schema), *listing.variants]:
+        for name in roles:
+            if name in listing.hive_keys:
+                continue
+            if name not in schema.names:
+                if name in listing.ref_schema.names:
+                    raise InputError(f"{path}: column {name!r} is missing here but present in {listing.ref_file}.")
+                continue
+            types.setdefault(name, {}).setdefault(schema.field(name).type, path)
+    return types
 
 
 def _typed_reference(ref_schema: pa.Schema, types: dict[str, dict[pa.DataType, str]]) -> pa.Schema:
@@ -211,14 +234,29 @@ def discover_dataset(
 ) -> Dataset:
     """Find the files of ``data`` and check that they form one dataset with the needed columns.
 
-    Checks, from footers only: every file is readable Parquet; every file has the used columns,
-    with types that widen to one (int32 and int64, float32 and float64, as pyarrow.dataset does;
-    other columns may come and go); the label, feature and partition columns exist; features are
-    numeric (or of the type ``model_types``, the signature of the model ``model_name``, names: text
-    where it takes strings); the dataset has rows. Raises :class:`InputError` naming the file or column at fault.
+    :func:`read_dataset_files`, then :func:`check_dataset` (see both).
     """
-    root = local_path(os.fspath(data))
-    entries = select_partitions(root, list_parquet_files(root, storage_for(root)), where, date_key, window_days, reference)
+    listing = read_dataset_files(data, where, date_key, window_days, reference)
+    return check_dataset(listing, label, features, partition_by, extra_columns, model_types, model_name)
+
+
+def check_dataset(
+    listing: DatasetFiles,
+    label: str,
+    features: list[str] | tuple[str, ...],
+    partition_by: list[str] | tuple[str, ...] | None = None,
+    extra_columns: list[str] | tuple[str, ...] = (),
+    model_types: dict[str, str] | None = None,
+    model_name: str = "",
+) -> Dataset:
+    """Check that the files read by :func:`read_dataset_files` form one dataset with the needed columns.
+
+    Checks, from footers only: every file has the used columns, with types that widen to one
+    (int32 and int64, float32 and float64, as pyarrow.dataset does; other columns may come and go);
+    the label, feature and partition columns exist; features are numeric (or of the type
+    ``model_types``, the signature of the model ``model_name``, names: text where it takes
+    strings); the dataset has rows. Raises :class:`InputError` naming the file or column at fault.
+    """
     features, extra_columns = tuple(features), tuple(extra_columns)
     if not features and not extra_columns:
         raise InputError("no feature columns given; pass --features A,B,...")
@@ -226,39 +264,39 @@ def discover_dataset(
         {c: "partition" for c in partition_by or ()}
         | {c: "feature" for c in features} | {c: "score" for c in extra_columns} | {label: "label"}
     )
-    footers = _read_footers(root, entries, roles)
-    parts = tuple(partition_by) if partition_by else footers.hive_keys
+    types = _column_types(listing, roles)
+    ref_schema = _typed_reference(listing.ref_schema, types)
+    parts = tuple(partition_by) if partition_by else listing.hive_keys
     text_features = check_columns(
-        footers.ref_file, footers.ref_schema, footers.hive_keys, label, features, extra_columns, parts, model_types, model_name
+        listing.ref_file, ref_schema, listing.hive_keys, label, features, extra_columns, parts, model_types, model_name
     )
-    widened = {name: unified_type(name, seen, roles[name]) for name, seen in footers.types.items()}
-    if sum(f.num_rows for f in footers.files) == 0:
-        raise InputError(f"{root}: the dataset has no rows.")
-    used = [c for c in dict.fromkeys([*features, label, *extra_columns, *parts]) if c not in footers.hive_keys]
+    widened = {name: unified_type(name, seen, roles[name]) for name, seen in types.items()}
+    if sum(f.num_rows for f in listing.files) == 0:
+        raise InputError(f"{listing.root}: the dataset has no rows.")
+    used = [c for c in dict.fromkeys([*features, label, *extra_columns, *parts]) if c not in listing.hive_keys]
     return Dataset(
-        root=root,
-        files=tuple(footers.files),
+        root=listing.root,
+        files=listing.files,
         label=label,
         features=features,
         partition_by=parts,
-        hive_keys=footers.hive_keys,
-        schema=_schema_description(footers, widened),
-        fingerprint=_dataset_fingerprint(root, footers.files, (label, features, parts)),
+        hive_keys=listing.hive_keys,
+        schema=_schema_description(ref_schema, listing.hive_keys, widened),
+        fingerprint=_dataset_fingerprint(listing.root, listing.files, (label, features, parts)),
         extra_columns=extra_columns,
-        scan_schema=_scan_schema(footers.ref_schema, widened, used),
+        scan_schema=_scan_schema(ref_schema, widened, used),
         text_features=text_features,
     )
 
 
-def _schema_description(footers: _Footers, widened: dict[str, pl.DataType | None]) -> dict[str, str]:
-    ref = footers.ref_schema
+def _schema_description(ref: pa.Schema, hive_keys: tuple[str, ...], widened: dict[str, pl.DataType | None]) -> dict[str, str]:
     kinds = {n: str(ref.field(n).type) for n in ref.names}
     kinds.update({n: f"{ref.field(n).type} (read as {t})" for n, t in widened.items() if t is not None})
-    kinds.update({k: "string (hive key)" for k in footers.hive_keys})
+    kinds.update({k: "string (hive key)" for k in hive_keys})
     return kinds
 
 
-def _dataset_fingerprint(root: str, files: list[DataFile], columns: tuple) -> str:
+def _dataset_fingerprint(root: str, files: tuple[DataFile, ...], columns: tuple) -> str:
     """A digest of the files' relative paths and content fingerprints, and the columns used."""
     storage = storage_for(root)
     fp = hashlib.blake2b(digest_size=16)
@@ -339,3 +377,5 @@ def group_files(
 
 
 discover_dataset_task = as_task(discover_dataset, name="discover-dataset")
+read_dataset_files_task = as_task(read_dataset_files, name="read-footers")
+check_dataset_task = as_task(check_dataset, name="check-columns")

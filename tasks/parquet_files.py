@@ -95,22 +95,36 @@ def footer_fingerprint(size: int, footer: bytes) -> str:
     return hashlib.blake2b(str(size).encode() + footer, digest_size=16).hexdigest()
 
 
-def read_footer(path: str, footer: bytes) -> tuple[pq.FileMetaData, pa.Schema]:
+def read_footer(path: str, footer: bytes) -> pq.FileMetaData:
+    """The metadata of the footer ``footer`` (as :func:`read_footer_bytes` returns it) of the file ``path``."""
     try:
         if not footer:
             raise OSError("no Parquet footer at the end of the file")
-        # parsed from the bytes already read (the leading magic makes them a Parquet "file")
-        md = pq.read_metadata(pa.BufferReader(_MAGIC + footer))
-        return md, md.schema.to_arrow_schema()
-    except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable Parquet file ({reason}); the file may be truncated or corrupt.") from exc
+        # parsed from the bytes already read (the leading magic makes them a Parquet "file"); not
+        # with pyarrow's private parser of a serialized FileMetaData: faster, but a corrupt footer
+        # aborts the process
+        return pq.read_metadata(pa.BufferReader(_MAGIC + footer))
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a corrupt column name is not UTF-8
+        raise _unreadable(path, exc) from exc
 
 
-def read_file_footer(storage: Storage, entry: FileEntry) -> tuple[pq.FileMetaData, pa.Schema, str]:
+def arrow_schema(path: str, md: pq.FileMetaData) -> pa.Schema:
+    """The Arrow schema of a file's metadata (Parquet types and pyarrow's stored schema, as readers see them)."""
+    try:
+        return md.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: str, exc: Exception) -> InputError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InputError(f"{path}: not a readable Parquet file ({reason}); the file may be truncated or corrupt.")
+
+
+def read_file_footer(storage: Storage, entry: FileEntry) -> tuple[pq.FileMetaData, str]:
+    """A file's footer metadata and its fingerprint (see :func:`footer_fingerprint`)."""
     footer = read_footer_bytes(storage, entry.path, entry.size)
-    md, schema = read_footer(entry.path, footer)
-    return md, schema, footer_fingerprint(entry.size, footer)
+    return read_footer(entry.path, footer), footer_fingerprint(entry.size, footer)
 
 
 def column_chunk_ranges(md: pq.FileMetaData, columns: list[str]) -> list[tuple[int, int]]:

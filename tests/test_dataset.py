@@ -115,6 +115,19 @@ def test_truncated_parquet_in_hive_tree(hive_data: Path):
         discover_dataset(hive_data, "label", FEATURES)
 
 
+def test_footer_with_a_column_name_that_is_not_utf8(tmp_path: Path):
+    # a footer that parses but names a column in bytes that are not UTF-8 (pyarrow raises
+    # UnicodeDecodeError there, not an Arrow error): one line naming the file, not a traceback
+    f = tmp_path / "x.parquet"
+    make_frame(20, 0).rename({"b": "bq"}).write_parquet(f)
+    data = f.read_bytes()
+    tail = len(data) - 8 - int.from_bytes(data[-8:-4], "little")  # the footer's first byte
+    assert data[tail:].count(b"bq") == 2  # in the schema and the column chunk (pyarrow's stored schema is base64)
+    f.write_bytes(data[:tail] + data[tail:].replace(b"bq", b"\xce("))
+    with pytest.raises(InputError, match=esc(f) + ".*not a readable Parquet file"):
+        discover_dataset(f, "label", ["a", "c"])
+
+
 def test_garbage_named_parquet(tmp_path: Path):
     f = tmp_path / "x.parquet"
     f.write_bytes(b"this is not parquet at all" * 10)
