@@ -59,27 +59,37 @@ def _markdown_inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
 
 
-def _cell(col: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return '<td data-v="">–</td>'
-    if isinstance(value, bool):
-        return f'<td data-v="{int(value)}">{"yes" if value else ""}</td>'
-    if isinstance(value, float):
-        shown = f"{value:.4f}" if col != "positive_rate" else f"{value:.1%}"
-        return f'<td data-v="{value!r}">{shown}</td>'
-    if isinstance(value, int):
-        return f'<td data-v="{value}">{value:,}</td>'
-    return f"<td>{html.escape(str(value))}</td>"
+_MISSING = '<td data-v="">–</td>'
+
+
+def _cells(col: str, values: pl.Series) -> list[str]:
+    """The ``<td>`` of each value of one column: numbers formatted, their exact value in ``data-v`` for sorting.
+
+    One formatter per column, chosen by its type: a report of 10,000 partitions has 100,000s of cells.
+    """
+    dtype = values.dtype
+    if dtype == pl.Boolean:
+        return [_MISSING if v is None else f'<td data-v="{int(v)}">{"yes" if v else ""}</td>' for v in values.to_list()]
+    if dtype.is_float():
+        shown = "{:.1%}" if col == "positive_rate" else "{:.4f}"
+        return [
+            f'<td data-v="{v!r}">{shown.format(v)}</td>' if v is not None and math.isfinite(v) else _MISSING
+            for v in values.to_list()
+        ]
+    if dtype.is_integer():
+        return [_MISSING if v is None else f'<td data-v="{v}">{v:,}</td>' for v in values.to_list()]
+    return [_MISSING if v is None else f"<td>{html.escape(str(v))}</td>" for v in values.to_list()]
 
 
 def table_html(table: pl.DataFrame, columns: tuple[str, ...] = _COLUMNS) -> str:
     """A sortable HTML table of the columns of ``table`` that ``columns`` names (failed rows marked)."""
     cols = [c for c in columns if c in table.columns] or list(table.columns)
     head = "".join(f"<th>{html.escape(_HEADERS.get(c, c.replace('_', ' ')))}</th>" for c in cols)
-    rows = []
-    for r in table.select(cols).iter_rows(named=True):
-        css = ' class="failed"' if r.get("verdict") == "failed" else ""
-        rows.append(f"<tr{css}>" + "".join(_cell(c, r[c]) for c in cols) + "</tr>")
+    failed = table.get_column("verdict").eq("failed").fill_null(False).to_list() if "verdict" in cols else [False] * table.height
+    rows = [
+        ('<tr class="failed">' if bad else "<tr>") + "".join(cells) + "</tr>"
+        for bad, *cells in zip(failed, *(_cells(c, table.get_column(c)) for c in cols))
+    ]
     # scrolls sideways in a narrow pane (MLflow's artifact viewer) instead of hiding the last columns
     return f'<div class="wide"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 

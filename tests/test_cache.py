@@ -50,3 +50,29 @@ def test_overall_auc_is_within_its_stated_bound(prefect_server, mlflow_uri, hive
     exact = roc_auc_score(df.get_column("label").to_numpy(), model.decision_function(df.select("a", "b", "c").to_numpy()))
     assert abs(ev.overall["roc_auc"] - exact) <= ev.overall["roc_auc_bound"] + 1e-12
     assert ev.overall["roc_auc_bound"] < 0.01
+
+
+def test_saved_results_are_the_table_and_overall_as_json(tmp_path, monkeypatch):
+    import json
+    import math
+
+    from tasks.cache import save_results
+
+    monkeypatch.setenv("BCE_EVAL_CACHE", str(tmp_path / "cache"))
+    table = pl.DataFrame({
+        "region": ['a "quoted" name', "é", None],
+        "n_rows": [3, 0, 7],
+        "bce": [0.1 + 0.2, float("nan"), None],
+        "verdict_ok": [True, None, False],
+    })
+    overall = {"bce": 0.25, "n_rows": 10, "roc_auc": None}
+    saved = json.loads(open(save_results("k", table, overall)).read())
+    assert saved["overall"] == overall
+    # NaN is written as null (valid JSON); every other value exactly, the float's digits included
+    expected = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in table.to_dicts()]
+    assert saved["table"] == expected
+    # an infinite figure stays infinite (not null)
+    with_inf = table.with_columns(pl.Series("bce_high", [math.inf, 1.0, -math.inf]))
+    rows = json.loads(open(save_results("k2", with_inf, overall)).read())["table"]
+    assert [r["bce_high"] for r in rows] == [math.inf, 1.0, -math.inf]
+    assert not list((tmp_path / "results").glob("*.tmp"))
