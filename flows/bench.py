@@ -224,6 +224,17 @@ def _amdahl(t1: float, tn: float, n: int) -> dict[str, float]:
     return {"serial_fraction": f, "t16": t1 * (f + (1 - f) / 16), "t64": t1 * (f + (1 - f) / 64)}
 
 
+def projected_ratio(query_over_floor: float, pass_ns: float, floor_ns: float) -> float:
+    """The hot pass / the floor at T cores: ``query_over_floor + pass(T) / floor(T)``.
+
+    bce-eval's Polars query is the floor's scan of the same files plus a logit per row, which
+    Polars computes on its own threads: it is taken to keep the ratio to the floor measured at all
+    cores here. Fitting the query's serial share on its own, from speed-ups of 1.8-1.9x at 2 cores,
+    extrapolates their noise: two runs of unchanged code gave 1.17x and 1.69x at 16 cores that way.
+    """
+    return query_over_floor + pass_ns / floor_ns
+
+
 def measure_hot(large: Path, p100: Path, p10k: Path, model: object, repeats: int) -> dict[str, object]:
     """Section 1 and the in-process half of section 3."""
     from flows import bench_hot
@@ -245,14 +256,19 @@ def measure_hot(large: Path, p100: Path, p10k: Path, model: object, repeats: int
                          "speedup": round(pass1 / passn, 2), "serial_fraction": round(law["serial_fraction"], 3),
                          "serial_ns_per_row": round(law["serial_fraction"] * pass1, 2),
                          "projected_ns_per_row_16": round(law["t16"], 2), "projected_ns_per_row_64": round(law["t64"], 2)}
-    # 16 and 64 cores: every core busy, so the scan's and the pass's CPU work add up, each with its
-    # own serial share (Amdahl, from 1 and all threads here): hot(T) = scan(T) + pass(T), against floor(T)
+    # 16 and 64 cores: every core busy, so the query's and the pass's CPU work add up. The pass's
+    # cost follows its own serial share (Amdahl, measured alone at 1 and all threads), the floor's
+    # its own; bce-eval's Polars query keeps its measured ratio to the floor (see projected_ratio)
     scan = _amdahl(one["seconds"]["bce_eval_scan"] / one["rows"] * 1e9, all_["seconds"]["bce_eval_scan"] / all_["rows"] * 1e9, cores)
     floor = _amdahl(one["seconds"]["floor"] / one["rows"] * 1e9, all_["seconds"]["floor"] / all_["rows"] * 1e9, cores)
     out["projected_ns_per_row"] = {
         f"{what}_{t}": round(law[f"t{t}"], 2) for what, law in (("floor", floor), ("scan", scan), ("pass", law)) for t in (16, 64)
     }
-    out["projected_ratio_to_floor"] = {str(t): round((scan[f"t{t}"] + law[f"t{t}"]) / floor[f"t{t}"], 2) for t in (16, 64)}
+    query = all_["seconds"]["bce_eval_scan"] / all_["seconds"]["floor"]
+    out["query_over_floor"] = round(query, 3)
+    out["projected_ratio_to_floor"] = {str(t): round(projected_ratio(query, law[f"t{t}"], floor[f"t{t}"]), 2) for t in (16, 64)}
+    # the query's own two-point fit instead (what this benchmark reported before): see projected_ratio
+    out["projected_ratio_to_floor_query_fit"] = {str(t): round((scan[f"t{t}"] + law[f"t{t}"]) / floor[f"t{t}"], 2) for t in (16, 64)}
     t, _ = bench_hot._best_interleaved({
         "100": lambda: bench_hot.bce_eval_bce(p100, model), "10000": lambda: bench_hot.bce_eval_bce(p10k, model),
         "floor_100": lambda: bench_hot.floor_scan(p100), "floor_10000": lambda: bench_hot.floor_scan(p10k),
@@ -479,8 +495,10 @@ def _target_rows(r: dict[str, object]) -> list[tuple[str, str, str, bool | None]
                      f"{pa['serial_ns_per_row']} ns/row (f = {pa['serial_fraction']})", "<= 3 ns/row", pa["serial_ns_per_row"] <= 3.0))
         proj = hot["projected_ratio_to_floor"]
         ns = hot["projected_ns_per_row"]
-        rows.append((f"projected hot pass / floor at 16 cores: scan {ns['scan_16']} + pass {ns['pass_16']} vs floor {ns['floor_16']} ns/row (64 cores)",
+        rows.append((f"projected hot pass / floor at 16 cores: query {hot['query_over_floor']}x the floor + pass {ns['pass_16']} / floor {ns['floor_16']} ns/row (64 cores)",
                      f"{proj['16']}x ({proj['64']}x)", "<= 1.1x", proj["16"] <= 1.1))
+        fit = hot["projected_ratio_to_floor_query_fit"]
+        rows.append((f"  the same with the query's own two-point fit (query {ns['scan_16']} ns/row at 16 cores)", f"{fit['16']}x ({fit['64']}x)", "—", None))
         part = hot["partitions_in_process"]
         rows.append((f"10,000 vs 100 partitions, same rows, in process ({part['10000_s']} s vs {part['100_s']} s; "
                      f"Polars' own scan of the same files {part.get('floor_ratio', '?')}x)", f"{part['ratio']}x", "<= 1.2x", part["ratio"] <= 1.2))

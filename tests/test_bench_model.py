@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from flows.bench import _amdahl, write_dataset
+from flows.bench import _amdahl, projected_ratio, write_dataset
 from flows.bench_scale import CHUNK_ROWS, project
 
 
@@ -21,6 +21,14 @@ def test_amdahl_recovers_the_serial_fraction_it_was_built_from():
     assert law["t64"] == pytest.approx(t1 * (f + (1 - f) / 64))
     # slower with more threads (contention): all serial, never a negative parallel share
     assert _amdahl(10.0, 11.0, 2)["serial_fraction"] == 1.0
+
+
+def test_the_projected_ratio_adds_the_pass_to_the_query_at_its_measured_ratio():
+    # a query 1.1x the floor, and a pass of 0.5 ns/row against a floor of 5 ns/row at 16 cores
+    assert projected_ratio(1.1, 0.5, 5.0) == pytest.approx(1.2)
+    # a pass that costs nothing leaves the query's own ratio; a slower floor dilutes the pass
+    assert projected_ratio(1.05, 0.0, 5.0) == pytest.approx(1.05)
+    assert projected_ratio(1.05, 0.5, 10.0) < projected_ratio(1.05, 0.5, 5.0)
 
 
 def test_the_scale_model_adds_fixed_per_row_per_partition_and_per_task_costs():
