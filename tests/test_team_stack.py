@@ -175,7 +175,11 @@ def test_the_readme_command_on_the_stack_reads_the_bucket_on_the_dask_cluster(te
     env = {**os.environ, **stack_env, "BCE_EVAL_CACHE": str(tmp_path / "cache")}
     from distributed import Client
 
-    executed = lambda: sum(Client(team_stack.dask_address).run(lambda dask_worker: dask_worker.state.executed_count).values())  # noqa: E731
+    def executed() -> int:
+        # a client per count, closed: one left open keeps reconnecting after the stack stops
+        with Client(team_stack.dask_address) as client:
+            return sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
+
     before = executed()
     done = _cli(args, env, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
