@@ -139,8 +139,8 @@ def select_partitions(
 class DatasetFiles:
     """A dataset's files as listed and as their footers describe them, before any column is checked.
 
-    What :func:`check_dataset` needs, read without knowing the columns: so a flow can read the
-    footers while its model still loads, and check the columns once the model has said which.
+    What :func:`check_dataset` needs, read without knowing which columns are used: the I/O of
+    discovery, apart from its checks.
     """
 
     root: str
@@ -148,7 +148,8 @@ class DatasetFiles:
     hive_keys: tuple[str, ...]
     ref_schema: pa.Schema
     ref_file: str
-    #: ``(path, schema)`` of every file whose schema differs from the first file's, in file order
+    #: ``(first file, schema)`` of each Arrow schema other than the first file's, in file order
+    #: (the first file missing a column, or with a column's type, is always the first with its schema)
     variants: tuple[tuple[str, pa.Schema], ...] = ()
 
 
@@ -168,7 +169,7 @@ def read_dataset_files(
     storage = storage_for(root)
     entries = select_partitions(root, list_parquet_files(root, storage), where, date_key, window_days, reference)
     files: list[DataFile] = []
-    variants: list[tuple[str, pa.Schema]] = []
+    variants: dict[pa.Schema, str] = {}  # each Arrow schema other than the first file's (no metadata): its first file
     ref: pq.FileMetaData | None = None
     hive_keys: tuple[str, ...] | None = None
     for entry in entries:
@@ -182,16 +183,17 @@ def read_dataset_files(
                 "all files of a dataset need the same key=value folders."
             )
         if ref is None:
-            ref, ref_schema, ref_stored = md, arrow_schema(entry.path, md), md.metadata
-        elif not (md.schema.equals(ref.schema) and md.metadata == ref_stored):
-            # the Arrow schema follows from the Parquet schema and pyarrow's stored one, and converting
-            # it costs 7 µs a file: only when those differ from the first file's (kept if it differs too)
-            schema = arrow_schema(entry.path, md)
+            ref, ref_schema = md, arrow_schema(entry.path, md)
+            stored = md.metadata if md.metadata and b"ARROW:schema" in md.metadata else None
+        elif stored is None or md.metadata != stored or not md.schema.equals(ref.schema):
+            # converting a footer's schema to Arrow costs 7 µs a file: skipped when its Parquet leaves
+            # and pyarrow's stored schema (which fixes the nesting the leaves do not) equal the first file's
+            schema = arrow_schema(entry.path, md).remove_metadata()
             if not schema.equals(ref_schema):
-                variants.append((entry.path, schema))
+                variants.setdefault(schema, entry.path)
         files.append(DataFile(entry.path, md.num_rows, entry.size, fingerprint, hive, entry.identity))
     assert ref is not None and hive_keys is not None
-    return DatasetFiles(root, tuple(files), hive_keys, ref_schema, files[0].path, tuple(variants))
+    return DatasetFiles(root, tuple(files), hive_keys, ref_schema, files[0].path, tuple((p, s) for s, p in variants.items()))
 
 
 def _column_types(listing: DatasetFiles, roles: dict[str, str]) -> dict[str, dict[pa.DataType, str]]:
@@ -236,8 +238,14 @@ def discover_dataset(
 
     :func:`read_dataset_files`, then :func:`check_dataset` (see both).
     """
+    _require_columns(features, extra_columns)  # before any file is read
     listing = read_dataset_files(data, where, date_key, window_days, reference)
     return check_dataset(listing, label, features, partition_by, extra_columns, model_types, model_name)
+
+
+def _require_columns(features: tuple[str, ...] | list[str], extra_columns: tuple[str, ...] | list[str]) -> None:
+    if not features and not extra_columns:
+        raise InputError("no feature columns given; pass --features A,B,...")
 
 
 def check_dataset(
@@ -258,8 +266,7 @@ def check_dataset(
     strings); the dataset has rows. Raises :class:`InputError` naming the file or column at fault.
     """
     features, extra_columns = tuple(features), tuple(extra_columns)
-    if not features and not extra_columns:
-        raise InputError("no feature columns given; pass --features A,B,...")
+    _require_columns(features, extra_columns)
     roles = (
         {c: "partition" for c in partition_by or ()}
         | {c: "feature" for c in features} | {c: "score" for c in extra_columns} | {label: "label"}
@@ -377,5 +384,3 @@ def group_files(
 
 
 discover_dataset_task = as_task(discover_dataset, name="discover-dataset")
-read_dataset_files_task = as_task(read_dataset_files, name="read-footers")
-check_dataset_task = as_task(check_dataset, name="check-columns")

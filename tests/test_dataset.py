@@ -128,6 +128,36 @@ def test_footer_with_a_column_name_that_is_not_utf8(tmp_path: Path):
         discover_dataset(f, "label", ["a", "c"])
 
 
+def test_a_column_moved_into_a_struct_is_missing_even_with_the_same_parquet_leaves(tmp_path: Path):
+    # x at the top, then x inside a required struct: the same Parquet leaf (name, type, levels), no
+    # stored Arrow schema. Discovery still converts the second footer and names the file
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    top = pa.table({"label": pa.array([0, 1], pa.int64()), "x": pa.array([1, 2], pa.int64())},
+                   schema=pa.schema([pa.field("label", pa.int64()), pa.field("x", pa.int64(), nullable=False)]))
+    struct = pa.StructArray.from_arrays([pa.array([1, 2], pa.int64())], fields=[pa.field("x", pa.int64(), nullable=False)])
+    nested = pa.table({"label": pa.array([0, 1], pa.int64()), "g": struct},
+                      schema=pa.schema([pa.field("label", pa.int64()), pa.field("g", struct.type, nullable=False)]))
+    pq.write_table(top, tmp_path / "a.parquet", store_schema=False)
+    pq.write_table(nested, tmp_path / "b.parquet", store_schema=False)
+    assert pq.read_metadata(tmp_path / "b.parquet").schema.equals(pq.read_metadata(tmp_path / "a.parquet").schema)
+    with pytest.raises(InputError, match=esc(tmp_path / "b.parquet") + ".*column 'x' is missing here but present in"):
+        discover_dataset(tmp_path, "label", ["x"])
+
+
+def test_each_other_schema_is_kept_once_with_its_first_file(tmp_path: Path):
+    # the first file int32, the others int64: one variant, not one per file (10,000 files would
+    # otherwise keep 9,999 schemas)
+    from tasks.dataset import read_dataset_files
+
+    for i in range(5):
+        make_frame(10, i).with_columns(pl.col("a").cast(pl.Int32 if i == 0 else pl.Int64)).write_parquet(tmp_path / f"p{i}.parquet")
+    listing = read_dataset_files(tmp_path)
+    assert [Path(p).name for p, _ in listing.variants] == ["p1.parquet"]
+    assert discover_dataset(tmp_path, "label", ["a"]).scan_schema  # read widened, as before
+
+
 def test_garbage_named_parquet(tmp_path: Path):
     f = tmp_path / "x.parquet"
     f.write_bytes(b"this is not parquet at all" * 10)
