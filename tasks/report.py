@@ -85,7 +85,7 @@ def table_html(table: pl.DataFrame, columns: tuple[str, ...] = _COLUMNS) -> str:
     """A sortable HTML table of the columns of ``table`` that ``columns`` names (failed rows marked)."""
     cols = [c for c in columns if c in table.columns] or list(table.columns)
     head = "".join(f"<th>{html.escape(_HEADERS.get(c, c.replace('_', ' ')))}</th>" for c in cols)
-    failed = table.get_column("verdict").eq("failed").fill_null(False).to_list() if "verdict" in cols else [False] * table.height
+    failed = table.get_column("verdict").cast(pl.String).eq("failed").fill_null(False).to_list() if "verdict" in cols else [False] * table.height
     rows = [
         ('<tr class="failed">' if bad else "<tr>") + "".join(cells) + "</tr>"
         for bad, *cells in zip(failed, *(_cells(c, table.get_column(c)) for c in cols))

@@ -75,4 +75,10 @@ def test_saved_results_are_the_table_and_overall_as_json(tmp_path, monkeypatch):
     with_inf = table.with_columns(pl.Series("bce_high", [math.inf, 1.0, -math.inf]))
     rows = json.loads(open(save_results("k2", with_inf, overall)).read())["table"]
     assert [r["bce_high"] for r in rows] == [math.inf, 1.0, -math.inf]
+    # a partition key read as bytes and a float32 figure, as json.dumps writes them (Polars panics on
+    # the one and writes the other's own shortest digits)
+    odd = table.with_columns(pl.Series("key", [b"a", b"b", None]), pl.Series("f32", [0.1, 0.5, None], dtype=pl.Float32))
+    rows = json.loads(open(save_results("k3", odd, overall)).read())["table"]
+    assert [r["key"] for r in rows] == ["b'a'", "b'b'", None]
+    assert [r["f32"] for r in rows] == [float(np.float32(0.1)), 0.5, None]
     assert not list((tmp_path / "results").glob("*.tmp"))

@@ -83,3 +83,15 @@ def test_the_sample_is_uniform_across_partitions_and_seeded(tmp_path):
         assert got[name] == pytest.approx(n / total, abs=0.03), got
     assert describe_sample(first.height, total) == f"a uniform random sample of {first.height:,} of {total:,} rows across all partitions (seed 0)"
     assert np.all((first["loss"].to_numpy() - np.log(2)) < 1e-12)  # p = 0.5 everywhere: loss log 2
+
+
+def test_the_table_marks_failed_rows_whatever_the_verdict_column_holds():
+    from tasks.report import table_html
+
+    table = pl.DataFrame({"partition": ["a", "b", "c"], "bce": [0.5, float("nan"), None], "verdict": ["failed", None, "passed"]})
+    rows = re.findall(r"<tr[^>]*>.*?</tr>", table_html(table).split("<tbody>")[1])
+    assert [r.startswith('<tr class="failed">') for r in rows] == [True, False, False]
+    assert '<td data-v="0.5">0.5000</td>' in rows[0] and rows[1].count('<td data-v="">–</td>') == 2
+    # a table with no rows has a verdict column of no type: an empty body, not an error
+    empty = pl.DataFrame({"partition": pl.Series([], dtype=pl.String), "verdict": pl.Series([], dtype=pl.Null)})
+    assert "<tbody></tbody>" in table_html(empty)
