@@ -139,8 +139,8 @@ def select_partitions(
 class DatasetFiles:
     """A dataset's files as listed and as their footers describe them, before any column is checked.
 
-    What :func:`check_dataset` needs, read without knowing which columns are used: the I/O of
-    discovery, apart from its checks.
+    What discovery's column checks need, read without knowing which columns are used: the I/O of
+    :func:`discover_dataset`, apart from its checks.
     """
 
     root: str
@@ -236,37 +236,29 @@ def discover_dataset(
 ) -> Dataset:
     """Find the files of ``data`` and check that they form one dataset with the needed columns.
 
-    :func:`read_dataset_files`, then :func:`check_dataset` (see both).
+    Checks, from footers only (:func:`read_dataset_files`, then :func:`_check_dataset`): every file
+    is readable Parquet; every file has the used columns, with types that widen to one (int32 and
+    int64, float32 and float64, as pyarrow.dataset does; other columns may come and go); the label,
+    feature and partition columns exist; features are numeric (or of the type ``model_types``, the
+    signature of the model ``model_name``, names: text where it takes strings); the dataset has
+    rows. Raises :class:`InputError` naming the file or column at fault.
     """
-    _require_columns(features, extra_columns)  # before any file is read
-    listing = read_dataset_files(data, where, date_key, window_days, reference)
-    return check_dataset(listing, label, features, partition_by, extra_columns, model_types, model_name)
-
-
-def _require_columns(features: tuple[str, ...] | list[str], extra_columns: tuple[str, ...] | list[str]) -> None:
-    if not features and not extra_columns:
+    if not features and not extra_columns:  # before any file is read
         raise InputError("no feature columns given; pass --features A,B,...")
+    listing = read_dataset_files(data, where, date_key, window_days, reference)
+    return _check_dataset(listing, label, tuple(features), partition_by, tuple(extra_columns), model_types, model_name)
 
 
-def check_dataset(
+def _check_dataset(
     listing: DatasetFiles,
     label: str,
-    features: list[str] | tuple[str, ...],
-    partition_by: list[str] | tuple[str, ...] | None = None,
-    extra_columns: list[str] | tuple[str, ...] = (),
-    model_types: dict[str, str] | None = None,
-    model_name: str = "",
+    features: tuple[str, ...],
+    partition_by: list[str] | tuple[str, ...] | None,
+    extra_columns: tuple[str, ...],
+    model_types: dict[str, str] | None,
+    model_name: str,
 ) -> Dataset:
-    """Check that the files read by :func:`read_dataset_files` form one dataset with the needed columns.
-
-    Checks, from footers only: every file has the used columns, with types that widen to one
-    (int32 and int64, float32 and float64, as pyarrow.dataset does; other columns may come and go);
-    the label, feature and partition columns exist; features are numeric (or of the type
-    ``model_types``, the signature of the model ``model_name``, names: text where it takes
-    strings); the dataset has rows. Raises :class:`InputError` naming the file or column at fault.
-    """
-    features, extra_columns = tuple(features), tuple(extra_columns)
-    _require_columns(features, extra_columns)
+    """The :class:`Dataset` of the files ``listing`` describes, once its columns pass the checks of :func:`discover_dataset`."""
     roles = (
         {c: "partition" for c in partition_by or ()}
         | {c: "feature" for c in features} | {c: "score" for c in extra_columns} | {label: "label"}
