@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
     args._output, args._own_process = [], own_process
     if not args.verbose:
         warnings.simplefilter("ignore")
-    from flows.runtime import PrefectServer, debug_log_path, prepare_environment, resume_collection
+    from flows.runtime import PrefectServer, prepare_environment, resume_collection
 
     prepare_environment()
     if args.command not in _NEEDS_PREFECT:
@@ -341,16 +341,11 @@ def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
         except KeyboardInterrupt:
             code, message = 130, "bce-eval: interrupted"
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback in the log
-            if args.verbose:
-                raise
-            import logging
-            import traceback
-
-            logging.getLogger("bce_eval").debug("internal error\n%s", traceback.format_exc())
-            with open(debug_log_path(), "a", encoding="utf-8") as fh:
-                fh.write(traceback.format_exc())
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            code, message = EXIT_INTERNAL, f"bce-eval: internal error: {type(exc).__name__}: {first} (traceback in {debug_log_path()})"
+            code, message = _internal_error(args, exc)
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise  # SystemExit, GeneratorExit, a termination signal: not errors of the command
+            code, message = _internal_error(args, exc)
     # after the server has stopped, so these are the last lines
     for text in args._output:
         print(text, flush=True)
@@ -360,6 +355,28 @@ def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
         sys.stdout.flush()
         print(redact_text(message), file=sys.stderr, flush=True)
     return code
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    # a panic in Polars (or another Rust extension) reaches Python as pyo3's PanicException, which
+    # derives from BaseException: an internal error like any other, not a reason for a traceback
+    return type(exc).__name__ == "PanicException" and type(exc).__module__ == "pyo3_runtime"
+
+
+def _internal_error(args: argparse.Namespace, exc: BaseException) -> tuple[int, str]:
+    """The last resort: the traceback to the debug log, one line naming the error for the user."""
+    from flows.runtime import debug_log_path
+
+    if args.verbose:
+        raise exc
+    import logging
+    import traceback
+
+    logging.getLogger("bce_eval").debug("internal error\n%s", traceback.format_exc())
+    with open(debug_log_path(), "a", encoding="utf-8") as fh:
+        fh.write(traceback.format_exc())
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return EXIT_INTERNAL, f"bce-eval: internal error: {type(exc).__name__}: {first} (traceback in {debug_log_path()})"
 
 
 def run() -> None:
