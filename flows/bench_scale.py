@@ -67,7 +67,10 @@ def run_on_two_workers(large: Path, tiny: Path, dataset_bytes: int, cli: list[st
         wall(tiny)  # the workers import what a chunk needs once
         fixed = min(wall(tiny) for _ in range(2))
         four = min(wall(tiny, "--chunk-rows", "250") for _ in range(2))
-        return {"wall_s": round(wall(large), 2), "fixed_s": fixed, "task_s": max(four - fixed, 0.0) / 3,
+        # the run checked is a best of two as well: a single run against a best-of-two fixed cost
+        # biased the check (here one cold run on tiny varied from 5.4 to 6.4 s)
+        large_s = min(wall(large) for _ in range(2))
+        return {"wall_s": round(large_s, 2), "fixed_s": fixed, "task_s": max(four - fixed, 0.0) / 3,
                 "worker_memory_limit_mib": round(limit / 2**20), "dataset_mib": round(dataset_bytes / 2**20)}
     finally:
         _stop(procs)
