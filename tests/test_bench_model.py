@@ -61,6 +61,7 @@ def test_the_contenders_compute_the_same_bce_as_a_reference(tmp_path):
     assert bench_hot.bce_eval_bce(root, model) == pytest.approx(reference, rel=1e-12)
     assert bench_hot.hand_written_bce(root, w, b) == pytest.approx(reference, rel=1e-12)
     assert bench_hot.floor_scan(root) == 30_000
+    assert bench_hot.decode_into_memory(root) == 30_000
     assert bench_hot.bce_eval_scan(root, model) == 30_000
 
 
