@@ -283,12 +283,13 @@ def measure_hot(large: Path, p100: Path, p10k: Path, model: object, repeats: int
 
 def measure_scale(large: Path, tiny: Path, cli: list[str], model_uri: str, env: dict[str, str], hot: dict[str, object]) -> dict[str, object]:
     """Section 6: the scale model's costs and its check on two local Dask workers (flows.bench_scale)."""
-    from flows.bench_scale import run_on_two_workers, scale_model
+    from flows.bench_scale import TINY_PARTITIONS, run_on_two_workers, scale_model
 
     partitions = sum(1 for _ in large.glob("part=*"))
     size = sum(f.stat().st_size for f in large.rglob("*.parquet"))
     base = [*cli, "--label", "label", "--model-uri", model_uri, "--no-cache"]
-    measured = run_on_two_workers(large, tiny, size, base, env, REPO)
+    tasks = write_dataset(tiny.parent / f"tiny_p{TINY_PARTITIONS}", 1000, TINY_PARTITIONS, seed=4)
+    measured = run_on_two_workers(large, tasks, size, base, env, REPO)
     return scale_model(hot, int(large.name.removeprefix("rows")), partitions, measured)
 
 
