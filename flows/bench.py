@@ -430,7 +430,8 @@ def run_servers_section(args: argparse.Namespace, small: Path, large: Path, p100
         cache_env = {**served, "BCE_EVAL_CACHE": str(work / "cache")}
         inc_root = work / "incremental"
         shutil.copytree(large, inc_root)
-        full_t = _run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri, "--full"], cache_env)[0]
+        inc_cmd = [*cli, str(inc_root), "--label", "label", "--model-uri", model_uri]
+        full_t = _run([*inc_cmd, "--full"], cache_env)[0]
         shutil.copytree(work / "cache", work / "cache-before")
         new = pl.read_parquet(large / "part=0" / "data.parquet")
         (inc_root / f"part={args.partitions}").mkdir()
@@ -442,14 +443,14 @@ def run_servers_section(args: argparse.Namespace, small: Path, large: Path, p100
             # best of 3 read 0.0x, 0.075x and 0.15x in three benchmark runs of the same code path)
             shutil.rmtree(work / "cache")
             shutil.copytree(work / "cache-before", work / "cache")
-            return _run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri], cache_env)[0]
+            return _run(inc_cmd, cache_env)[0]
 
         inc_t = min(incremental() for _ in range(args.repeats))
         # the same run again, nothing new: every partition cached (per-partition bookkeeping, no rows)
-        cached_t = min(_run([*cli, str(inc_root), "--label", "label", "--model-uri", model_uri], cache_env)[0] for _ in range(args.repeats))
+        cached_t = min(_run(inc_cmd, cache_env)[0] for _ in range(args.repeats))
         # --verify-cache: the first verified run recomputes what was cached without a hash; after it,
         # a verified run with nothing new only hashes the bytes of every cached file
-        verify_cmd = [*cli, str(inc_root), "--label", "label", "--model-uri", model_uri, "--verify-cache"]
+        verify_cmd = [*inc_cmd, "--verify-cache"]
         _run(verify_cmd, cache_env)
         verified_t = min(_run(verify_cmd, cache_env)[0] for _ in range(args.repeats))
         results["incremental"] = {

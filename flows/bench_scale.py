@@ -9,8 +9,9 @@ row on one thread, c_part the extra cost of a partition (one file each: discover
 one more file, its histogram and record), c_task a chunk task's own cost on a worker (Prefect task
 run, reading the dataset's metadata) and W workers of one thread each. F and c_task are measured on
 the cluster itself (a run on 1,000 rows in 20 partitions, in one task and in twenty); c_row and
-c_part come from the in-process hot pass. The model is checked against a measured run: two local Dask worker processes
-whose memory limits together are below the dataset's size, so a run that held the data would fail.
+c_part come from the in-process hot pass. The model is checked against a measured run: two local
+Dask worker processes whose memory limits together are below the dataset's size, so a run that held
+the data would fail.
 """
 
 from __future__ import annotations
