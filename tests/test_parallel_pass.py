@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from tasks.kernels import HIST_BINS, STATS
-from tasks.parallel_pass import Reducer
+from tasks.parallel_pass import LinearScores, Reducer, fill_scores
+from tasks.scoring import make_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,3 +130,38 @@ def test_odd_sized_batches_that_grow_the_buffers_give_the_same_bits_run_after_ru
 
     first = run(1)
     assert all(run(t) == first for t in (1, 2, 3, 4, 1, 2))
+
+
+def test_a_linear_logit_computed_in_the_lanes_has_the_bits_of_the_polars_expression():
+    """The pass computes a linear model's logit from the feature columns (tasks.kernels.linear_logit):
+    the same bits as the scorer's Polars expression, so the same sums as scores computed by Polars;
+    a null feature is a NaN logit, counted as a bad score."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(11)
+    n, k = 50_001, 7
+    X = rng.normal(size=(n, k)) * rng.uniform(0.1, 50.0, size=k)
+    y = (rng.random(n) < 0.4).astype(np.float64)
+    model = LogisticRegression(max_iter=500).fit(X[:2000], y[:2000])
+    features = [f"f{j}" for j in range(k)]
+    scorer = make_scorer(model, features)
+    frame = pl.DataFrame({f: X[:, j] for j, f in enumerate(features)})
+    expected = frame.select(scorer.scan_expression()).to_series().to_numpy()
+    linear = LinearScores.of([X[:, j].copy() for j in range(k)], np.asarray(scorer.weights), scorer.bias)
+    out = np.empty(n)
+    fill_scores(linear, out)
+    assert out.tobytes() == expected.tobytes()
+    np.testing.assert_allclose(out, model.decision_function(X), rtol=1e-12, atol=1e-12)
+
+    ends, ids = np.array([n // 2, n], np.int64), np.array([0, 1], np.int64)
+    from_polars, from_lanes = Reducer(2, capacity=1024), Reducer(2, capacity=1024)
+    from_polars.add(expected, y, ends, ids, True, 2)
+    from_lanes.add(linear, y, ends, ids, True, 2)
+    assert from_lanes.finish()[0][:2].tobytes() == from_polars.finish()[0][:2].tobytes()
+
+    with_null = frame.with_columns(pl.when(pl.int_range(n) == 5).then(None).otherwise(pl.col("f3")).alias("f3"))
+    columns = [with_null.get_column(f).to_numpy() for f in features]  # the null as NaN, in a writable copy
+    reducer = Reducer(1)
+    reducer.add(LinearScores.of(columns, np.asarray(scorer.weights), scorer.bias), y, ends, ids, True, 2)
+    stats = dict(zip(STATS, reducer.finish()[0][:2].sum(axis=0)))
+    assert stats["bad_score"] == 1 and stats["n_rows"] == n
