@@ -19,7 +19,7 @@ from tasks._prefect import as_task
 from tasks.column_types import check_columns, polars_type, unified_type
 from tasks.errors import InputError
 from tasks.parquet_files import (
-    arrow_schema, column_chunk_ranges, list_parquet_files, parse_hive_keys, read_file_footer, read_footer, read_footer_bytes,
+    arrow_schema, column_chunk_ranges, list_parquet_files, parse_hive_keys, read_file_footers, read_footer, read_footer_bytes,
 )
 from tasks.storage import FileEntry, local_path, storage_for
 
@@ -172,8 +172,7 @@ def read_dataset_files(
     variants: dict[pa.Schema, str] = {}  # each Arrow schema other than the first file's (no metadata): its first file
     ref: pq.FileMetaData | None = None
     hive_keys: tuple[str, ...] | None = None
-    for entry in entries:
-        md, fingerprint = read_file_footer(storage, entry)
+    for entry, (md, fingerprint) in zip(entries, read_file_footers(storage, entries)):
         hive = parse_hive_keys(root, entry.path)
         if hive_keys is None:
             hive_keys = tuple(hive)

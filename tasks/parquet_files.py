@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Iterator
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -74,10 +75,17 @@ def parse_hive_keys(root: str | os.PathLike[str], file: str | os.PathLike[str]) 
     return keys
 
 
+#: bytes read from the end of each file: most footers fit whole; a longer one costs a second read
+TAIL_BYTES = 8192
+
+
 def read_footer_bytes(storage: Storage, path: str, size: int) -> bytes:
     """The file's Parquet footer with its length and magic (``b''`` when it has none)."""
-    # one read of the last 8 KiB holds most footers whole; a longer one costs a second read
-    tail = storage.read_range(path, max(0, size - 8192), 8192)
+    return _footer_in_tail(storage, path, size, storage.read_range(path, max(0, size - TAIL_BYTES), TAIL_BYTES))
+
+
+def _footer_in_tail(storage: Storage, path: str, size: int, tail: bytes) -> bytes:
+    """The footer ending ``tail`` (the file's last bytes), read whole when it is longer than them."""
     if len(tail) < 8 or tail[-4:] != _MAGIC:
         return b""
     footer_len = int.from_bytes(tail[-8:-4], "little")
@@ -125,6 +133,13 @@ def read_file_footer(storage: Storage, entry: FileEntry) -> tuple[pq.FileMetaDat
     """A file's footer metadata and its fingerprint (see :func:`footer_fingerprint`)."""
     footer = read_footer_bytes(storage, entry.path, entry.size)
     return read_footer(entry.path, footer), footer_fingerprint(entry.size, footer)
+
+
+def read_file_footers(storage: Storage, entries: list[FileEntry]) -> Iterator[tuple[pq.FileMetaData, str]]:
+    """:func:`read_file_footer` of each file, in order, their last bytes read at once (:meth:`Storage.read_tails`)."""
+    for entry, tail in zip(entries, storage.read_tails(entries, TAIL_BYTES)):
+        footer = _footer_in_tail(storage, entry.path, entry.size, tail)
+        yield read_footer(entry.path, footer), footer_fingerprint(entry.size, footer)
 
 
 def column_chunk_ranges(md: pq.FileMetaData, columns: list[str]) -> list[tuple[int, int]]:

@@ -44,6 +44,10 @@ class Storage(Protocol):
     def read_range(self, path: str, start: int, length: int) -> bytes:
         """``length`` bytes from ``start`` (fewer at the end of the file)."""
 
+    def read_tails(self, entries: list[FileEntry], length: int) -> list[bytes]:
+        """The last ``length`` bytes of each file (all of a shorter one), in order: the footers of a
+        dataset, read at once (an object store's requests run concurrently, not one after another)."""
+
     def hash_ranges(self, path: str, ranges: Iterable[tuple[int, int]]) -> str:
         """A fast non-cryptographic hash (xxh3-128) of the bytes of ``(start, length)`` ranges."""
 
@@ -97,6 +101,11 @@ class LocalStorage:
             fh.seek(start)
             return fh.read(length)
 
+    def read_tails(self, entries: list[FileEntry], length: int) -> list[bytes]:
+        # one after another: from the page cache a read costs microseconds, and threads contending
+        # for the GIL made 10,000 footers twice as slow here
+        return [self.read_range(e.path, max(0, e.size - length), length) for e in entries]
+
     def hash_ranges(self, path: str, ranges: Iterable[tuple[int, int]]) -> str:
         import xxhash
 
@@ -130,6 +139,11 @@ class LocalStorage:
         return out
 
 
+#: per scheme: S3 connections at once (botocore's default of 10 capped the footer reads of
+#: :meth:`ObjectStorage.read_tails` at 10 requests in flight)
+_FSSPEC_OPTIONS: dict[str, dict[str, Any]] = {"s3": {"config_kwargs": {"max_pool_connections": 64}}}
+
+
 class ObjectStorage:
     """Objects in a bucket (``s3://``, and the other schemes fsspec and Polars both reach: ``gs://``,
     ``az://``), through fsspec.
@@ -153,7 +167,7 @@ class ObjectStorage:
 
             # a client of its own, made from the environment as it is now (fsspec's shared
             # instances would keep an endpoint or credentials that have changed since)
-            self._client = fsspec.filesystem(self.scheme, skip_instance_cache=True)
+            self._client = fsspec.filesystem(self.scheme, skip_instance_cache=True, **_FSSPEC_OPTIONS.get(self.scheme, {}))
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:
@@ -185,6 +199,20 @@ class ObjectStorage:
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
         return self._call(path, lambda: self._fs.cat_file(path, start=start, end=start + length))
+
+    def read_tails(self, entries: list[FileEntry], length: int) -> list[bytes]:
+        if not entries:
+            return []
+        paths = [e.path for e in entries]
+        starts = [max(0, e.size - length) for e in entries]
+        ends = [e.size for e in entries]
+        # one call: fsspec sends the requests concurrently (in batches), where one request after
+        # another cost 3 ms an object from a server on loopback, and a round trip each from a region
+        blocks = self._call(entries[0].path, lambda: self._fs.cat_ranges(paths, starts, ends, on_error="return"))
+        for path, block in zip(paths, blocks):
+            if isinstance(block, BaseException):  # the first failure, as one read of that object reports it
+                self._call(path, lambda block=block: _reraise(block))
+        return blocks
 
     def hash_ranges(self, path: str, ranges: Iterable[tuple[int, int]]) -> str:
         import xxhash
@@ -221,6 +249,10 @@ class ObjectStorage:
             if is_unreachable(exc):
                 raise storage_unavailable(path, exc) from None
             raise
+
+
+def _reraise(exc: BaseException) -> Any:
+    raise exc
 
 
 _NETWORK_CLASSES = {"ConnectionError", "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "TimeoutError",
