@@ -207,6 +207,10 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
             run_ends, run_ids = parts.runs(batch)
             if reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)):
                 break  # bad input: stop reading, say where below
+        else:
+            # rows are placed in partitions by the footers' row counts: a file rewritten since
+            # discovery read them would put rows in the wrong partitions, silently
+            _check_rows_read(dataset, files, parts.offset)
             if exact_auc:
                 scores = np.empty(batch.height)
                 fill_scores(s, scores)
@@ -216,6 +220,27 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
         raise
     stats, bins, flushes = reducer.finish()
     return _assemble(dataset, scorer, files, parts.frame(schema), stats[: len(parts.index)], bins, flushes, kept if exact_auc else None)
+
+
+def _check_rows_read(dataset: Dataset, files: list[DataFile], rows: int) -> None:
+    """Raise :class:`InputError` naming a file changed since discovery when the scan read other than the footers' ``rows``."""
+    expected = sum(f.num_rows for f in files)
+    if rows == expected:
+        return
+    from tasks.parquet_files import read_file_footers
+    from tasks.storage import storage_for
+
+    storage = storage_for(dataset.root)
+    try:
+        entries = [storage.entry(f.path) for f in files]  # their sizes now
+        now = [(f, md.num_rows) for f, (md, fp) in zip(files, read_file_footers(storage, entries)) if fp != f.fingerprint]
+    except InputError as exc:  # gone, or cut short: that is the change
+        raise InputError(f"{exc} It changed while bce-eval read it; run the evaluation again once it is written.") from None
+    where, counts = (now[0][0].path, f" ({now[0][0].num_rows:,} rows when listed, {now[0][1]:,} now)") if now else (files[0].path, "")
+    raise InputError(
+        f"{where}: changed while bce-eval read it{counts}; {rows:,} rows were read where the footers listed {expected:,}. "
+        "Run the evaluation again once the data is written."
+    )
 
 
 def _assemble(

@@ -477,6 +477,26 @@ def test_bad_row_in_a_later_chunk_names_its_file(tmp_path: Path):
     assert len(raised) == 1 and raised[0].startswith(f"{victim}: label column 'label' has value 3")
 
 
+@pytest.mark.parametrize("delta", [+25, -25])
+def test_a_file_rewritten_after_discovery_is_named_not_summed_into_the_wrong_partitions(tmp_path: Path, hive_data: Path, delta: int):
+    """Rows go to partitions by the footers' row counts: a file rewritten between discovery and the
+    scan (an upstream job writing while the evaluation runs) would shift rows between partitions."""
+    ds = discover_dataset(hive_data, "label", FEATURES)
+    scorer = make_scorer(LogisticRegression().fit(make_frame(200, 9).select(FEATURES).to_numpy(), make_frame(200, 9)["label"]), FEATURES)
+    victim = ds.files[1]
+    before = pl.read_parquet(victim.path)
+    rewritten = make_frame(before.height + delta, 11)
+    rewritten.write_parquet(victim.path)
+    with pytest.raises(InputError) as info:
+        reduce_chunk(ds, scorer, list(ds.files))
+    message = str(info.value)
+    assert message.startswith(f"{victim.path}: changed while bce-eval read it ({before.height:,} rows when listed, {rewritten.height:,} now)")
+    assert "Run the evaluation again" in message
+    # discovered again, the same files reduce, and each partition holds its own rows
+    table, overall, _ = run(discover_dataset(hive_data, "label", FEATURES), scorer)
+    assert overall["n_rows"] == sum(f.num_rows for f in ds.files) + delta
+
+
 # --- property: merged overall BCE equals compute_bce on all rows ------------------------------------
 
 
