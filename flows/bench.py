@@ -431,7 +431,7 @@ def run_servers_section(args: argparse.Namespace, small: Path, large: Path, p100
         inc_root = work / "incremental"
         shutil.copytree(large, inc_root)
         inc_cmd = [*cli, str(inc_root), "--label", "label", "--model-uri", model_uri]
-        full_t = _run([*inc_cmd, "--full"], cache_env)[0]
+        full_t = min(_run([*inc_cmd, "--full"], cache_env)[0] for _ in range(2))
         shutil.copytree(work / "cache", work / "cache-before")
         new = pl.read_parquet(large / "part=0" / "data.parquet")
         (inc_root / f"part={args.partitions}").mkdir()
@@ -445,9 +445,12 @@ def run_servers_section(args: argparse.Namespace, small: Path, large: Path, p100
             shutil.copytree(work / "cache-before", work / "cache")
             return _run(inc_cmd, cache_env)[0]
 
-        inc_t = min(incremental() for _ in range(args.repeats))
-        # the same run again, nothing new: every partition cached (per-partition bookkeeping, no rows)
-        cached_t = min(_run(inc_cmd, cache_env)[0] for _ in range(args.repeats))
+        # each followed by the same run again, nothing new: every partition cached (per-partition
+        # bookkeeping, no rows). In turn and best of 5 at least: the difference is about 0.03 s of
+        # the flow's work against a CLI run's spread of 0.1 s (best of 3 read 0.02x to 0.11x for the
+        # same code path; the flow runs' own task timings did not differ)
+        pairs = [(incremental(), _run(inc_cmd, cache_env)[0]) for _ in range(max(5, args.repeats))]
+        inc_t, cached_t = min(p[0] for p in pairs), min(p[1] for p in pairs)
         # --verify-cache: the first verified run recomputes what was cached without a hash; after it,
         # a verified run with nothing new only hashes the bytes of every cached file
         verify_cmd = [*inc_cmd, "--verify-cache"]

@@ -7,8 +7,8 @@ figure is Σ loss / Σ n over all rows (never a mean of partition means).
 
 Polars decodes the columns; the per-row loop (:mod:`tasks.kernels`, on as many threads as Polars
 has) computes a linear model's logit and everything else from each batch while Polars decodes the
-next ones. Partitions that are
-hive folders need no key column at all: a file's rows belong to one partition.
+next ones. Partitions that are hive folders need no key column at all: a file's rows belong to one
+partition.
 
 ROC AUC does not add up: it comes from per-partition score histograms (4096 bins of equal width
 in probability), merged per partition and overall, with ties within a bin counted as one half; the
@@ -207,14 +207,14 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
             run_ends, run_ids = parts.runs(batch)
             if reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)):
                 break  # bad input: stop reading, say where below
-        else:
-            # rows are placed in partitions by the footers' row counts: a file rewritten since
-            # discovery read them would put rows in the wrong partitions, silently
-            _check_rows_read(dataset, files, parts.offset)
             if exact_auc:
                 scores = np.empty(batch.height)
                 fill_scores(s, scores)
                 kept.append((np.repeat(run_ids, np.diff(run_ends, prepend=0)), scores, np.array(y, np.float64)))
+        else:
+            # rows are placed in partitions by the footers' row counts: a file rewritten since
+            # discovery read them would put rows in the wrong partitions, silently
+            _check_rows_read(dataset, files, parts.offset)
     except BaseException:
         reducer.abandon()
         raise

@@ -477,6 +477,22 @@ def test_bad_row_in_a_later_chunk_names_its_file(tmp_path: Path):
     assert len(raised) == 1 and raised[0].startswith(f"{victim}: label column 'label' has value 3")
 
 
+def test_exact_auc_and_bce_of_a_linear_model_over_many_batches_match_sklearn(tmp_path: Path):
+    """Partitions spread over several batches (small files are read 65,536 rows at a time): the
+    exact AUC keeps every batch's scores, and the logit the pass computes is the model's."""
+    parts = {f"r{i}": make_frame(30_000, 20 + i, noise=0.3) for i in range(3)}
+    root = write_hive(tmp_path / "big", parts)
+    ds = discover_dataset(root, "label", FEATURES)
+    model = LogisticRegression().fit(make_frame(2_000, 5).select(FEATURES).to_numpy(), make_frame(2_000, 5)["label"].to_numpy())
+    table, overall, _ = run(ds, make_scorer(model, FEATURES), exact_auc=True)
+    for row in table.iter_rows(named=True):
+        df = parts[row["region"]]
+        z, y = model.decision_function(df.select(FEATURES).to_numpy()), df["label"].to_numpy()
+        assert row["n_rows"] == 30_000
+        assert row["roc_auc"] == pytest.approx(roc_auc_score(y, z), abs=1e-12)
+        assert row["bce"] == pytest.approx(log_loss(y, expit(z), labels=[0, 1]), rel=1e-9)
+
+
 @pytest.mark.parametrize("delta", [+25, -25])
 def test_a_file_rewritten_after_discovery_is_named_not_summed_into_the_wrong_partitions(tmp_path: Path, hive_data: Path, delta: int):
     """Rows go to partitions by the footers' row counts: a file rewritten between discovery and the
