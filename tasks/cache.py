@@ -84,10 +84,10 @@ def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tu
 def partition_content_hashes(dataset: Dataset, parts: Iterable[tuple[str | None, ...]]) -> dict[tuple[str | None, ...], str]:
     """A hash of the bytes each partition's files hold in the columns the evaluation reads."""
     by_part = files_by_partition(dataset)
+    chosen = {part: sorted(by_part[part], key=lambda f: f.path) for part in parts}
+    hashes = content_hashes(dataset, [f for files in chosen.values() for f in files])  # all at once: one batch from a store
     out = {}
-    for part in parts:
-        files = sorted(by_part[part], key=lambda f: f.path)
-        hashes = content_hashes(dataset, files)
+    for part, files in chosen.items():
         h = hashlib.blake2b(digest_size=_HASH_LENGTH // 2)
         for f in files:
             h.update(f"{f.path}:{hashes[f.path]}\n".encode())

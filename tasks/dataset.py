@@ -19,7 +19,7 @@ from tasks._prefect import as_task
 from tasks.column_types import check_columns, polars_type, unified_type
 from tasks.errors import InputError
 from tasks.parquet_files import (
-    arrow_schema, column_chunk_ranges, list_parquet_files, parse_hive_keys, read_file_footers, read_footer, read_footer_bytes,
+    arrow_schema, column_chunk_ranges, list_parquet_files, parse_hive_keys, read_file_footers, read_footer, read_footers_bytes,
 )
 from tasks.storage import FileEntry, local_path, storage_for
 
@@ -80,17 +80,17 @@ def content_hashes(dataset: "Dataset", files: list["DataFile"] | tuple["DataFile
     """``{path: hash}`` of each file's footer and the bytes of the column chunks the evaluation reads.
 
     For ``--verify-cache``: it reads the raw (compressed) bytes and decodes nothing, so it costs one
-    read of those bytes, a fraction of a scan.
+    read of those bytes, a fraction of a scan (from an object store, many objects' in one batch of
+    concurrent requests).
     """
     storage = storage_for(dataset.root)
     columns = dataset.file_columns
-    out = {}
-    for f in files:
-        footer = read_footer_bytes(storage, f.path, f.size)
+    footers = read_footers_bytes(storage, [FileEntry(f.path, f.size, f.identity) for f in files])
+    items = []
+    for f, footer in zip(files, footers):
         md = read_footer(f.path, footer)
-        ranges = [(f.size - len(footer), len(footer)), *column_chunk_ranges(md, columns)]
-        out[f.path] = storage.hash_ranges(f.path, ranges)
-    return out
+        items.append((f.path, [(f.size - len(footer), len(footer)), *column_chunk_ranges(md, columns)]))
+    return dict(zip([f.path for f in files], storage.hash_files(items)))
 
 
 def select_partitions(

@@ -79,11 +79,6 @@ def parse_hive_keys(root: str | os.PathLike[str], file: str | os.PathLike[str]) 
 TAIL_BYTES = 8192
 
 
-def read_footer_bytes(storage: Storage, path: str, size: int) -> bytes:
-    """The file's Parquet footer with its length and magic (``b''`` when it has none)."""
-    return _footer_in_tail(storage, path, size, storage.read_range(path, max(0, size - TAIL_BYTES), TAIL_BYTES))
-
-
 def _footer_in_tail(storage: Storage, path: str, size: int, tail: bytes) -> bytes:
     """The footer ending ``tail`` (the file's last bytes), read whole when it is longer than them."""
     if len(tail) < 8 or tail[-4:] != _MAGIC:
@@ -104,7 +99,7 @@ def footer_fingerprint(size: int, footer: bytes) -> str:
 
 
 def read_footer(path: str, footer: bytes) -> pq.FileMetaData:
-    """The metadata of the footer ``footer`` (as :func:`read_footer_bytes` returns it) of the file ``path``."""
+    """The metadata of the footer ``footer`` (as :func:`read_footers_bytes` returns it) of the file ``path``."""
     try:
         if not footer:
             raise OSError("no Parquet footer at the end of the file")
@@ -129,16 +124,16 @@ def _unreadable(path: str, exc: Exception) -> InputError:
     return InputError(f"{path}: not a readable Parquet file ({reason}); the file may be truncated or corrupt.")
 
 
-def read_file_footer(storage: Storage, entry: FileEntry) -> tuple[pq.FileMetaData, str]:
-    """A file's footer metadata and its fingerprint (see :func:`footer_fingerprint`)."""
-    footer = read_footer_bytes(storage, entry.path, entry.size)
-    return read_footer(entry.path, footer), footer_fingerprint(entry.size, footer)
+def read_footers_bytes(storage: Storage, entries: list[FileEntry]) -> list[bytes]:
+    """Each file's Parquet footer with its length and magic (``b''`` when it has none), in order;
+    the files' last bytes read at once (:meth:`Storage.read_tails`)."""
+    tails = storage.read_tails(entries, TAIL_BYTES)
+    return [_footer_in_tail(storage, entry.path, entry.size, tail) for entry, tail in zip(entries, tails)]
 
 
 def read_file_footers(storage: Storage, entries: list[FileEntry]) -> Iterator[tuple[pq.FileMetaData, str]]:
-    """:func:`read_file_footer` of each file, in order, their last bytes read at once (:meth:`Storage.read_tails`)."""
-    for entry, tail in zip(entries, storage.read_tails(entries, TAIL_BYTES)):
-        footer = _footer_in_tail(storage, entry.path, entry.size, tail)
+    """Each file's footer metadata and its fingerprint (see :func:`footer_fingerprint`), in order."""
+    for entry, footer in zip(entries, read_footers_bytes(storage, entries)):
         yield read_footer(entry.path, footer), footer_fingerprint(entry.size, footer)
 
 

@@ -158,14 +158,15 @@ class _LatencyProxy:
         self.thread.join(10)
 
 
-def test_footers_are_read_concurrently_and_equal_the_local_files(s3_env, bucket, tmp_path, monkeypatch):
-    """Discovery reads every object's footer in one batch of concurrent requests: behind a 50 ms
-    round trip, 60 objects take far less than 60 round trips, and the row counts and footer
-    fingerprints equal those of the same files read locally."""
+def test_footers_and_verify_hashes_are_read_concurrently_and_equal_the_local_files(s3_env, bucket, tmp_path, monkeypatch):
+    """Discovery reads every object's footer, and ``--verify-cache`` hashes every object's bytes, in
+    batches of concurrent requests: behind a 50 ms round trip, 60 objects take far less than 60
+    round trips, and the row counts, footer fingerprints and content hashes equal those of the same
+    files read locally."""
     import time
     from urllib.parse import urlparse
 
-    from tasks.dataset import read_dataset_files
+    from tasks.dataset import content_hashes, discover_dataset, read_dataset_files
     from tasks.storage import storage_for
 
     parts = {f"p{i:02d}": make_frame(40 + i, i) for i in range(60)}
@@ -180,10 +181,18 @@ def test_footers_are_read_concurrently_and_equal_the_local_files(s3_env, bucket,
         tails = storage_for(url).read_tails(entries, 8192)
         elapsed = time.perf_counter() - t
         listing = read_dataset_files(url)
+        remote = discover_dataset(url, "label", ["a", "b", "c"])
+        t = time.perf_counter()
+        remote_hashes = content_hashes(remote, remote.files)  # a footer and 4 column chunks an object
+        hashing = time.perf_counter() - t
     finally:
         proxy.close()
     assert proxy.most_in_flight >= 8, proxy.most_in_flight
     assert elapsed < 0.5 * len(entries) * proxy.delay, elapsed  # one after another: at least 60 × 50 ms
+    assert hashing < 0.5 * 2 * len(entries) * proxy.delay, hashing  # before: two round trips an object
+    here = discover_dataset(local, "label", ["a", "b", "c"])
+    local_hashes = content_hashes(here, here.files)
+    assert list(remote_hashes.values()) == list(local_hashes.values()) and len(set(local_hashes.values())) == 60
     assert [len(t) for t in tails] == [min(8192, e.size) for e in entries]
     expected = read_dataset_files(local)
     assert [f.num_rows for f in listing.files] == [f.num_rows for f in expected.files] == [40 + i for i in range(60)]
