@@ -183,7 +183,9 @@ def merge_flushes(bins, flushes, out, out_flushes):  # pragma: no cover - compil
 @numba.njit(**_JIT)
 def linear_logit(columns, weights, bias, out):  # pragma: no cover - compiled
     """``out[i] = bias + Σⱼ columns[j][i]·weights[j]``, added left to right: the same operations, in
-    the same order, as the Polars expression of :func:`tasks.scoring.make_scorer`, so the same bits.
+    the same order, as the Polars expression of :func:`tasks.scoring.make_scorer`, so the same bits
+    (Polars may drop a bias of exactly 0.0, leaving a logit of −0.0 where this gives +0.0: no figure
+    tells them apart).
 
     ``columns`` is a tuple of float64 arrays (one per feature, as read-only views of a batch: one
     compiled version per feature count, cached on disk). Row by row, so the loop vectorises over

@@ -56,6 +56,10 @@ def _aligned(n: int) -> np.ndarray:
 BATCHES_PER_LANE = 4
 #: Batches of one round, at most (two rounds are held at once): many threads take fewer batches each
 MAX_ROUND_BATCHES = 64
+#: Bytes of the batches of one round, at most: a wide linear model's batches hold every feature
+#: column (:class:`LinearScores`), where a score column alone is 8 bytes a row. A round that ends
+#: early changes no sum: each batch's pieces are the same, added in batch order
+MAX_ROUND_BYTES = 64 << 20
 
 
 class _Lane:
@@ -152,6 +156,7 @@ class Reducer:
         self.stats = np.zeros((16, len(STATS)))
         self.bad = 0.0  # bad rows in the batches added to stats so far
         self._pending: list[tuple] = []
+        self._pending_bytes = 0
         self._running: list = []  # (lane, future) of the round being summed
 
     def add(
@@ -163,13 +168,14 @@ class Reducer:
             grown[: self.stats.shape[0]] = self.stats
             self.stats = grown
         self._pending.append((s, y, run_ends, run_ids, logit))
-        if len(self._pending) == self.threads * self.per_lane:
+        self._pending_bytes += y.nbytes + (sum(c.nbytes for c in s.columns) if isinstance(s, LinearScores) else s.nbytes)
+        if len(self._pending) == self.threads * self.per_lane or self._pending_bytes >= MAX_ROUND_BYTES:
             self._start_round()
         return self.bad
 
     def _start_round(self) -> None:
         self._wait_round()
-        batches, self._pending = self._pending, []
+        batches, self._pending, self._pending_bytes = self._pending, [], 0
         shares = [batches[i : i + self.per_lane] for i in range(0, len(batches), self.per_lane)]
         self._running = [(lane, self.pool.submit(lane.run, share)) for lane, share in zip(self.lanes, shares)]
 
@@ -183,7 +189,7 @@ class Reducer:
         """Stop: wait for the round being summed (its lanes use this reducer's buffers), keep nothing."""
         for _, future in self._running:
             future.exception()
-        self._running, self._pending = [], []
+        self._running, self._pending, self._pending_bytes = [], [], 0
         self.pool.shutdown()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

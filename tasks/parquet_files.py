@@ -77,6 +77,8 @@ def parse_hive_keys(root: str | os.PathLike[str], file: str | os.PathLike[str]) 
 
 #: bytes read from the end of each file: most footers fit whole; a longer one costs a second read
 TAIL_BYTES = 8192
+#: files whose last bytes are read at once (8 MiB of them): 100,000 files' would be 800 MiB
+TAIL_BATCH = 1024
 
 
 def _footer_in_tail(storage: Storage, path: str, size: int, tail: bytes) -> bytes:
@@ -127,8 +129,12 @@ def _unreadable(path: str, exc: Exception) -> InputError:
 def read_footers_bytes(storage: Storage, entries: list[FileEntry]) -> list[bytes]:
     """Each file's Parquet footer with its length and magic (``b''`` when it has none), in order;
     the files' last bytes read at once (:meth:`Storage.read_tails`)."""
-    tails = storage.read_tails(entries, TAIL_BYTES)
-    return [_footer_in_tail(storage, entry.path, entry.size, tail) for entry, tail in zip(entries, tails)]
+    footers = []
+    for at in range(0, len(entries), TAIL_BATCH):
+        batch = entries[at : at + TAIL_BATCH]
+        tails = storage.read_tails(batch, TAIL_BYTES)
+        footers += [_footer_in_tail(storage, entry.path, entry.size, tail) for entry, tail in zip(batch, tails)]  # a copy: the tail goes
+    return footers
 
 
 def read_file_footers(storage: Storage, entries: list[FileEntry]) -> Iterator[tuple[pq.FileMetaData, str]]:

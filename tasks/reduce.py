@@ -227,16 +227,23 @@ def _check_rows_read(dataset: Dataset, files: list[DataFile], rows: int) -> None
     expected = sum(f.num_rows for f in files)
     if rows == expected:
         return
-    from tasks.parquet_files import read_file_footers
+    from tasks.parquet_files import list_parquet_files, read_file_footers
     from tasks.storage import storage_for
 
     storage = storage_for(dataset.root)
     try:
-        entries = [storage.entry(f.path) for f in files]  # their sizes now
+        listed = {e.path: e for e in list_parquet_files(dataset.root, storage)}  # one listing: their sizes now
+        gone = [f.path for f in files if f.path not in listed]
+        if gone:
+            raise InputError(f"{gone[0]}: no longer there.")
+        entries = [listed[f.path] for f in files]
         now = [(f, md.num_rows) for f, (md, fp) in zip(files, read_file_footers(storage, entries)) if fp != f.fingerprint]
     except InputError as exc:  # gone, or cut short: that is the change
         raise InputError(f"{exc} It changed while bce-eval read it; run the evaluation again once it is written.") from None
-    where, counts = (now[0][0].path, f" ({now[0][0].num_rows:,} rows when listed, {now[0][1]:,} now)") if now else (files[0].path, "")
+    if now:
+        where, counts = now[0][0].path, f" ({now[0][0].num_rows:,} rows when listed, {now[0][1]:,} now)"
+    else:  # changed and changed back, or a rewrite that kept its footer: which one is not known
+        where, counts = f"one of {len(files):,} files from {files[0].path}", ""
     raise InputError(
         f"{where}: changed while bce-eval read it{counts}; {rows:,} rows were read where the footers listed {expected:,}. "
         "Run the evaluation again once the data is written."

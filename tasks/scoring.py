@@ -12,7 +12,8 @@ probability (BCE clipped like scikit-learn, see :mod:`tasks.bce`):
 - stored predictions are a column of the data, already a logit or a probability.
 
 Every caller scores through :meth:`Scorer.score_frame` (or reads :meth:`Scorer.scan_expression`
-inside a scan): the dispatch on the three kinds lives here only. A scorer's :attr:`Scorer.identity`
+inside a scan, or a linear model's :attr:`Scorer.weights`): the dispatch on the three kinds lives
+here only. A scorer's :attr:`Scorer.identity`
 keys the per-partition cache: it changes whenever the scores could.
 """
 
@@ -86,11 +87,6 @@ class Scorer:
     description: str = ""
     #: a digest that changes whenever the scores could (for cache keys)
     identity: str = ""
-
-    @property
-    def scored_in_scan(self) -> bool:
-        """True when Polars computes the score inside the scan (a stored column or a linear logit)."""
-        return self.model is None
 
     def scan_expression(self) -> pl.Expr:
         """The score as a Polars expression (a stored column or a linear logit), as Float64."""
@@ -176,7 +172,7 @@ def model_type_name(model: Any) -> str:
 
 
 def is_linear(model: Any) -> bool:
-    """True for a model scored as ``Σ wᵢ·xᵢ + b`` in the scan: any binary ``LinearClassifierMixin``."""
+    """True for a model scored as ``Σ wᵢ·xᵢ + b`` from its coefficients: any binary ``LinearClassifierMixin``."""
     if isinstance(model, LinearModel):
         return True
     from sklearn.linear_model._base import LinearClassifierMixin
@@ -223,6 +219,11 @@ def make_scorer(
     if is_linear(model):
         w = np.ascontiguousarray(model.coef_, dtype=np.float64)
         b = np.ascontiguousarray(model.intercept_, dtype=np.float64)
+        if w.size != len(features):  # the compiled logit reads one weight per feature, unchecked
+            raise InputError(
+                f"the model has {w.size} coefficients but {len(features)} features were given ({', '.join(features)}); "
+                "pass the columns it was trained on with --features."
+            )
         weights, bias = tuple(float(wi) for wi in w.ravel()), float(b.ravel()[0])
         # left to right, as tasks.kernels.linear_logit adds them: the same bits either way
         expr = pl.lit(bias, dtype=pl.Float64)

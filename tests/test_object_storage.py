@@ -187,7 +187,7 @@ def test_footers_and_verify_hashes_are_read_concurrently_and_equal_the_local_fil
         hashing = time.perf_counter() - t
     finally:
         proxy.close()
-    assert proxy.most_in_flight >= 8, proxy.most_in_flight
+    assert proxy.most_in_flight > 10, proxy.most_in_flight  # botocore's default pool is 10 connections
     assert elapsed < 0.5 * len(entries) * proxy.delay, elapsed  # one after another: at least 60 × 50 ms
     assert hashing < 0.5 * 2 * len(entries) * proxy.delay, hashing  # before: two round trips an object
     here = discover_dataset(local, "label", ["a", "b", "c"])

@@ -165,3 +165,38 @@ def test_a_linear_logit_computed_in_the_lanes_has_the_bits_of_the_polars_express
     reducer.add(LinearScores.of(columns, np.asarray(scorer.weights), scorer.bias), y, ends, ids, True, 2)
     stats = dict(zip(STATS, reducer.finish()[0][:2].sum(axis=0)))
     assert stats["bad_score"] == 1 and stats["n_rows"] == n
+
+
+def test_one_feature_without_intercept_and_wide_models_in_short_rounds_give_the_same_sums(monkeypatch):
+    """One feature and a bias of 0.0 (Polars may skip adding it: a logit of -0.0 where the lanes
+    give +0.0, which no sum tells apart); and 40 features in rounds cut short by their bytes
+    (MAX_ROUND_BYTES), at 1 and 3 threads: the sums of scores computed by Polars, bit for bit."""
+    import tasks.parallel_pass as parallel_pass
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    n = 30_011
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    ends, ids = np.array([n // 3, n], np.int64), np.array([0, 1], np.int64)
+    for k, intercept in ((1, False), (40, True)):
+        X = rng.normal(size=(n, k))
+        X[:50, 0] = 0.0  # logits of exactly zero where there is no intercept
+        model = LogisticRegression(fit_intercept=intercept, max_iter=300).fit(X[:3000], y[:3000])
+        features = [f"f{j}" for j in range(k)]
+        scorer = make_scorer(model, features)
+        scores = pl.DataFrame({f: X[:, j] for j, f in enumerate(features)}).select(scorer.scan_expression()).to_series().to_numpy()
+        linear = LinearScores.of([X[:, j].copy() for j in range(k)], np.asarray(scorer.weights), scorer.bias)
+        batches = [(i * 3001, min(n, (i + 1) * 3001)) for i in range(-(-n // 3001))]
+
+        def sums(source, threads: int) -> bytes:
+            reducer = Reducer(threads, capacity=1024)
+            for lo, hi in batches:
+                s = source[lo:hi] if isinstance(source, np.ndarray) else LinearScores(tuple(c[lo:hi] for c in source.columns), source.weights, source.bias)
+                run_ends = np.clip(ends, lo, hi) - lo
+                keep = np.diff(run_ends, prepend=0) > 0
+                reducer.add(s, y[lo:hi], run_ends[keep], ids[keep], True, 2)
+            return reducer.finish()[0][:2].tobytes()
+
+        expected = sums(scores, 1)
+        monkeypatch.setattr(parallel_pass, "MAX_ROUND_BYTES", 3001 * 8 * (k + 1) * 2)  # rounds of 2 batches
+        assert sums(linear, 1) == sums(linear, 3) == expected

@@ -556,3 +556,13 @@ def test_property_merged_bce_equals_compute_bce(data):
         assert abs(overall["roc_auc"] - roc_auc_score(y, z)) <= overall["roc_auc_bound"] + 1e-12
     else:
         assert overall["roc_auc"] is None
+
+
+def test_a_linear_model_with_more_coefficients_than_features_is_refused():
+    """The compiled logit reads one weight per feature: a model whose coefficients do not match
+    (and which carries no n_features_in_ to say so) is refused before any data is read."""
+    from tasks.scoring import LinearModel
+
+    model = LinearModel("LogisticRegression", np.ones((1, 4)), np.zeros(1), np.array([0, 1]))
+    with pytest.raises(InputError, match="the model has 4 coefficients but 3 features were given"):
+        make_scorer(model, FEATURES)
