@@ -56,10 +56,10 @@ def _aligned(n: int) -> np.ndarray:
 BATCHES_PER_LANE = 4
 #: Batches of one round, at most (two rounds are held at once): many threads take fewer batches each
 MAX_ROUND_BATCHES = 64
-#: Bytes of the batches of one round, at most: a wide linear model's batches hold every feature
-#: column (:class:`LinearScores`), where a score column alone is 8 bytes a row. A round that ends
-#: early changes no sum: each batch's pieces are the same, added in batch order
-MAX_ROUND_BYTES = 64 << 20
+#: Bytes of a round's batches, at most, per thread: a wide linear model's batches hold every
+#: feature column (:class:`LinearScores`), where a score column alone is 8 bytes a row. A round
+#: that ends early changes no sum: each batch's pieces are the same, added in batch order
+MAX_LANE_BYTES = 16 << 20
 
 
 class _Lane:
@@ -137,8 +137,8 @@ class Reducer:
     """The per-row pass over a chunk's batches, on ``threads`` threads, each batch whole on one.
 
     Batches are taken in rounds of ``threads`` × :data:`BATCHES_PER_LANE` (at most
-    :data:`MAX_ROUND_BATCHES`, which bounds the memory held): lane i sums the round's
-    i-th run of consecutive batches (numpy's terms and the compiled loop both run without the GIL)
+    :data:`MAX_ROUND_BATCHES`, and ``threads`` × :data:`MAX_LANE_BYTES` of them: the memory held):
+    lane i sums the round's i-th run of consecutive batches (numpy's terms and the compiled loop both run without the GIL)
     while the caller reads the next round from Polars; the pieces are then added to :attr:`stats`
     in batch order. The pieces of a batch do not depend on the lane or on ``threads``, nor does the
     order they are added in: the same sums to the last bit whatever ``threads`` is. Each lane keeps
@@ -169,14 +169,15 @@ class Reducer:
             self.stats = grown
         self._pending.append((s, y, run_ends, run_ids, logit))
         self._pending_bytes += y.nbytes + (sum(c.nbytes for c in s.columns) if isinstance(s, LinearScores) else s.nbytes)
-        if len(self._pending) == self.threads * self.per_lane or self._pending_bytes >= MAX_ROUND_BYTES:
+        if len(self._pending) == self.threads * self.per_lane or self._pending_bytes >= self.threads * MAX_LANE_BYTES:
             self._start_round()
         return self.bad
 
     def _start_round(self) -> None:
         self._wait_round()
         batches, self._pending, self._pending_bytes = self._pending, [], 0
-        shares = [batches[i : i + self.per_lane] for i in range(0, len(batches), self.per_lane)]
+        per = -(-len(batches) // self.threads)  # per_lane in a full round; fewer each in a short one, so every lane works
+        shares = [batches[i : i + per] for i in range(0, len(batches), per)]
         self._running = [(lane, self.pool.submit(lane.run, share)) for lane, share in zip(self.lanes, shares)]
 
     def _wait_round(self) -> None:

@@ -170,7 +170,7 @@ def test_a_linear_logit_computed_in_the_lanes_has_the_bits_of_the_polars_express
 def test_one_feature_without_intercept_and_wide_models_in_short_rounds_give_the_same_sums(monkeypatch):
     """One feature and a bias of 0.0 (Polars may skip adding it: a logit of -0.0 where the lanes
     give +0.0, which no sum tells apart); and 40 features in rounds cut short by their bytes
-    (MAX_ROUND_BYTES), at 1 and 3 threads: the sums of scores computed by Polars, bit for bit."""
+    (MAX_LANE_BYTES), at 1 and 3 threads: the sums of scores computed by Polars, bit for bit."""
     import tasks.parallel_pass as parallel_pass
     from sklearn.linear_model import LogisticRegression
 
@@ -198,5 +198,5 @@ def test_one_feature_without_intercept_and_wide_models_in_short_rounds_give_the_
             return reducer.finish()[0][:2].tobytes()
 
         expected = sums(scores, 1)
-        monkeypatch.setattr(parallel_pass, "MAX_ROUND_BYTES", 3001 * 8 * (k + 1) * 2)  # rounds of 2 batches
+        monkeypatch.setattr(parallel_pass, "MAX_LANE_BYTES", 3001 * 8 * (k + 1) * 2)  # 2 batches a thread
         assert sums(linear, 1) == sums(linear, 3) == expected
