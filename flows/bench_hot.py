@@ -12,8 +12,7 @@ of ``--repeats``, for
 - a **hand-written Polars** query: the stable per-row loss from the logit, summed per partition;
 - one **DuckDB SQL** ``GROUP BY`` computing the same;
 - **bce-eval**: discovery and the streaming reduce of every chunk, as the flow calls them;
-- **bce-eval's scan** alone: its Polars query (read; features and label as float64) drained,
-  without the per-row pass (which computes the logit);
+- **bce-eval's scan** alone: its Polars query (read, logit, label) drained, without the per-row pass;
 - the **per-row pass alone** (:class:`tasks.kernels.Reducer` on scores already in memory) at 1
   thread and at T threads, from which the serial share of the pass follows;
 
@@ -119,7 +118,7 @@ def bce_eval_bce(root: Path, model: object) -> float:
 
 
 def bce_eval_scan(root: Path, model: object) -> float:
-    """bce-eval's own Polars query alone (read; features and label as float64), drained batch by batch: the pass's input."""
+    """bce-eval's own Polars query alone (read, logit, label as float), drained batch by batch: the pass's input."""
     from tasks.dataset import discover_dataset, group_files, scan_files
     from tasks.reduce import _scan_columns
     from tasks.scoring import make_scorer
@@ -129,7 +128,7 @@ def bce_eval_scan(root: Path, model: object) -> float:
     rows = 0
     for chunk in group_files(dataset, 64_000_000):
         for batch in scan_files(dataset, chunk).select(_scan_columns(dataset, scorer, [])).collect_batches():
-            rows += min(len(column.to_numpy()) for column in batch.iter_columns())
+            rows += len(batch.get_column("__score").to_numpy()) + 0 * len(batch.get_column("__y").to_numpy())
     return float(rows)
 
 

@@ -7,7 +7,7 @@ scores it exactly where the library allows:
 ============== ================================================ ==========================
 flavour        score                                            BCE
 ============== ================================================ ==========================
-sklearn        linear: ``Σ wᵢ·xᵢ + b`` in the pass; else        exact from the logit
+sklearn        linear: ``Σ wᵢ·xᵢ + b`` in the scan; else        exact from the logit
                ``decision_function``, or ``predict_proba``      (clipped from probabilities)
 xgboost        ``inplace_predict(predict_type="margin")``       exact from the margin
 lightgbm       ``predict(raw_score=True)`` × its ``sigmoid``    exact from the raw score

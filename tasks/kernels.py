@@ -180,24 +180,6 @@ def merge_flushes(bins, flushes, out, out_flushes):  # pragma: no cover - compil
     return n_out, n_flush
 
 
-@numba.njit(**_JIT)
-def linear_logit(columns, weights, bias, out):  # pragma: no cover - compiled
-    """``out[i] = bias + Σⱼ columns[j][i]·weights[j]``, added left to right: the same operations, in
-    the same order, as the Polars expression of :func:`tasks.scoring.make_scorer`, so the same bits
-    (Polars may drop a bias of exactly 0.0, leaving a logit of −0.0 where this gives +0.0: no figure
-    tells them apart).
-
-    ``columns`` is a tuple of float64 arrays (one per feature, as read-only views of a batch: one
-    compiled version per feature count, cached on disk). Row by row, so the loop vectorises over
-    rows: 0.5 ns a row for 6 features here, against about 6 ns of CPU for Polars' expression.
-    """
-    for i in range(out.shape[0]):
-        acc = bias + columns[0][i] * weights[0]
-        for j in range(1, len(columns)):
-            acc = acc + columns[j][i] * weights[j]
-        out[i] = acc
-
-
 #: Rows of a block. A run of one partition is cut where a block ends (counted from the batch's
 #: first row), each piece is summed on its own and the pieces are added in row order: the sums do
 #: not depend on how many threads share a batch, or which thread summed which piece.

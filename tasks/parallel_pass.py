@@ -5,44 +5,12 @@ of threads. Imported only when a reduce runs.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from tasks.bce import PROBA_EPS
 from tasks.kernels import (
-    BLOCK_ROWS, HIST_BINS, STATS, close_histogram, linear_logit, merge_flushes, merge_segments, new_state, plan_segments,
-    sum_segments,
+    BLOCK_ROWS, HIST_BINS, STATS, close_histogram, merge_flushes, merge_segments, new_state, plan_segments, sum_segments,
 )
-
-
-class LinearScores(NamedTuple):
-    """A batch's linear logits, computed by the lane that sums the batch (not by the thread that reads
-    it): its feature columns as float64 (nulls as NaN), the weights and the bias."""
-
-    columns: tuple[np.ndarray, ...]
-    weights: np.ndarray
-    bias: float
-
-    @classmethod
-    def of(cls, columns: list[np.ndarray], weights: np.ndarray, bias: float) -> "LinearScores":
-        # all read-only: the compiled loop takes one type for every column (a column with nulls
-        # arrives as a writable copy, one without as a read-only view of Polars' buffer)
-        views = []
-        for c in columns:
-            if c.flags.writeable:
-                c = c.view()
-                c.flags.writeable = False
-            views.append(c)
-        return cls(tuple(views), weights, bias)
-
-
-def fill_scores(scores: np.ndarray | LinearScores, out: np.ndarray) -> None:
-    """Write a batch's scores into ``out``: a copy, or the linear logit of its feature columns."""
-    if isinstance(scores, LinearScores):
-        linear_logit(scores.columns, scores.weights, scores.bias, out)
-    else:
-        out[:] = scores
 
 
 def _aligned(n: int) -> np.ndarray:
@@ -56,9 +24,9 @@ def _aligned(n: int) -> np.ndarray:
 BATCHES_PER_LANE = 4
 #: Batches of one round, at most (two rounds are held at once): many threads take fewer batches each
 MAX_ROUND_BATCHES = 64
-#: Bytes of a round's batches, at most, per thread: a wide linear model's batches hold every
-#: feature column (:class:`LinearScores`), where a score column alone is 8 bytes a row. A round
-#: that ends early changes no sum: each batch's pieces are the same, added in batch order
+#: Bytes of a round's batches, at most, per thread (a bound on the memory held whatever the batch
+#: size). A round that ends early changes no sum: each batch's pieces are the same, added in batch
+#: order
 MAX_LANE_BYTES = 16 << 20
 
 
@@ -106,8 +74,8 @@ class _Lane:
         for batch in batches:
             self._run_one(*batch)
 
-    def _run_one(self, s: np.ndarray | LinearScores, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool) -> None:
-        n, at = len(y), self.n_seg
+    def _run_one(self, s: np.ndarray, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool) -> None:
+        n, at = len(s), self.n_seg
         if n > self.capacity:
             self._size(n)
         if at + len(run_ends) + n // BLOCK_ROWS + 1 > len(self.seg_lo):  # each piece starts a run or a block
@@ -115,7 +83,7 @@ class _Lane:
         lo, hi, part = self.seg_lo[at:], self.seg_hi[at:], self.seg_part[at:]
         n_seg = plan_segments(run_ends, run_ids, lo, hi, part)
         S, Y, A, B = self.s[:n], self.y[:n], self.a[:n], self.b[:n]
-        fill_scores(s, S)
+        S[:] = s
         Y[:] = y
         _terms(S, A, B, logit)
         n_out, n_flush = sum_segments(
@@ -138,8 +106,8 @@ class Reducer:
 
     Batches are taken in rounds of ``threads`` × :data:`BATCHES_PER_LANE` (at most
     :data:`MAX_ROUND_BATCHES`, and ``threads`` × :data:`MAX_LANE_BYTES` of them: the memory held):
-    lane i sums the round's i-th run of consecutive batches (numpy's terms and the compiled loop both run without the GIL)
-    while the caller reads the next round from Polars; the pieces are then added to :attr:`stats`
+    lane i sums the round's i-th run of consecutive batches (numpy's terms and the compiled loop
+    both run without the GIL) while the caller reads the next round from Polars; the pieces are then added to :attr:`stats`
     in batch order. The pieces of a batch do not depend on the lane or on ``threads``, nor does the
     order they are added in: the same sums to the last bit whatever ``threads`` is. Each lane keeps
     a histogram of its own; :meth:`finish` merges them per partition.
@@ -159,16 +127,14 @@ class Reducer:
         self._pending_bytes = 0
         self._running: list = []  # (lane, future) of the round being summed
 
-    def add(
-        self, s: np.ndarray | LinearScores, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool, n_parts: int
-    ) -> float:
+    def add(self, s: np.ndarray, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool, n_parts: int) -> float:
         """Queue a batch (scores, labels, runs of partition numbers below ``n_parts``); returns :attr:`bad` so far."""
         if n_parts > self.stats.shape[0]:
             grown = np.zeros((max(n_parts, 2 * self.stats.shape[0]), self.stats.shape[1]))
             grown[: self.stats.shape[0]] = self.stats
             self.stats = grown
         self._pending.append((s, y, run_ends, run_ids, logit))
-        self._pending_bytes += y.nbytes + (sum(c.nbytes for c in s.columns) if isinstance(s, LinearScores) else s.nbytes)
+        self._pending_bytes += s.nbytes + y.nbytes
         if len(self._pending) == self.threads * self.per_lane or self._pending_bytes >= self.threads * MAX_LANE_BYTES:
             self._start_round()
         return self.bad

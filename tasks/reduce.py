@@ -5,10 +5,9 @@ and adds it to its partition's *record*: counts and sums that add up across file
 and nightly runs. BCE, accuracy, Brier score and the rest are ratios of those sums, so the overall
 figure is Σ loss / Σ n over all rows (never a mean of partition means).
 
-Polars decodes the columns; the per-row loop (:mod:`tasks.kernels`, on as many threads as Polars
-has) computes a linear model's logit and everything else from each batch while Polars decodes the
-next ones. Partitions that are hive folders need no key column at all: a file's rows belong to one
-partition.
+Polars decodes the columns and computes a linear model's logit inside the scan; the per-row loop
+(:mod:`tasks.kernels`) runs on each batch while Polars decodes the next one. Partitions that are
+hive folders need no key column at all: a file's rows belong to one partition.
 
 ROC AUC does not add up: it comes from per-partition score histograms (4096 bins of equal width
 in probability), merged per partition and overall, with ties within a bin counted as one half; the
@@ -18,7 +17,7 @@ per-partition AUC from average ranks (a chunk always holds whole partitions), at
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 import polars as pl
@@ -32,9 +31,6 @@ from tasks.bad_input import raise_bad_input
 from tasks.errors import InputError
 from tasks.storage import is_unreachable, storage_unavailable
 from tasks.scoring import Scorer, model_input
-
-if TYPE_CHECKING:
-    from tasks.parallel_pass import LinearScores
 
 #: Columns of a record that add up exactly across files, chunks and runs (from the metric schema)
 SUM_COLUMNS = metrics.SUM_COLUMNS
@@ -122,13 +118,7 @@ class _Partitions:
         return pl.DataFrame(rows, schema={k: schema[k] for k in self.keys}, orient="row")
 
 
-def _batch_scores(scorer: Scorer, batch: pl.DataFrame, dataset: Dataset, files: list[DataFile]) -> np.ndarray | LinearScores:
-    from tasks.parallel_pass import LinearScores
-
-    if scorer.weights:
-        # the logit is left to the lane that sums the batch: no per-row work on this thread
-        columns = [batch.get_column(_feature(j)).to_numpy() for j in range(len(scorer.features))]  # nulls as NaN: bad scores
-        return LinearScores.of(columns, np.asarray(scorer.weights), scorer.bias)
+def _batch_scores(scorer: Scorer, batch: pl.DataFrame, dataset: Dataset, files: list[DataFile]) -> np.ndarray:
     if scorer.model is None:
         return batch.get_column(_S).to_numpy()
     features = batch.select(scorer.features)
@@ -155,11 +145,6 @@ def _bad_rows(features: pl.DataFrame, scorer: Scorer, dataset: Dataset) -> int:
     return int(features.select(pl.sum_horizontal(*checks).gt(0).sum()).item())
 
 
-def _feature(j: int) -> str:
-    """The scan's name for feature j of a linear model (clear of the label and key columns)."""
-    return f"__x{j}"
-
-
 def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.Expr]:
     nan = float("nan")
     if scorer.model is not None:
@@ -169,19 +154,15 @@ def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.
             pl.col(c) if scorer.model.takes_frame or c in dataset.text_features else pl.col(c).cast(pl.Float64).fill_null(nan)
             for c in scorer.features
         ]
-    elif scorer.weights:
-        # a linear model's features as float64, whose logit the pass computes (tasks.kernels.linear_logit):
-        # 0.5 ns a row there, where Polars' expression costs about 6 ns of CPU a row
-        score = [pl.col(c).cast(pl.Float64).alias(_feature(j)) for j, c in enumerate(scorer.features)]
     else:
-        # nulls become NaN, which the pass counts as bad scores
+        # nulls become NaN, which the pass counts as bad scores (a null feature makes the logit null)
         score = [scorer.scan_expression().fill_null(nan).alias(_S)]
     label = pl.col(dataset.label).cast(pl.Float64).fill_null(nan).alias(_Y)
     return [*score, label, *[pl.col(k) for k in keys]]
 
 
 def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact_auc: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    from tasks.parallel_pass import Reducer, fill_scores
+    from tasks.parallel_pass import Reducer
 
     parts = _Partitions(dataset, files)
     logit = scorer.kind == "logit"
@@ -208,9 +189,7 @@ def _reduce_chunk(dataset: Dataset, scorer: Scorer, files: list[DataFile], exact
             if reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)):
                 break  # bad input: stop reading, say where below
             if exact_auc:
-                scores = np.empty(batch.height)
-                fill_scores(s, scores)
-                kept.append((np.repeat(run_ids, np.diff(run_ends, prepend=0)), scores, np.array(y, np.float64)))
+                kept.append((np.repeat(run_ids, np.diff(run_ends, prepend=0)), np.array(s, np.float64), np.array(y, np.float64)))
         else:
             # rows are placed in partitions by the footers' row counts: a file rewritten since
             # discovery read them would put rows in the wrong partitions, silently

@@ -3,17 +3,15 @@
 A :class:`Scorer` says where each row's score comes from and whether it is a logit (exact BCE) or a
 probability (BCE clipped like scikit-learn, see :mod:`tasks.bce`):
 
-- linear models (``LogisticRegression`` and any binary ``LinearClassifierMixin``) become their
-  weights and bias: the streaming pass computes ``Σ wᵢ·xᵢ + b`` from the feature columns in its
-  own threads, everything else through the same sum as one Polars expression;
+- linear models (``LogisticRegression`` and any binary ``LinearClassifierMixin``) become one
+  Polars expression ``Σ wᵢ·xᵢ + b``, evaluated inside the scan;
 - any other model is a :class:`BatchModel` called on each batch: a scikit-learn classifier's
   ``decision_function`` (a logit for binary classifiers), else its ``predict_proba``; an XGBoost
   margin, a LightGBM raw score, a pyfunc's output (:mod:`tasks.flavors`);
 - stored predictions are a column of the data, already a logit or a probability.
 
 Every caller scores through :meth:`Scorer.score_frame` (or reads :meth:`Scorer.scan_expression`
-inside a scan, or a linear model's :attr:`Scorer.weights`): the dispatch on the three kinds lives
-here only. A scorer's :attr:`Scorer.identity`
+inside a scan): the dispatch on the three kinds lives here only. A scorer's :attr:`Scorer.identity`
 keys the per-partition cache: it changes whenever the scores could.
 """
 
@@ -80,10 +78,6 @@ class Scorer:
     expression: pl.Expr | None = None
     model: BatchModel | None = None
     column: str | None = None
-    #: a linear model's weights (one per feature) and bias, from which ``expression`` is built: the
-    #: streaming pass computes the same logit from them in its own threads (:mod:`tasks.parallel_pass`)
-    weights: tuple[float, ...] = ()
-    bias: float = 0.0
     description: str = ""
     #: a digest that changes whenever the scores could (for cache keys)
     identity: str = ""
@@ -172,7 +166,7 @@ def model_type_name(model: Any) -> str:
 
 
 def is_linear(model: Any) -> bool:
-    """True for a model scored as ``Σ wᵢ·xᵢ + b`` from its coefficients: any binary ``LinearClassifierMixin``."""
+    """True for a model scored as ``Σ wᵢ·xᵢ + b`` in the scan: any binary ``LinearClassifierMixin``."""
     if isinstance(model, LinearModel):
         return True
     from sklearn.linear_model._base import LinearClassifierMixin
@@ -219,20 +213,16 @@ def make_scorer(
     if is_linear(model):
         w = np.ascontiguousarray(model.coef_, dtype=np.float64)
         b = np.ascontiguousarray(model.intercept_, dtype=np.float64)
-        if w.size != len(features):  # the compiled logit reads one weight per feature, unchecked
+        if w.size != len(features):  # zip() would drop the extra coefficients or features silently
             raise InputError(
                 f"the model has {w.size} coefficients but {len(features)} features were given ({', '.join(features)}); "
                 "pass the columns it was trained on with --features."
             )
-        weights, bias = tuple(float(wi) for wi in w.ravel()), float(b.ravel()[0])
-        # left to right, as tasks.kernels.linear_logit adds them: the same bits either way
-        expr = pl.lit(bias, dtype=pl.Float64)
-        for col, wi in zip(features, weights):
-            expr = expr + pl.col(col).cast(pl.Float64) * wi
+        expr = pl.lit(float(b.ravel()[0]), dtype=pl.Float64)
+        for col, wi in zip(features, w.ravel()):
+            expr = expr + pl.col(col).cast(pl.Float64) * float(wi)
         identity = _digest("logit", repr(features), name, w.tobytes(), b.tobytes())
-        return Scorer(
-            "logit", features, expression=expr, weights=weights, bias=bias, description=f"linear logit of {name}", identity=identity
-        )
+        return Scorer("logit", features, expression=expr, description=f"linear logit of {name}", identity=identity)
     if not model_identity:
         import pickle
 

@@ -15,8 +15,7 @@ import polars as pl
 import pytest
 
 from tasks.kernels import HIST_BINS, STATS
-from tasks.parallel_pass import LinearScores, Reducer, fill_scores
-from tasks.scoring import make_scorer
+from tasks.parallel_pass import Reducer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,71 +131,13 @@ def test_odd_sized_batches_that_grow_the_buffers_give_the_same_bits_run_after_ru
     assert all(run(t) == first for t in (1, 2, 3, 4, 1, 2))
 
 
-def test_a_linear_logit_computed_in_the_lanes_has_the_bits_of_the_polars_expression():
-    """The pass computes a linear model's logit from the feature columns (tasks.kernels.linear_logit):
-    the same bits as the scorer's Polars expression, so the same sums as scores computed by Polars;
-    a null feature is a NaN logit, counted as a bad score."""
-    from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(11)
-    n, k = 50_001, 7
-    X = rng.normal(size=(n, k)) * rng.uniform(0.1, 50.0, size=k)
-    y = (rng.random(n) < 0.4).astype(np.float64)
-    model = LogisticRegression(max_iter=500).fit(X[:2000], y[:2000])
-    features = [f"f{j}" for j in range(k)]
-    scorer = make_scorer(model, features)
-    frame = pl.DataFrame({f: X[:, j] for j, f in enumerate(features)})
-    expected = frame.select(scorer.scan_expression()).to_series().to_numpy()
-    linear = LinearScores.of([X[:, j].copy() for j in range(k)], np.asarray(scorer.weights), scorer.bias)
-    out = np.empty(n)
-    fill_scores(linear, out)
-    assert out.tobytes() == expected.tobytes()
-    np.testing.assert_allclose(out, model.decision_function(X), rtol=1e-12, atol=1e-12)
-
-    ends, ids = np.array([n // 2, n], np.int64), np.array([0, 1], np.int64)
-    from_polars, from_lanes = Reducer(2, capacity=1024), Reducer(2, capacity=1024)
-    from_polars.add(expected, y, ends, ids, True, 2)
-    from_lanes.add(linear, y, ends, ids, True, 2)
-    assert from_lanes.finish()[0][:2].tobytes() == from_polars.finish()[0][:2].tobytes()
-
-    with_null = frame.with_columns(pl.when(pl.int_range(n) == 5).then(None).otherwise(pl.col("f3")).alias("f3"))
-    columns = [with_null.get_column(f).to_numpy() for f in features]  # the null as NaN, in a writable copy
-    reducer = Reducer(1)
-    reducer.add(LinearScores.of(columns, np.asarray(scorer.weights), scorer.bias), y, ends, ids, True, 2)
-    stats = dict(zip(STATS, reducer.finish()[0][:2].sum(axis=0)))
-    assert stats["bad_score"] == 1 and stats["n_rows"] == n
-
-
-def test_one_feature_without_intercept_and_wide_models_in_short_rounds_give_the_same_sums(monkeypatch):
-    """One feature and a bias of 0.0 (Polars may skip adding it: a logit of -0.0 where the lanes
-    give +0.0, which no sum tells apart); and 40 features in rounds cut short by their bytes
-    (MAX_LANE_BYTES), at 1 and 3 threads: the sums of scores computed by Polars, bit for bit."""
+def test_rounds_cut_short_by_their_bytes_give_the_same_sums(monkeypatch):
+    """A round ends early when its batches reach MAX_LANE_BYTES a thread (its batches then spread
+    over every lane): the same sums to the last bit as full rounds, at 1 and 3 threads."""
     import tasks.parallel_pass as parallel_pass
-    from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(5)
-    n = 30_011
-    y = (rng.random(n) < 0.5).astype(np.float64)
-    ends, ids = np.array([n // 3, n], np.int64), np.array([0, 1], np.int64)
-    for k, intercept in ((1, False), (40, True)):
-        X = rng.normal(size=(n, k))
-        X[:50, 0] = 0.0  # logits of exactly zero where there is no intercept
-        model = LogisticRegression(fit_intercept=intercept, max_iter=300).fit(X[:3000], y[:3000])
-        features = [f"f{j}" for j in range(k)]
-        scorer = make_scorer(model, features)
-        scores = pl.DataFrame({f: X[:, j] for j, f in enumerate(features)}).select(scorer.scan_expression()).to_series().to_numpy()
-        linear = LinearScores.of([X[:, j].copy() for j in range(k)], np.asarray(scorer.weights), scorer.bias)
-        batches = [(i * 3001, min(n, (i + 1) * 3001)) for i in range(-(-n // 3001))]
-
-        def sums(source, threads: int) -> bytes:
-            reducer = Reducer(threads, capacity=1024)
-            for lo, hi in batches:
-                s = source[lo:hi] if isinstance(source, np.ndarray) else LinearScores(tuple(c[lo:hi] for c in source.columns), source.weights, source.bias)
-                run_ends = np.clip(ends, lo, hi) - lo
-                keep = np.diff(run_ends, prepend=0) > 0
-                reducer.add(s, y[lo:hi], run_ends[keep], ids[keep], True, 2)
-            return reducer.finish()[0][:2].tobytes()
-
-        expected = sums(scores, 1)
-        monkeypatch.setattr(parallel_pass, "MAX_LANE_BYTES", 3001 * 8 * (k + 1) * 2)  # 2 batches a thread
-        assert sums(linear, 1) == sums(linear, 3) == expected
+    batches = _batches(seed=12, n_batches=11, rows=7_001)
+    expected = _reduce(batches, 1)[0].tobytes()
+    monkeypatch.setattr(parallel_pass, "MAX_LANE_BYTES", 7_001 * 16 * 2)  # 2 batches a thread
+    assert _reduce(batches, 1)[0].tobytes() == _reduce(batches, 3)[0].tobytes() == expected
