@@ -35,7 +35,7 @@ from tasks.cache import (
     save_results_task,
     store_records_task,
 )
-from tasks.dataset import Dataset, discover_dataset_task, files_by_partition, group_files
+from tasks.dataset import Dataset, check_dataset_task, files_by_partition, group_files, list_files_task
 from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import GateResult, check_gates_task, read_baseline_task, with_verdicts
 from tasks.model import check_model_output_task, fit_model_task, load_model_task
@@ -116,21 +116,28 @@ def flow_for(settings: EvaluateSettings):
 
 def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, tracking_uri: str) -> Scoring:
     """Stage 1: load and check the model (or take stored scores), select and check the data, fit if needed."""
-    features, tags, loaded = list(settings.features), {}, None
-    if settings.model_uri:
-        # the model decides which columns the scan needs, and which of them may be text
-        get_run_logger().info(f"loading the model {settings.model_uri} from MLflow")
-        tags = describe_model_task(settings.model_uri, tracking_uri)
-        loaded = load_model_task(settings.model_uri, tracking_uri, settings.score_kind)
-        features = loaded.features(features)
-    extra = [settings.score_col] if settings.score_col else []
-    get_run_logger().info(f"listing the Parquet files under {data_location(settings.data)} and reading their footers")
-    dataset = discover_dataset_task(
-        settings.data, settings.label, features, settings.partition_by, extra,
-        settings.where, settings.date_key, settings.window_days, scheduled,
-        loaded.inputs.by_name() if loaded and loaded.inputs else None, settings.model_uri or "",
-    )
-    get_run_logger().info(f"found {len(dataset.files):,} file(s), {dataset.num_rows:,} rows")
+    logger = get_run_logger()
+    logger.info(f"listing the Parquet files under {data_location(settings.data)} and reading their footers")
+    # the listing needs no model: it runs on a thread of its own while the model loads (MLflow's
+    # look-ups, the helper process), whichever runner takes the chunks; only its checks wait for
+    # the model, which decides the columns the scan needs and which of them may be text
+    with ThreadPoolTaskRunner(max_workers=1) as background:
+        listing = background.submit(list_files_task.prefect_task, {
+            "data": settings.data, "where": settings.where, "date_key": settings.date_key,
+            "window_days": settings.window_days, "reference": scheduled,
+        })
+        features, tags, loaded = list(settings.features), {}, None
+        if settings.model_uri:
+            logger.info(f"loading the model {settings.model_uri} from MLflow")
+            tags = describe_model_task(settings.model_uri, tracking_uri)
+            loaded = load_model_task(settings.model_uri, tracking_uri, settings.score_kind)
+            features = loaded.features(features)
+        extra = [settings.score_col] if settings.score_col else []
+        dataset = check_dataset_task(
+            quote(listing.result()), settings.label, features, settings.partition_by, extra,
+            loaded.inputs.by_name() if loaded and loaded.inputs else None, settings.model_uri or "",
+        )
+    logger.info(f"found {len(dataset.files):,} file(s), {dataset.num_rows:,} rows")
     if settings.score_col:
         info = ModelInfo(f"stored {settings.score_kind} column {settings.score_col!r}")
         return Scoring(dataset, stored_scorer(settings.score_col, settings.score_kind), info, tags)

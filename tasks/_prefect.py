@@ -69,6 +69,11 @@ class _LazyTask:
             self._task = _make_task(*self._args)
         return self._task
 
+    @property
+    def prefect_task(self) -> Any:
+        """The Prefect task itself, for a task runner's ``submit``."""
+        return self._made()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._made()(*args, **kwargs)
 

@@ -235,29 +235,36 @@ def discover_dataset(
 ) -> Dataset:
     """Find the files of ``data`` and check that they form one dataset with the needed columns.
 
-    Checks, from footers only (:func:`read_dataset_files`, then :func:`_check_dataset`): every file
+    Checks, from footers only (:func:`read_dataset_files`, then :func:`check_dataset`): every file
     is readable Parquet; every file has the used columns, with types that widen to one (int32 and
     int64, float32 and float64, as pyarrow.dataset does; other columns may come and go); the label,
     feature and partition columns exist; features are numeric (or of the type ``model_types``, the
     signature of the model ``model_name``, names: text where it takes strings); the dataset has
     rows. Raises :class:`InputError` naming the file or column at fault.
     """
-    if not features and not extra_columns:  # before any file is read
-        raise InputError("no feature columns given; pass --features A,B,...")
+    _check_some_features(features, extra_columns)  # before any file is read
     listing = read_dataset_files(data, where, date_key, window_days, reference)
-    return _check_dataset(listing, label, tuple(features), partition_by, tuple(extra_columns), model_types, model_name)
+    return check_dataset(listing, label, features, partition_by, extra_columns, model_types, model_name)
 
 
-def _check_dataset(
+def _check_some_features(features: list[str] | tuple[str, ...], extra_columns: list[str] | tuple[str, ...]) -> None:
+    if not features and not extra_columns:
+        raise InputError("no feature columns given; pass --features A,B,...")
+
+
+def check_dataset(
     listing: DatasetFiles,
     label: str,
-    features: tuple[str, ...],
-    partition_by: list[str] | tuple[str, ...] | None,
-    extra_columns: tuple[str, ...],
-    model_types: dict[str, str] | None,
-    model_name: str,
+    features: list[str] | tuple[str, ...],
+    partition_by: list[str] | tuple[str, ...] | None = None,
+    extra_columns: list[str] | tuple[str, ...] = (),
+    model_types: dict[str, str] | None = None,
+    model_name: str = "",
 ) -> Dataset:
-    """The :class:`Dataset` of the files ``listing`` describes, once its columns pass the checks of :func:`discover_dataset`."""
+    """The :class:`Dataset` of the files ``listing`` (:func:`read_dataset_files`) describes, once its
+    columns pass the checks of :func:`discover_dataset`; raises :class:`InputError` otherwise."""
+    _check_some_features(features, extra_columns)
+    features, extra_columns = tuple(features), tuple(extra_columns)
     roles = (
         {c: "partition" for c in partition_by or ()}
         | {c: "feature" for c in features} | {c: "score" for c in extra_columns} | {label: "label"}
@@ -375,3 +382,6 @@ def group_files(
 
 
 discover_dataset_task = as_task(discover_dataset, name="discover-dataset")
+#: the I/O of discovery alone, which needs no model: the flow runs it while the model loads
+list_files_task = as_task(read_dataset_files, name="list-files")
+check_dataset_task = as_task(check_dataset, name="check-dataset")

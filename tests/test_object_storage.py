@@ -199,6 +199,33 @@ def test_footers_and_verify_hashes_are_read_concurrently_and_equal_the_local_fil
     assert [f.fingerprint for f in listing.files] == [f.fingerprint for f in expected.files]
 
 
+def test_objects_are_listed_while_the_model_loads(prefect_server, mlflow_uri, s3_env, bucket, hive_tree, monkeypatch):
+    """The listing and footers need no model: behind a 0.3 s round trip, the flow reads them while
+    the model loads, and checks the columns once both are done."""
+    from urllib.parse import urlparse
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    fitted = evaluate_flow(EvaluateSettings(data=str(hive_tree), label="label", features=["a", "b", "c"], cache=False))
+    _upload(hive_tree, f"s3://{bucket}/events")
+    proxy = _LatencyProxy(urlparse(s3_env).port, delay=0.3)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+        remote = evaluate_flow(EvaluateSettings(data=f"s3://{bucket}/events", label="label", model_uri=f"runs:/{fitted.run_id}/model", cache=False))
+    finally:
+        proxy.close()
+    assert _by_partition(remote) == pytest.approx(_by_partition(fitted), rel=1e-12)
+    flow_run_id = mlflow.MlflowClient().get_run(remote.run_id).data.tags["prefect.flow_run_id"]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    runs = {r.name.rsplit("-", 1)[0]: r for r in task_runs}
+    listed, described, loaded = runs["list-files"], runs["describe-model"], runs["load-model"]
+    # at least two round trips (the listing, then the footers): it overlaps the model's look-up and load
+    assert listed.start_time < loaded.end_time and listed.end_time > described.start_time
+    assert runs["check-dataset"].start_time >= max(listed.end_time, loaded.end_time)
+
+
 def test_an_object_gone_between_listing_and_footer_is_one_clear_error(s3_env, bucket, hive_tree):
     from tasks.errors import InputError
     from tasks.storage import storage_for
