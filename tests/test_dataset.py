@@ -475,6 +475,8 @@ def test_relative_paths_are_what_relpath_gives(tmp_path, monkeypatch):
     speed must equal ``os.path.relpath`` for roots written with ./, .., // or a trailing /."""
     import os
 
+    import os
+
     from tasks.storage import LocalStorage
 
     (tmp_path / "d" / "region=a").mkdir(parents=True)
@@ -485,3 +487,28 @@ def test_relative_paths_are_what_relpath_gives(tmp_path, monkeypatch):
         listed = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names] if os.path.isdir(root) else [root]
         base = root if os.path.isdir(root) else os.path.dirname(root) or os.curdir
         assert LocalStorage().relative(root, listed) == [os.path.relpath(p, base) for p in listed], root
+
+
+def test_local_listing_follows_os_walk(tmp_path):
+    """The listing is os.walk's, with each file's stat: hidden and ``_`` entries skipped, a link to
+    a file listed, a link to a folder not followed (it would list files twice or loop), sorted."""
+    import os
+
+    from tasks.storage import LocalStorage
+
+    root = tmp_path / "data"
+    for rel in ["k=1/a.parquet", "k=1/b.parquet", "k=2/deep/c.parquet", "k=2/.hidden", "_temporary/x.parquet", ".cache/y", "top"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode() * 3)
+    (root / "k=3").symlink_to(root / "k=1", target_is_directory=True)
+    (root / "k=2" / "link.parquet").symlink_to(root / "k=1" / "a.parquet")
+    expected = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        expected += [os.path.join(folder, n) for n in names if not n.startswith((".", "_"))]
+    listed = LocalStorage().walk(str(root))
+    assert [e.path for e in listed] == sorted(expected)
+    assert len(listed) == 5 and not any("k=3" in e.path for e in listed)
+    assert [e.size for e in listed] == [os.stat(p).st_size for p in sorted(expected)]
+    head = LocalStorage().read_range(str(root / "top"), 2, 100)  # past the end: what there is
+    assert head == (b"top" * 3)[2:]
