@@ -7,11 +7,12 @@ import polars as pl
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows.settings import CompareSettings
 from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
-from tasks.dataset import discover_dataset_task, group_files
+from tasks.dataset import check_dataset_task, group_files, list_files_task
 from tasks.model import check_model_output_task, load_model_task
 from tasks.results import with_partition_label
 from tasks.run_content import comparison_content
@@ -43,17 +44,20 @@ def compare_flow(settings: CompareSettings) -> Comparison:
     logger = get_run_logger()
     tracking_uri = resolve_tracking_uri()
     check_tracking_access_task(tracking_uri)
-    champion_info = describe_model_task(settings.champion, tracking_uri)
-    challenger_info = describe_model_task(settings.challenger, tracking_uri)
-    champion = load_model_task(settings.champion, tracking_uri)
-    challenger = load_model_task(settings.challenger, tracking_uri)
-    # each model is scored on its own columns (its signature's, unless --features); the scan reads both
-    features = {m.uri: m.features(settings.features) for m in (champion, challenger)}
-    types = {**(challenger.inputs.by_name() if challenger.inputs else {}), **(champion.inputs.by_name() if champion.inputs else {})}
-    dataset = discover_dataset_task(
-        settings.data, settings.label, list(dict.fromkeys(features[champion.uri] + features[challenger.uri])),
-        settings.partition_by, model_types=types or None, model_name=f"{settings.champion} or {settings.challenger}",
-    )
+    # the listing needs no model: read on a thread of its own while both models load (as in evaluate)
+    with ThreadPoolTaskRunner(max_workers=1) as background:
+        listing = background.submit(list_files_task.prefect_task, {"data": settings.data})
+        champion_info = describe_model_task(settings.champion, tracking_uri)
+        challenger_info = describe_model_task(settings.challenger, tracking_uri)
+        champion = load_model_task(settings.champion, tracking_uri)
+        challenger = load_model_task(settings.challenger, tracking_uri)
+        # each model is scored on its own columns (its signature's, unless --features); the scan reads both
+        features = {m.uri: m.features(settings.features) for m in (champion, challenger)}
+        types = {**(challenger.inputs.by_name() if challenger.inputs else {}), **(champion.inputs.by_name() if champion.inputs else {})}
+        dataset = check_dataset_task(
+            quote(listing.result()), settings.label, list(dict.fromkeys(features[champion.uri] + features[challenger.uri])),
+            settings.partition_by, model_types=types or None, model_name=f"{settings.champion} or {settings.challenger}",
+        )
     champion_scorer = champion.scorer(features[champion.uri], dataset.text_features)
     challenger_scorer = challenger.scorer(features[challenger.uri], dataset.text_features)
     for loaded in (champion, challenger):

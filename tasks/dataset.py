@@ -381,7 +381,7 @@ def group_files(
     return chunks
 
 
-discover_dataset_task = as_task(discover_dataset, name="discover-dataset")
-#: the I/O of discovery alone, which needs no model: the flow runs it while the model loads
+#: discovery in two tasks: the I/O alone, which needs no model (the flows run it while the model
+#: loads), then the checks of the columns the model uses
 list_files_task = as_task(read_dataset_files, name="list-files")
 check_dataset_task = as_task(check_dataset, name="check-dataset")
