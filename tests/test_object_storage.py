@@ -182,8 +182,8 @@ def test_footers_and_verify_hashes_are_read_concurrently_and_equal_the_local_fil
     local = write_hive(tmp_path / "many", parts)
     url = f"s3://{bucket}/many"
     _upload(local, url)
-    # a round trip long against the machine's own noise: with the other test worker busy, 60
-    # concurrent requests through the proxy and moto's server took up to 2.7 s of CPU-bound time
+    # a round trip long against the machine's own noise: in one CI run, with the other test worker
+    # busy, 60 concurrent requests through the proxy and moto's server took 2.7 s behind 50 ms
     proxy = _LatencyProxy(urlparse(s3_env).port, delay=0.2)
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
