@@ -120,7 +120,7 @@ def bce_eval_bce(root: Path, model: object) -> float:
 def bce_eval_scan(root: Path, model: object) -> float:
     """bce-eval's own Polars query alone (read, logit, label as float), drained batch by batch: the pass's input."""
     from tasks.dataset import discover_dataset, group_files, scan_files
-    from tasks.reduce import _scan_columns
+    from tasks.reduce import _S, _Y, _scan_columns
     from tasks.scoring import make_scorer
 
     dataset = discover_dataset(root, "label", FEATURES)
@@ -128,7 +128,8 @@ def bce_eval_scan(root: Path, model: object) -> float:
     rows = 0
     for chunk in group_files(dataset, 64_000_000):
         for batch in scan_files(dataset, chunk).select(_scan_columns(dataset, scorer, [])).collect_batches():
-            rows += len(batch.get_column("__score").to_numpy()) + 0 * len(batch.get_column("__y").to_numpy())
+            scores, labels = batch.get_column(_S).to_numpy(), batch.get_column(_Y).to_numpy()  # both, as the pass takes them
+            rows += min(len(scores), len(labels))
     return float(rows)
 
 

@@ -479,7 +479,7 @@ def test_bad_row_in_a_later_chunk_names_its_file(tmp_path: Path):
 
 def test_exact_auc_and_bce_of_a_linear_model_over_many_batches_match_sklearn(tmp_path: Path):
     """Partitions spread over several batches (small files are read 65,536 rows at a time): the
-    exact AUC keeps every batch's scores, and the logit the pass computes is the model's."""
+    exact AUC keeps every batch's scores, and the logit the scan computes is the model's."""
     parts = {f"r{i}": make_frame(30_000, 20 + i, noise=0.3) for i in range(3)}
     root = write_hive(tmp_path / "big", parts)
     ds = discover_dataset(root, "label", FEATURES)
@@ -559,8 +559,9 @@ def test_property_merged_bce_equals_compute_bce(data):
 
 
 def test_a_linear_model_with_more_coefficients_than_features_is_refused():
-    """The compiled logit reads one weight per feature: a model whose coefficients do not match
-    (and which carries no n_features_in_ to say so) is refused before any data is read."""
+    """The logit pairs each feature with one coefficient: a model whose coefficients do not match
+    (and which carries no n_features_in_ to say so) is refused before any data is read, not
+    silently cut to the shorter of the two."""
     from tasks.scoring import LinearModel
 
     model = LinearModel("LogisticRegression", np.ones((1, 4)), np.zeros(1), np.array([0, 1]))
