@@ -15,6 +15,8 @@ of ``--repeats``, for
 - **bce-eval's scan** alone: its Polars query (read, logit, label) drained, without the per-row pass;
 - the **per-row pass alone** (:class:`tasks.kernels.Reducer` on scores already in memory) at 1
   thread and at T threads, from which the serial share of the pass follows;
+- the **pass in the flow**: the CPU time its threads spend per row inside bce-eval's hot pass,
+  beside Polars' decoding (more than alone: the batches come fresh from another core's cache);
 
 and each one's overall BCE, which must agree to 1e-12, with bce-eval's as its exact bits.
 """
@@ -159,6 +161,32 @@ def pass_alone(threads: int, rows: int = 20_000_000, partitions: int = 100, batc
     return _best(one_pass, repeats)[0] / rows
 
 
+def lane_time(root: Path, model: object) -> tuple[float, int]:
+    """``(CPU seconds, rows)`` of the pass's threads in one :func:`bce_eval_bce`: their own thread
+    time, summed over every lane's share, and the rows those shares held."""
+    from tasks import parallel_pass
+
+    run = parallel_pass._Lane.run
+    spent: list[tuple[float, int]] = []  # one (seconds, rows) per lane's share: list.append is atomic
+
+    def timed_run(lane: object, batches: list[tuple]) -> None:
+        start = time.thread_time()
+        run(lane, batches)
+        spent.append((time.thread_time() - start, sum(len(batch[0]) for batch in batches)))
+
+    parallel_pass._Lane.run = timed_run
+    try:
+        bce_eval_bce(root, model)
+    finally:
+        parallel_pass._Lane.run = run
+    return sum(s for s, _ in spent), sum(n for _, n in spent)
+
+
+def pass_in_flow(root: Path, model: object, repeats: int = 3) -> float:
+    """Seconds of CPU per row of the pass inside bce-eval's hot pass (:func:`lane_time`), the least of ``repeats`` runs."""
+    return min(seconds / rows for seconds, rows in (lane_time(root, model) for _ in range(repeats)))
+
+
 def _model(root: Path) -> object:
     """The logistic model every contender evaluates (fitted on one partition, so all see the same weights)."""
     import polars as pl
@@ -188,6 +216,7 @@ def measure(root: Path, threads: int, repeats: int) -> dict[str, object]:
     return {
         "threads": threads, "rows": int(rows), "seconds": times, "bce": bces, "bce_eval_bits": float(bces["bce_eval"]).hex(),
         "pass_alone_ns_per_row": {"1": pass_alone(1) * 1e9, str(threads): pass_alone(threads) * 1e9},
+        "pass_in_flow_ns_per_row": pass_in_flow(root, model) * 1e9,
     }
 
 
