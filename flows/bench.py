@@ -253,7 +253,8 @@ def measure_hot(large: Path, p100: Path, p10k: Path, model: object, repeats: int
     pass1, passn = all_["pass_alone_ns_per_row"]["1"], all_["pass_alone_ns_per_row"][str(cores)]
     alone = _amdahl(pass1, passn, cores)
     # the pass's CPU per row where it runs, beside Polars' decoding (at 1 thread), with the serial
-    # share measured alone: the projection's pass. Alone, its batches sit in this core's cache
+    # share measured alone: the projection's pass. Alone, its batches sit in this core's cache. The
+    # larger of the two, so that noise never projects a pass cheaper than it is alone
     in_flow = max(pass1, one.get("pass_in_flow_ns_per_row", pass1))
     law = {k: v * in_flow / pass1 if k != "serial_fraction" else v for k, v in alone.items()}
     out["pass_alone"] = {"ns_per_row_1": round(pass1, 2), f"ns_per_row_{cores}": round(passn, 2),

@@ -16,7 +16,8 @@ of ``--repeats``, for
 - the **per-row pass alone** (:class:`tasks.kernels.Reducer` on scores already in memory) at 1
   thread and at T threads, from which the serial share of the pass follows;
 - the **pass in the flow**: the CPU time its threads spend per row inside bce-eval's hot pass,
-  beside Polars' decoding (more than alone: the batches come fresh from another core's cache);
+  beside Polars' decoding (alone, its batches sit in its own core's cache; here they come from
+  Polars' threads, which share the caches with it);
 
 and each one's overall BCE, which must agree to 1e-12, with bce-eval's as its exact bits.
 """
