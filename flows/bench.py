@@ -256,7 +256,7 @@ def measure_hot(large: Path, p100: Path, p10k: Path, model: object, repeats: int
     # share measured alone: the projection's pass. Alone, its batches sit in this core's cache. The
     # larger of the two, so that noise never projects a pass cheaper than it is alone
     in_flow = max(pass1, one.get("pass_in_flow_ns_per_row", pass1))
-    law = {k: v * in_flow / pass1 if k != "serial_fraction" else v for k, v in alone.items()}
+    law = _amdahl(in_flow, passn * in_flow / pass1, cores)  # the same speed-up, from the in-flow cost
     out["pass_alone"] = {"ns_per_row_1": round(pass1, 2), f"ns_per_row_{cores}": round(passn, 2),
                          "speedup": round(pass1 / passn, 2), "serial_fraction": round(law["serial_fraction"], 3),
                          "in_flow_ns_per_row_1": round(in_flow, 2),
