@@ -7,12 +7,12 @@ import polars as pl
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.background import listing_in_background
 from flows.settings import CompareSettings
 from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
-from tasks.dataset import check_dataset_task, group_files, list_files_task
+from tasks.dataset import check_dataset_task, group_files
 from tasks.model import check_model_output_task, load_model_task
 from tasks.results import with_partition_label
 from tasks.run_content import comparison_content
@@ -45,8 +45,7 @@ def compare_flow(settings: CompareSettings) -> Comparison:
     tracking_uri = resolve_tracking_uri()
     check_tracking_access_task(tracking_uri)
     # the listing needs no model: read on a thread of its own while both models load (as in evaluate)
-    with ThreadPoolTaskRunner(max_workers=1) as background:
-        listing = background.submit(list_files_task.prefect_task, {"data": settings.data})
+    with listing_in_background({"data": settings.data}) as listing:
         champion_info = describe_model_task(settings.champion, tracking_uri)
         challenger_info = describe_model_task(settings.challenger, tracking_uri)
         champion = load_model_task(settings.champion, tracking_uri)

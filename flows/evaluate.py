@@ -25,6 +25,7 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.background import listing_in_background
 from flows.settings import EvaluateSettings
 from tasks.audit import audit_chunk_task, summarize_audit_task
 from tasks.cache import (
@@ -35,7 +36,7 @@ from tasks.cache import (
     save_results_task,
     store_records_task,
 )
-from tasks.dataset import Dataset, check_dataset_task, files_by_partition, group_files, list_files_task
+from tasks.dataset import Dataset, check_dataset_task, files_by_partition, group_files
 from tasks.fit_streaming import fit_logistic_streaming_task
 from tasks.gates import GateResult, check_gates_task, read_baseline_task, with_verdicts
 from tasks.model import check_model_output_task, fit_model_task, load_model_task
@@ -121,11 +122,10 @@ def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, trac
     # the listing needs no model: it runs on a thread of its own while the model loads (MLflow's
     # look-ups, the helper process), whichever runner takes the chunks; only its checks wait for
     # the model, which decides the columns the scan needs and which of them may be text
-    with ThreadPoolTaskRunner(max_workers=1) as background:
-        listing = background.submit(list_files_task.prefect_task, {
-            "data": settings.data, "where": settings.where, "date_key": settings.date_key,
-            "window_days": settings.window_days, "reference": scheduled,
-        })
+    with listing_in_background({
+        "data": settings.data, "where": settings.where, "date_key": settings.date_key,
+        "window_days": settings.window_days, "reference": scheduled,
+    }) as listing:
         features, tags, loaded = list(settings.features), {}, None
         if settings.model_uri:
             logger.info(f"loading the model {settings.model_uri} from MLflow")

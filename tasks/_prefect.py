@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tasks.errors import InputError, StorageUnavailable
+from tasks.errors import InputError, StorageUnavailable, Stopped
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -91,7 +91,12 @@ def _make_task(fn: Callable[..., Any], name: str, retries: int, kwargs: dict[str
 
     @functools.wraps(fn)
     def call(*args: Any, **kw: Any) -> Any:
-        return fn(*map(_unwrap, args), **{k: _unwrap(v) for k, v in kw.items()})
+        try:
+            return fn(*map(_unwrap, args), **{k: _unwrap(v) for k, v in kw.items()})
+        except Stopped as exc:  # not needed any more: the run ends Cancelled, not Failed
+            from prefect.states import Cancelled
+
+            return Cancelled(message=str(exc))
 
     kwargs = dict(kwargs)
     if retries:

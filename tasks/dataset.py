@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -159,11 +160,13 @@ def read_dataset_files(
     date_key: str | None = None,
     window_days: int | None = None,
     reference: "datetime | None" = None,
+    stop: threading.Event | None = None,
 ) -> DatasetFiles:
     """List the Parquet files of ``data`` in the selected partitions and read every footer once.
 
     Checks that every file is readable Parquet and that all have the same hive keys; raises
-    :class:`InputError` naming the file otherwise.
+    :class:`InputError` naming the file otherwise. A ``stop`` that is set (the flow failed while
+    this ran beside it) ends the listing at its next batch of files with :class:`tasks.errors.Stopped`.
     """
     root = local_path(os.fspath(data))
     storage = storage_for(root)
@@ -172,7 +175,7 @@ def read_dataset_files(
     variants: dict[pa.Schema, str] = {}  # each Arrow schema other than the first file's (no metadata): its first file
     ref: pq.FileMetaData | None = None
     hive_keys: tuple[str, ...] | None = None
-    for entry, (md, fingerprint) in zip(entries, read_file_footers(storage, entries)):
+    for entry, (md, fingerprint) in zip(entries, read_file_footers(storage, entries, stop)):
         hive = parse_hive_keys(root, entry.path)
         if hive_keys is None:
             hive_keys = tuple(hive)

@@ -26,6 +26,10 @@ class StorageUnavailable(Exception):
     """The object store did not answer after the client's own bounded retries; the message names the object."""
 
 
+class Stopped(Exception):
+    """Work stopped because the flow no longer needs it (the flow failed first): not a failure of its own."""
+
+
 EXIT_BAD_INPUT = 2
 EXIT_TRACKING = 4
 EXIT_GATE_FAILED = 3

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Iterator
 from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.errors import InputError
+from tasks.errors import InputError, Stopped
 from tasks.storage import FileEntry, Storage, local_path, storage_for
 
 #: The folder name Hive, Spark, pyarrow, pandas and Polars write for a null partition value
@@ -126,20 +127,33 @@ def _unreadable(path: str, exc: Exception) -> InputError:
     return InputError(f"{path}: not a readable Parquet file ({reason}); the file may be truncated or corrupt.")
 
 
-def read_footers_bytes(storage: Storage, entries: list[FileEntry]) -> list[bytes]:
+def check_stop(stop: threading.Event | None, where: str) -> None:
+    """Raise :class:`Stopped` when ``stop`` is set: the caller no longer needs the listing of ``where``."""
+    if stop is not None and stop.is_set():
+        raise Stopped(f"stopped at {where}: the flow failed before it needed this listing")
+
+
+def read_footers_bytes(storage: Storage, entries: list[FileEntry], stop: threading.Event | None = None) -> list[bytes]:
     """Each file's Parquet footer with its length and magic (``b''`` when it has none), in order;
-    the files' last bytes read at once (:meth:`Storage.read_tails`)."""
+    the files' last bytes read at once (:meth:`Storage.read_tails`), :data:`TAIL_BATCH` files at a
+    time, with ``stop`` (:func:`check_stop`) looked at before each."""
     footers = []
     for at in range(0, len(entries), TAIL_BATCH):
+        check_stop(stop, entries[at].path)
         batch = entries[at : at + TAIL_BATCH]
         tails = storage.read_tails(batch, TAIL_BYTES)
         footers += [_footer_in_tail(storage, entry.path, entry.size, tail) for entry, tail in zip(batch, tails)]  # a copy: the tail goes
     return footers
 
 
-def read_file_footers(storage: Storage, entries: list[FileEntry]) -> Iterator[tuple[pq.FileMetaData, str]]:
-    """Each file's footer metadata and its fingerprint (see :func:`footer_fingerprint`), in order."""
-    for entry, footer in zip(entries, read_footers_bytes(storage, entries)):
+def read_file_footers(
+    storage: Storage, entries: list[FileEntry], stop: threading.Event | None = None
+) -> Iterator[tuple[pq.FileMetaData, str]]:
+    """Each file's footer metadata and its fingerprint (see :func:`footer_fingerprint`), in order;
+    ``stop`` is looked at before each :data:`TAIL_BATCH` files are read and parsed."""
+    for i, (entry, footer) in enumerate(zip(entries, read_footers_bytes(storage, entries, stop))):
+        if i % TAIL_BATCH == 0:
+            check_stop(stop, entry.path)
         yield read_footer(entry.path, footer), footer_fingerprint(entry.size, footer)
 
 

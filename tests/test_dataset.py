@@ -512,3 +512,71 @@ def test_local_listing_follows_os_walk(tmp_path):
     assert [e.size for e in listed] == [os.stat(p).st_size for p in sorted(expected)]
     head = LocalStorage().read_range(str(root / "top"), 2, 100)  # past the end: what there is
     assert head == (b"top" * 3)[2:]
+
+
+# --- a listing the flow no longer needs -------------------------------------------------------
+
+
+def _count_tail_reads(monkeypatch: pytest.MonkeyPatch, after_first=None, pause: float = 0.0) -> list[int]:
+    """Count the files whose footers are read (batches of 2, each ``pause`` s long); ``after_first()`` runs after the first batch."""
+    import time
+
+    from tasks import parquet_files
+    from tasks.storage import LocalStorage
+
+    monkeypatch.setattr(parquet_files, "TAIL_BATCH", 2)
+    read_tails, counted = LocalStorage.read_tails, []
+
+    def counting(self, entries, length):
+        counted.append(len(entries))
+        if after_first is not None and len(counted) == 1:
+            after_first()
+        time.sleep(pause)
+        return read_tails(self, entries, length)
+
+    monkeypatch.setattr(LocalStorage, "read_tails", counting)
+    return counted
+
+
+def test_a_listing_told_to_stop_ends_at_its_next_batch_of_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import threading
+
+    from tasks.dataset import read_dataset_files
+    from tasks.errors import Stopped
+
+    for i in range(5):
+        make_frame(10, i).write_parquet(tmp_path / f"p{i}.parquet")
+    stop = threading.Event()
+    counted = _count_tail_reads(monkeypatch, after_first=stop.set)
+    with pytest.raises(Stopped, match=esc(tmp_path / "p2.parquet") + ".*the flow failed before it needed this listing"):
+        read_dataset_files(tmp_path, stop=stop)
+    assert counted == [2]  # the first batch only: the other three footers were never read
+
+    counted.clear()
+    listing = read_dataset_files(tmp_path, stop=threading.Event())  # never set: the whole listing
+    assert counted == [2, 2, 1] and len(listing.files) == 5
+
+
+def test_the_flows_listing_is_cancelled_when_the_model_fails_first(prefect_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import threading
+
+    from flows.background import listing_in_background
+
+    for i in range(40):
+        make_frame(10, i).write_parquet(tmp_path / f"p{i:02}.parquet")
+    started = threading.Event()
+    # 20 batches of 0.1 s: 2 s for the whole listing, against the moment it takes to stop it
+    counted = _count_tail_reads(monkeypatch, after_first=started.set, pause=0.1)
+    with pytest.raises(InputError, match="the model does not load"):
+        with listing_in_background({"data": str(tmp_path)}) as listing:
+            assert started.wait(60)  # the listing is reading footers, as it is while a model loads
+            raise InputError("the model does not load")
+    state = listing.state
+    assert state.is_cancelled(), state
+    assert "the flow failed before it needed this listing" in state.message
+    assert sum(counted) < 40  # stopped before it had read every footer
+
+    counted.clear()
+    with listing_in_background({"data": str(tmp_path)}) as listing:  # nothing fails: the whole listing
+        assert len(listing.result().files) == 40
+    assert sum(counted) == 40
