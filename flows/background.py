@@ -19,7 +19,7 @@ def listing_in_background(params: dict[str, Any]) -> Iterator[PrefectFuture]:
     its own and yield its future; on leaving, wait for it.
 
     When the body raises (a model that does not load, Ctrl-C), the listing stops at its next batch
-    of files (its task run ends Failed, ``Stopped``) and the error goes on without waiting for a
+    of files (its task run ends Cancelled) and the error goes on without waiting for a
     listing nothing will read: on an object store, minutes for a hundred thousand files.
     """
     stop = threading.Event()

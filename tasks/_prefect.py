@@ -93,7 +93,9 @@ def _make_task(fn: Callable[..., Any], name: str, retries: int, kwargs: dict[str
     def call(*args: Any, **kw: Any) -> Any:
         try:
             return fn(*map(_unwrap, args), **{k: _unwrap(v) for k, v in kw.items()})
-        except Stopped as exc:  # not needed any more: the run ends Cancelled, not Failed
+        except Stopped as exc:
+            # work the flow no longer needs (only the submitted listing gets a stop): Cancelled says
+            # so in the UI, where Failed would read as a second error beside the one that ended the flow
             from prefect.states import Cancelled
 
             return Cancelled(message=str(exc))

@@ -27,7 +27,7 @@ class StorageUnavailable(Exception):
 
 
 class Stopped(Exception):
-    """Work stopped because the flow no longer needs it (the flow failed first): not a failure of its own."""
+    """Work stopped because the flow no longer needs it (the flow failed or was interrupted first): not a failure of its own."""
 
 
 EXIT_BAD_INPUT = 2

@@ -130,7 +130,7 @@ def _unreadable(path: str, exc: Exception) -> InputError:
 def check_stop(stop: threading.Event | None, where: str) -> None:
     """Raise :class:`Stopped` when ``stop`` is set: the caller no longer needs the listing of ``where``."""
     if stop is not None and stop.is_set():
-        raise Stopped(f"stopped at {where}: the flow failed before it needed this listing")
+        raise Stopped(f"stopped at {where}: the flow ended before it needed this listing")
 
 
 def read_footers_bytes(storage: Storage, entries: list[FileEntry], stop: threading.Event | None = None) -> list[bytes]:
