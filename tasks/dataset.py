@@ -165,8 +165,9 @@ def read_dataset_files(
     """List the Parquet files of ``data`` in the selected partitions and read every footer once.
 
     Checks that every file is readable Parquet and that all have the same hive keys; raises
-    :class:`InputError` naming the file otherwise. A ``stop`` that is set (the flow failed while
-    this ran beside it) ends the listing at its next batch of files with :class:`tasks.errors.Stopped`.
+    :class:`InputError` naming the file otherwise. A ``stop`` that is set (the flow failed or was
+    interrupted while this ran beside it) ends the listing at its next batch of files with
+    :class:`tasks.errors.Stopped`.
     """
     root = local_path(os.fspath(data))
     storage = storage_for(root)
