@@ -3,6 +3,10 @@
 - ``seed_points.parquet``: the seed article's 10 points (x, y).
 - ``demo/region=<name>/part-0.parquet``: a small hive-partitioned dataset of three features whose
   regions differ in difficulty (label noise from 2% to 30%), plus one small single-class region.
+- ``scored/part-0.parquet``: predictions scored elsewhere: the demo's labels ``y`` beside another
+  model's probability ``p_model`` (a logistic model with other weights), for ``--score-col``.
+- ``events.parquet``: one file of click events whose partitions are columns inside it (``country``,
+  ``day``), for ``--partition-by``: ``clicked`` from a logistic model of ``a`` and ``b``.
 
 Run: ``python data/make_data.py`` (from the repo root).
 """
@@ -55,15 +59,42 @@ def make_demo(seed: int = 7) -> dict[str, pl.DataFrame]:
     return out
 
 
+#: the other model whose probabilities data/scored holds (weights a little off the demo's)
+SCORED_WEIGHTS = np.array([1.2, -1.6, 0.5])
+SCORED_BIAS = 0.1
+
+
+def make_scored(demo: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The demo's labels with another model's probability of class 1 (``y``, ``p_model``)."""
+    rows = pl.concat(list(demo.values()))
+    X = rows.select("f1", "f2", "f3").to_numpy()
+    p = 1.0 / (1.0 + np.exp(-(X @ SCORED_WEIGHTS + SCORED_BIAS)))
+    return pl.DataFrame({"y": rows.get_column("label"), "p_model": p})
+
+
+def make_events(n: int = 600, seed: int = 8) -> pl.DataFrame:
+    """Click events, partitioned by columns inside the file (country, day)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    clicked = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * a - b)))).astype(np.int64)
+    country = rng.choice(["de", "fr", "nl"], size=n)
+    day = rng.choice(["2026-11-23", "2026-11-24"], size=n)
+    return pl.DataFrame({"clicked": clicked, "a": a, "b": b, "country": country, "day": day})
+
+
 def main() -> None:
     make_seed_points().write_parquet(HERE / "seed_points.parquet")
     demo = HERE / "demo"
     shutil.rmtree(demo, ignore_errors=True)
-    for region, df in make_demo().items():
+    regions = make_demo()
+    for region, df in regions.items():
         folder = demo / f"region={region}"
         folder.mkdir(parents=True)
         df.write_parquet(folder / "part-0.parquet")
-    print(f"wrote {HERE / 'seed_points.parquet'} and {demo}")
+    (HERE / "scored").mkdir(exist_ok=True)
+    make_scored(regions).write_parquet(HERE / "scored" / "part-0.parquet")
+    make_events().write_parquet(HERE / "events.parquet")
+    print(f"wrote {HERE / 'seed_points.parquet'}, {demo}, {HERE / 'scored'} and {HERE / 'events.parquet'}")
 
 
 if __name__ == "__main__":

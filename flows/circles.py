@@ -27,6 +27,7 @@ class CirclesOutcome:
     line: str
     seconds: float
     final: dict[str, float]
+    experiment_id: str = ""
 
 
 @flow(name="bce-circles")
@@ -52,4 +53,4 @@ def circles_flow(settings: CirclesSettings) -> CirclesOutcome:
     log_run_content_task(run_id, experiment_id, content, tracking_uri)
     line = seed_line(result)
     logger.info(f"{line} (training took {result.seconds:.2f} s)")
-    return CirclesOutcome(run_id, line, result.seconds, dict(result.final))
+    return CirclesOutcome(run_id, line, result.seconds, dict(result.final), experiment_id)

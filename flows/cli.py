@@ -1,8 +1,8 @@
 """``bce-eval``: the command line. Each subcommand imports only what it needs.
 
 Exit codes: 0 success, 2 bad input (one line naming the file, column or value), 3 a quality gate
-failed, 4 MLflow unreachable after retries (results saved locally), 1 an internal error (the
-traceback is in the debug log, or shown with ``--verbose``).
+failed, 4 MLflow unreachable after retries (results saved locally), 5 object storage unreachable,
+130 Ctrl-C, 1 an internal error (the traceback is in the debug log, or shown with ``--verbose``).
 """
 
 from __future__ import annotations
@@ -13,114 +13,14 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence
 
-from flows.cli_parser import build_parser, split_csv
+from flows.cli_parser import build_parser, build_settings, evaluate_settings as _evaluate_settings
+from flows.interrupt import EXIT_INTERRUPTED, INTERRUPTED, InterruptBound
 from flows.preflight import check_before_server, check_serve
 from tasks.errors import (
     EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_STORAGE, EXIT_TRACKING, GateFailed, InputError, StorageUnavailable, TrackingError,
 )
-
-if TYPE_CHECKING:  # the CLI imports pydantic and the settings only when a command needs them
-    from pydantic import BaseModel, ValidationError
-
-    from flows.settings import EvaluateSettings
-
-    M = TypeVar("M", bound=BaseModel)
-
-
-# settings whose CLI option is not "--" + the field name with dashes
-_OPTION_OF_SETTING = {
-    "data": "DATA",
-    "register_name": "--register",
-    "register_alias": "--alias",
-    "cache": "--no-cache",
-    "gates.baseline_run_id": "--baseline-run",
-    "model_params.C": "--C",
-}
-
-
-def _option_name(loc: tuple[Any, ...]) -> str:
-    path = ".".join(str(p) for p in loc)
-    return _OPTION_OF_SETTING.get(path) or "--" + str(loc[-1]).replace("_", "-")
-
-
-def settings_error(exc: "ValidationError") -> InputError:
-    """The first error of a pydantic ``ValidationError`` as one :class:`InputError` line.
-
-    A rule between settings (a model validator) already words its message for the user; a field
-    error gets the option's name and the value in front of pydantic's message (not its
-    "Value error, ..." prefix, error count or documentation URL).
-    """
-    err = exc.errors(include_url=False)[0]
-    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
-        return InputError(str(err["ctx"]["error"]))
-    msg = err["msg"].rstrip(".")
-    msg = msg[:1].lower() + msg[1:]
-    if not err["loc"]:
-        return InputError(f"{msg}.")
-    return InputError(f"{_option_name(tuple(err['loc']))} {err['input']!r}: {msg}.")
-
-
-def build_settings(cls: "type[M]", values: dict[str, Any]) -> "M":
-    """``cls(**values)``, with a validation error turned into one :class:`InputError` line."""
-    from pydantic import ValidationError
-
-    try:
-        return cls.model_validate(values)
-    except ValidationError as exc:
-        raise settings_error(exc) from None
-
-
-def _evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
-    """The settings of ``evaluate``/``serve``; every rule between options is the settings model's."""
-    from flows.settings import EvaluateSettings
-
-    params = {k: v for k, v in (("C", args.C), ("max_iter", args.max_iter)) if v is not None}
-    where: dict[str, list[str]] = {}
-    for item in args.where:
-        key, sep, values = item.partition("=")
-        if not sep or not key or not values:
-            raise InputError(f"--where {item!r}: expected KEY=V1,V2.")
-        where.setdefault(key.strip(), []).extend(split_csv(values))
-    values: dict[str, Any] = dict(
-        data=args.data,
-        label=args.label,
-        features=args.features,
-        partition_by=args.partition_by,
-        model_uri=args.model_uri,
-        score_col=args.score_col,
-        score_kind=args.score_kind,
-        model_params=params,
-        experiment=args.experiment,
-        run_name=args.run_name,
-        chunk_rows=args.chunk_rows,
-        auc=args.auc,
-        full=args.full,
-        audit=args.audit,
-        cache=not args.no_cache,
-        verify_cache=args.verify_cache,
-        fit=args.fit,
-        dask=args.dask,
-        register_name=args.register,
-        register_alias=args.alias,
-        where=where,
-        date_key=args.date_key,
-        window_days=args.window_days,
-        gates=dict(
-            max_bce=args.max_bce,
-            max_partition_bce=args.max_partition_bce,
-            max_regression=args.max_regression,
-            baseline_run_id=args.baseline_run,
-            max_drift=args.max_drift,
-            min_rows=args.min_rows,
-            min_class_rows=args.min_class_rows,
-            judge_on=args.judge_on,
-        ),
-    )
-    if args.dask_workers is not None:  # else the settings' default
-        values["dask_workers"] = args.dask_workers
-    return build_settings(EvaluateSettings, values)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -152,8 +52,18 @@ def _cmd_circles(args: argparse.Namespace) -> int:
     from flows.settings import CirclesSettings
 
     out = circles_flow(build_settings(CirclesSettings, {"epochs": args.epochs, "experiment": args.experiment}))
-    args._output.append(f"{out.line}\n  MLflow run {out.run_id} (training {out.seconds:.2f} s)")
+    args._output.append("\n".join([f"{out.line} (training {out.seconds:.2f} s)", *_run_lines(out.run_id, args.experiment, out.experiment_id)]))
     return 0
+
+
+def _run_lines(run_id: str, experiment: str, experiment_id: str) -> list[str]:
+    """Where a command logged its MLflow run and how to open it, as ``evaluate``'s summary says it."""
+    from tasks.redact import redact_uri
+    from tasks.tracking import resolve_tracking_uri
+    from tasks.tracking_access import ui_hint
+
+    uri = resolve_tracking_uri()  # the flow's: it resolved it in this process, from the same environment
+    return [f"  MLflow run {run_id} in experiment '{experiment}' (id {experiment_id}) at {redact_uri(uri)}", f"  {ui_hint(uri)}"]
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -189,7 +99,7 @@ def _comparison_summary(args: argparse.Namespace, out: Any) -> str:
         if "partition" in r and args.partition_by or len(out.table) > 1:
             lines.append(f"    {r.get('partition', 'all'):<30} {r['bce_diff']:+.5f} [{r['bce_diff_low']:+.5f}, {r['bce_diff_high']:+.5f}] {r['verdict']}")
     lines.append(f"  promotion: {'done' if out.promoted else 'no'} ({out.reason})")
-    lines.append(f"  MLflow run {out.run_id}")
+    lines.extend(_run_lines(out.run_id, args.experiment, out.experiment_id))
     return "\n".join(lines)
 
 
@@ -291,7 +201,7 @@ def _prepare(args: argparse.Namespace, server: Any, helping: bool) -> None:
     """Check what needs no server, load the libraries the command needs, then wait for the server."""
     from flows.runtime import end_heartbeats_promptly, install_log_filters, preload, resume_collection
 
-    check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"), _evaluate_settings)
+    check_before_server(args, None if server.starting else os.environ.get("PREFECT_API_URL"))
     preload([m for m in _PRELOAD if not helping or m not in _HELPER_LOADS])
     if server.starting and getattr(args, "model_uri", None):
         preload(["skops.io"])  # how MLflow 3 stores scikit-learn models: loaded while the server starts
@@ -313,7 +223,7 @@ def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
     args._output, args._own_process = [], own_process
     if not args.verbose:
         warnings.simplefilter("ignore")
-    from flows.runtime import PrefectServer, prepare_environment, resume_collection
+    from flows.runtime import prepare_environment, resume_collection
 
     prepare_environment()
     if args.command not in _NEEDS_PREFECT:
@@ -324,37 +234,47 @@ def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
         except InputError as exc:
             print(f"bce-eval: error: {exc}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
-    code, message = 0, None
-    with PrefectServer() as server, _model_helper(args, server) as helping:
-        try:
+    # the console script's Ctrl-C ends the command within a bound (main() as a library leaves SIGINT alone)
+    with InterruptBound() if own_process else contextlib.nullcontext() as bound:
+        code, message = _run_with_prefect(args, parser_args)
+        # after the server has stopped, so these are the last lines
+        with bound.last_lines(code) if bound else contextlib.nullcontext():
+            for text in args._output:
+                print(text, flush=True)
+            if message:
+                from tasks.redact import redact_text
+
+                sys.stdout.flush()
+                print(redact_text(message), file=sys.stderr, flush=True)
+    return code
+
+
+def _run_with_prefect(args: argparse.Namespace, parser_args: argparse.Namespace) -> tuple[int, str | None]:
+    """The command, with the Prefect server (a temporary one when none is configured) stopped after it:
+    its exit code and last line."""
+    from flows.runtime import PrefectServer
+
+    try:
+        with PrefectServer() as server, _model_helper(args, server) as helping:
             _prepare(args, server, helping)
             code = _COMMANDS[args.command](parser_args)
-            message = getattr(parser_args, "_error", None)
-        except InputError as exc:
-            code, message = EXIT_BAD_INPUT, f"bce-eval: error: {exc}"
-        except GateFailed as exc:
-            code, message = EXIT_GATE_FAILED, f"bce-eval: {exc}"
-        except TrackingError as exc:
-            code, message = EXIT_TRACKING, f"bce-eval: error: {exc}"
-        except StorageUnavailable as exc:
-            code, message = EXIT_STORAGE, f"bce-eval: error: {exc}"
-        except KeyboardInterrupt:
-            code, message = 130, "bce-eval: interrupted"
-        except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback in the log
-            code, message = _internal_error(args, exc)
-        except BaseException as exc:
-            if not _is_rust_panic(exc):
-                raise  # SystemExit, GeneratorExit, a termination signal: not errors of the command
-            code, message = _internal_error(args, exc)
-    # after the server has stopped, so these are the last lines
-    for text in args._output:
-        print(text, flush=True)
-    if message:
-        from tasks.redact import redact_text
-
-        sys.stdout.flush()
-        print(redact_text(message), file=sys.stderr, flush=True)
-    return code
+        return code, getattr(parser_args, "_error", None)
+    except InputError as exc:
+        return EXIT_BAD_INPUT, f"bce-eval: error: {exc}"
+    except GateFailed as exc:
+        return EXIT_GATE_FAILED, f"bce-eval: {exc}"
+    except TrackingError as exc:
+        return EXIT_TRACKING, f"bce-eval: error: {exc}"
+    except StorageUnavailable as exc:
+        return EXIT_STORAGE, f"bce-eval: error: {exc}"
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED, INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback in the log
+        return _internal_error(args, exc)
+    except BaseException as exc:
+        if not _is_rust_panic(exc):
+            raise  # SystemExit, GeneratorExit, a termination signal: not errors of the command
+        return _internal_error(args, exc)
 
 
 def _is_rust_panic(exc: BaseException) -> bool:

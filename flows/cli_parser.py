@@ -1,9 +1,19 @@
-"""``bce-eval``'s options: every subcommand and its help text (no imports beyond argparse)."""
+"""``bce-eval``'s options: every subcommand and its help text (nothing imported beyond argparse and
+the error type), and the settings they make (pydantic and the settings imported only then)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tasks.errors import InputError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from flows.settings import EvaluateSettings
+
+    M = TypeVar("M", bound=BaseModel)
 
 
 def split_csv(text: str) -> list[str]:
@@ -60,7 +70,7 @@ def _add_evaluate_options(p: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bce-eval", description="Binary cross-entropy evaluation of binary classifiers, as Prefect flows logged to MLflow.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks and all warnings")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's lines about each flow and task run, full tracebacks and all warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
     sub.add_parser("demo", help="run the seed article's examples and the partitioned demo dataset")
@@ -94,3 +104,97 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status"], help="up: start what is not running and wait for it; down: stop what up started (data kept); status")
     stack.add_argument("--home", help="the stack's folder: databases, saved objects, logs, env file (default: BCE_EVAL_STACK_HOME, else .stack in the repo)")
     return parser
+
+
+# settings whose CLI option is not "--" + the field name with dashes
+_OPTION_OF_SETTING = {
+    "data": "DATA",
+    "register_name": "--register",
+    "register_alias": "--alias",
+    "cache": "--no-cache",
+    "gates.baseline_run_id": "--baseline-run",
+    "model_params.C": "--C",
+}
+
+
+def _option_name(loc: tuple[Any, ...]) -> str:
+    path = ".".join(str(p) for p in loc)
+    return _OPTION_OF_SETTING.get(path) or "--" + str(loc[-1]).replace("_", "-")
+
+
+def settings_error(exc: "ValidationError") -> InputError:
+    """The first error of a pydantic ``ValidationError`` as one :class:`InputError` line.
+
+    A rule between settings (a model validator) already words its message for the user; a field
+    error gets the option's name and the value in front of pydantic's message (not its
+    "Value error, ..." prefix, error count or documentation URL).
+    """
+    err = exc.errors(include_url=False)[0]
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return InputError(str(err["ctx"]["error"]))
+    msg = err["msg"].rstrip(".")
+    msg = msg[:1].lower() + msg[1:]
+    if not err["loc"]:
+        return InputError(f"{msg}.")
+    return InputError(f"{_option_name(tuple(err['loc']))} {err['input']!r}: {msg}.")
+
+
+def build_settings(cls: "type[M]", values: dict[str, Any]) -> "M":
+    """``cls(**values)``, with a validation error turned into one :class:`InputError` line."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+
+
+def evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
+    """The settings of ``evaluate``/``serve``; every rule between options is the settings model's."""
+    from flows.settings import EvaluateSettings
+
+    params = {k: v for k, v in (("C", args.C), ("max_iter", args.max_iter)) if v is not None}
+    where: dict[str, list[str]] = {}
+    for item in args.where:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise InputError(f"--where {item!r}: expected KEY=V1,V2.")
+        where.setdefault(key.strip(), []).extend(split_csv(values))
+    values: dict[str, Any] = dict(
+        data=args.data,
+        label=args.label,
+        features=args.features,
+        partition_by=args.partition_by,
+        model_uri=args.model_uri,
+        score_col=args.score_col,
+        score_kind=args.score_kind,
+        model_params=params,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        chunk_rows=args.chunk_rows,
+        auc=args.auc,
+        full=args.full,
+        audit=args.audit,
+        cache=not args.no_cache,
+        verify_cache=args.verify_cache,
+        fit=args.fit,
+        dask=args.dask,
+        register_name=args.register,
+        register_alias=args.alias,
+        where=where,
+        date_key=args.date_key,
+        window_days=args.window_days,
+        gates=dict(
+            max_bce=args.max_bce,
+            max_partition_bce=args.max_partition_bce,
+            max_regression=args.max_regression,
+            baseline_run_id=args.baseline_run,
+            max_drift=args.max_drift,
+            min_rows=args.min_rows,
+            min_class_rows=args.min_class_rows,
+            judge_on=args.judge_on,
+        ),
+    )
+    if args.dask_workers is not None:  # else the settings' default
+        values["dask_workers"] = args.dask_workers
+    return build_settings(EvaluateSettings, values)

@@ -14,7 +14,7 @@ from flows.settings import CompareSettings
 from tasks.compare import check_regression, reduce_paired_chunk_task, should_promote, summarize_comparison_task
 from tasks.dataset import check_dataset_task, group_files
 from tasks.model import check_model_output_task, load_model_task
-from tasks.results import with_partition_label
+from tasks.results import model_label, with_partition_label
 from tasks.run_content import comparison_content
 from tasks.tracking import check_tracking_access_task, describe_model_task, log_evaluation_task, move_alias_task, resolve_tracking_uri
 
@@ -75,7 +75,7 @@ def compare_flow(settings: CompareSettings) -> Comparison:
     promote, reason = should_promote(overall, settings.margin) if settings.promote and not regressions else (False, "promotion not requested" if not regressions else "the challenger regressed")
     content = comparison_content(
         dataset, table, overall, settings.experiment, settings.run_name, champion_info, challenger_info, reason,
-        str(flow_run.get_id() or ""),
+        str(flow_run.get_id() or ""), (model_label(champion_info, champion.type_name), model_label(challenger_info, challenger.type_name)),
     )
     content.tags["quality_gate"] = "failed" if regressions else ("passed" if settings.max_regression is not None else "not set")
     run_id, experiment_id = log_evaluation_task(quote(content), tracking_uri)

@@ -9,6 +9,7 @@ from flows.evaluate import evaluate_flow
 from flows.settings import CirclesSettings, EvaluateSettings
 from tasks.summary import format_seed_listing, format_summary
 from tasks.tracking import ui_command
+from tasks.tracking_access import ui_hint
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -30,6 +31,6 @@ def demo_flow() -> str:
             f"Seed article, MLP on two circles ({circles.seconds:.2f} s of training, 200 epochs):\n"
             f"  {circles.line}   (the article: Train: 0.840, Test: 0.853)\n"
             f"  MLflow run {circles.run_id} in experiment bce-circles: open its metrics to see the curves",
-            f"Results are in MLflow at {demo.tracking_uri}; browse them with: {ui_command(demo.tracking_uri)}",
+            f"Results are in MLflow at {demo.tracking_uri}; {ui_hint(demo.tracking_uri)}",
         ]
     )

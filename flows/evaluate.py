@@ -29,6 +29,7 @@ from flows.background import listing_in_background
 from flows.settings import EvaluateSettings
 from tasks.audit import audit_chunk_task, summarize_audit_task
 from tasks.cache import (
+    check_cache_dir_task,
     evaluation_key,
     load_cached_task,
     partition_content_hashes_task,
@@ -43,13 +44,18 @@ from tasks.model import check_model_output_task, fit_model_task, load_model_task
 from tasks.plots import make_figures_task, sample_scores_task
 from tasks.reduce import reduce_chunk_task, summarize_records_task
 from tasks.prefect_artifacts import publish_prefect_artifacts_task
-from tasks.results import Evaluation, ModelInfo, with_partition_label
+from tasks.results import Evaluation, ModelInfo, model_label, with_partition_label
 from tasks.run_content import audit_headline, build_evaluation_log_task
 from tasks.scoring import Scorer, make_scorer, stored_scorer
-from tasks.tracking import check_tracking_access_task, describe_model_task, log_evaluation_task, resolve_tracking_uri, ui_command
-from tasks.series import DEFAULT_BAND, Series, current_points, drift_band, read_history_task, series_key
+from tasks.tracking import check_tracking_access_task, describe_model_task, log_evaluation_task, resolve_tracking_uri
+from tasks.series import DEFAULT_BAND, Series, current_points, drift_band, latest_run, model_lineage, read_history_task, series_key
 from tasks.storage import data_location
+from tasks.tracking_access import ui_hint
 from tasks.training_data import collect_training_data_task
+
+
+#: the progress line's words when the pass starts (tests wait for it, or check that a refusal came before it)
+PASS_STARTED = "chunk(s) of whole partitions"
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,10 @@ class Scoring:
     scorer: Scorer
     info: ModelInfo
     tags: dict[str, str]
+    lineage: str  # the model's part of the series key (tasks.series.model_lineage)
+    name: str  # the model's short name, for the run's default name (tasks.results.model_label)
     model: Any = None  # the loaded or fitted model (None for stored scores)
     fitted: Any = None  # the model fitted by this run (logged with it), else None
-    name: str = "stored scores"  # the model's class, for the run's default name
 
 
 @dataclass(frozen=True)
@@ -140,17 +147,24 @@ def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, trac
     logger.info(f"found {len(dataset.files):,} file(s), {dataset.num_rows:,} rows")
     if settings.score_col:
         info = ModelInfo(f"stored {settings.score_kind} column {settings.score_col!r}")
-        return Scoring(dataset, stored_scorer(settings.score_col, settings.score_kind), info, tags)
+        lineage = model_lineage(tags, score_col=settings.score_col, score_kind=settings.score_kind)
+        return Scoring(dataset, stored_scorer(settings.score_col, settings.score_kind), info, tags, lineage, f"stored {settings.score_col}")
     if loaded is not None:
         scorer = loaded.scorer(dataset.features, dataset.text_features)
         check_model_output_task(loaded, quote(dataset))
-        info = ModelInfo(f"{loaded.type_name} ({loaded.flavor.name}) from {settings.model_uri}", uri=settings.model_uri)
-        return Scoring(dataset, scorer, info, {**tags, **loaded.tags(scorer)}, loaded.model, name=loaded.type_name)
+        tags = {**tags, **loaded.tags(scorer)}
+        label = model_label(tags, loaded.type_name)
+        what = f"{label} ({loaded.flavor.name} {loaded.type_name})" if tags.get("model_version") else label
+        info = ModelInfo(f"{what} from {settings.model_uri}", uri=settings.model_uri,
+                         registered_name=tags.get("model_name"), registered_version=tags.get("model_version"))
+        return Scoring(dataset, scorer, info, tags, model_lineage(tags), label, loaded.model)
     get_run_logger().info(f"fitting LogisticRegression on {dataset.num_rows:,} rows of {len(dataset.files)} file(s)")
     fitted = _fit(settings, dataset)
     how = " (streaming L-BFGS)" if settings.fit == "streaming" else ""
     info = ModelInfo(f"LogisticRegression fitted on this data{how}", params=fitted.get_params())
-    return Scoring(dataset, make_scorer(fitted, dataset.features), info, tags, fitted, fitted, "LogisticRegression")
+    # the fit's configuration: its features, the estimator's parameters and how it was fitted
+    lineage = model_lineage(tags, features=dataset.features, params={**info.params, "fit": settings.fit})
+    return Scoring(dataset, make_scorer(fitted, dataset.features), info, tags, lineage, "LogisticRegression", fitted, fitted)
 
 
 def _fit(settings: EvaluateSettings, dataset: Dataset) -> Any:
@@ -163,11 +177,13 @@ def _fit(settings: EvaluateSettings, dataset: Dataset) -> Any:
 def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
     """Stage 2: score, check and reduce each chunk of whole partitions; cached partitions are not read."""
     dataset, scorer, logger = scoring.dataset, scoring.scorer, get_run_logger()
+    check_cache_dir_task(settings.cache)  # a bad BCE_EVAL_CACHE stops the run before the pass
     exact_auc = settings.auc == "exact"
     keys = partition_keys(dataset, scorer, exact_auc) if settings.cache else {}
     hashes = partition_content_hashes_task(quote(dataset), quote(list(keys))) if settings.cache and settings.verify_cache else None
     cached = load_cached_task(quote(keys), quote(hashes)) if settings.cache and not settings.full else {}
     chunks = group_files(dataset, settings.rows_per_task(holds_rows=exact_auc), skip=set(cached))
+    logger.info(f"scoring {sum(f.num_rows for c in chunks for f in c):,} rows: {len(chunks)} {PASS_STARTED}")
     futures = [reduce_chunk_task.submit(quote(dataset), scorer, quote(chunk), exact_auc) for chunk in chunks]
     records, hists = [rec for rec, _ in cached.values()], [hist for _, hist in cached.values()]
     started, rows_done = time.monotonic(), 0
@@ -191,11 +207,13 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
 def judge(settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, tracking_uri: str) -> Judged:
     """Stage 3: the series' bands, the quality gates (against a baseline run when asked), the optional audit pass."""
     gates = settings.gates
-    baseline = read_baseline_task(gates.baseline_run_id, tracking_uri) if gates.baseline_run_id else None
-    key = series_key(data_location(settings.data), settings.label, deployment.id)
+    key = series_key(data_location(settings.data), settings.label, deployment.id, scoring.lineage)
     history = read_history_task(tracking_uri, settings.experiment, key)
+    baseline_run = latest_run(history, settings.experiment) if gates.baseline_run_id == "latest" else gates.baseline_run_id
+    baseline = read_baseline_task(baseline_run, tracking_uri) if baseline_run else None
     current = current_points(reduced.table, reduced.overall, scoring.dataset.partition_by)
-    series = Series(key, history, drift_band(history, current, gates.max_drift or DEFAULT_BAND))
+    k = gates.max_drift or DEFAULT_BAND
+    series = Series(key, history, drift_band(history, current, k), k, gates.max_drift is not None)
     verdict = check_gates_task(reduced.table, reduced.overall, gates, baseline, series.band) if gates.active else None
     table = with_verdicts(reduced.table, verdict)
     if not settings.audit:
@@ -224,7 +242,8 @@ def publish(
     if scorer.expression is not None and len(dataset.features) == 1:
         linear = (float(scoring.model.coef_.ravel()[0]), float(scoring.model.intercept_.ravel()[0]))
     figures = make_figures_task(
-        sample, judged.table, reduced.overall["bce"], dataset.features, linear, bool(dataset.partition_by), reduced.overall["n_rows"]
+        sample, judged.table, reduced.overall["bce"], dataset.features, linear, bool(dataset.partition_by), reduced.overall["n_rows"],
+        settings.gates.max_partition_bce,
     )
     results_path = save_results_task(eval_key, judged.table, reduced.overall)
     log = build_evaluation_log_task(
@@ -248,9 +267,10 @@ def publish(
     run_id, experiment_id = log_evaluation_task(quote(log), tracking_uri)
     headline = audit_headline(judged.audit[0], reduced.overall["bce"]) if judged.audit else ""
     evaluation = Evaluation(
-        judged.table, reduced.overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample, judged.verdict, headline
+        judged.table, reduced.overall, dataset.partition_by, run_id, experiment_id, tracking_uri, sample, judged.verdict, headline,
+        scoring.info.description, judged.series.notice(),
     )
-    publish_prefect_artifacts_task(quote(evaluation), Path(settings.data).name, ui_command(tracking_uri), judged.verdict)
+    publish_prefect_artifacts_task(quote(evaluation), Path(settings.data).name, ui_hint(tracking_uri), judged.verdict)
     return evaluation
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tasks.errors import GateFailed, InputError, StorageUnavailable, TrackingError
 
@@ -26,17 +26,12 @@ def prepare_environment() -> None:
     """Local, quiet defaults (each one only where the user has not set it)."""
     defaults = {
         "PREFECT_HOME": str(REPO_ROOT / ".prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "GIT_PYTHON_REFRESH": "quiet",
-        "MPLBACKEND": "Agg",
+        "GIT_PYTHON_REFRESH": "quiet", "MPLBACKEND": "Agg",
         # MLflow's own HTTP retries, bounded (its default backs off for minutes); the logging
         # task retries on top of these, then the CLI says where the results were saved
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -67,8 +62,16 @@ class _ConsoleFilter(logging.Filter):
         return False
 
 
-def _drop_dead_links(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("View at http")
+def _engine_lines_dropped(prefect_dir: str) -> Callable[[logging.LogRecord], bool]:
+    """Drops Prefect's own lines about each flow and task run (begun, retried, crashed, finished in a state; not its link):
+    without ``--verbose`` the console shows the flow's progress lines and the CLI's last line (which says what failed)."""
+    return lambda record: not (
+        record.name in ("prefect.flow_runs", "prefect.task_runs") and record.pathname.startswith(prefect_dir) and not _is_link(record)
+    )
+
+
+def _is_link(record: logging.LogRecord) -> bool:
+    return record.getMessage().startswith("View at http")
 
 
 class _RedactFilter(logging.Filter):
@@ -89,14 +92,14 @@ class _RedactFilter(logging.Filter):
 
 
 def install_log_filters(verbose: bool, temporary_server: bool = False) -> None:
-    """Keep the console readable; keep every traceback in the debug log file.
+    """Keep the console readable (without ``--verbose``: the flow's progress lines, none of Prefect's lines about
+    each flow and task run, no traceback); keep every line and traceback in the debug log file.
 
     With a temporary Prefect server, Prefect's "View at http://127.0.0.1:…" links stay off the
     console: that server is gone when the command exits.
     """
-    from prefect import flow  # noqa: F401 - importing prefect.main configures its log handlers first
+    import prefect.main  # importing prefect.main configures Prefect's log handlers first
 
-    root = logging.getLogger()
     file_handler = logging.FileHandler(debug_log_path(), encoding="utf-8")
     file_handler.setLevel(logging.DEBUG)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -106,19 +109,20 @@ def install_log_filters(verbose: bool, temporary_server: bool = False) -> None:
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(redact)
-    if temporary_server:
-        for logger in (logging.getLogger(), logging.getLogger("prefect"), logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")):
-            for handler in logger.handlers:
-                if type(handler).__name__ == "PrefectConsoleHandler":
-                    handler.addFilter(_drop_dead_links)
+    consoles = dict.fromkeys(  # a handler may serve several loggers: each gets its filters once
+        h for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs") for h in logging.getLogger(name).handlers
+        if type(h).__name__ == "PrefectConsoleHandler"
+    )
+    for handler in consoles if temporary_server else ():
+        handler.addFilter(lambda record: not _is_link(record))
     if verbose:
         return
     for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    for logger in (root, logging.getLogger("prefect"), logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")):
-        for handler in logger.handlers:
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.addFilter(_ConsoleFilter(handler))
+    engine_lines = _engine_lines_dropped(str(Path(prefect.__file__).parent) + os.sep)
+    for handler in consoles:
+        handler.addFilter(engine_lines)
+        handler.addFilter(_ConsoleFilter(handler))
 
 
 def pause_collection_for_imports() -> None:
@@ -144,8 +148,7 @@ def pause_collection_for_imports() -> None:
 
 
 def resume_collection() -> None:
-    """After the imports of a process paused by :func:`pause_collection_for_imports`: freeze what
-    they made and collect again."""
+    """After the imports of a process paused by :func:`pause_collection_for_imports`: freeze what they made, collect again."""
     import gc
 
     gc.freeze()
@@ -241,8 +244,10 @@ class PrefectServer:
         os.environ["PREFECT_API_URL"] = self._url
 
     def _run(self) -> None:
+        # a session of its own: Ctrl-C in a terminal interrupts the terminal's foreground process
+        # group, and a server in it would die first, under the flow still reporting to it
         with open(debug_log_path(), "ab") as log:
-            self._process = subprocess.Popen(self._command, env=self._env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(self._command, env=self._env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
 
     @property
     def starting(self) -> bool:

@@ -154,9 +154,11 @@ def start_mlflow(stack: Stack, base_env: dict[str, str]) -> subprocess.Popen:
     conf = stack.home / "mlflow" / "basic_auth.ini"
     conf.parent.mkdir(parents=True, exist_ok=True)
     # no password in the file: MLflow creates the admin from MLFLOW_AUTH_ADMIN_PASSWORD on first start
+    # a checked password is remembered for 60 s (per worker): MLflow otherwise hashes it (scrypt) twice
+    # per request, ~0.3 s of CPU; a password changed through the API may pass on the other worker until then
     conf.write_text("[mlflow]\ndefault_permission = READ\n"
                     f"database_uri = {_pg_url(stack, 'mlflow_auth')}\nadmin_username = {MLFLOW_USER}\n"
-                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\nauth_cache_ttl_seconds = 60\n")
     s3 = {k: v for k, v in stack.client_env().items() if k.startswith("AWS_")}
     env = {**base_env, **s3, **_pg_env(stack), "MLFLOW_AUTH_CONFIG_PATH": str(conf), "MLFLOW_S3_ENDPOINT_URL": stack.s3_url,
            "MLFLOW_AUTH_ADMIN_PASSWORD": stack_secrets(stack.home)["mlflow"],

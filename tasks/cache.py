@@ -37,6 +37,7 @@ import polars as pl
 
 from tasks._prefect import as_task
 from tasks.dataset import Dataset, content_hashes, files_by_partition
+from tasks.errors import InputError
 from tasks.scoring import Scorer
 from tasks.reduce import METRIC_VERSION
 from tasks.storage import storage_for
@@ -47,6 +48,35 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def cache_dir() -> Path:
     """Where cached partition results live."""
     return Path(os.environ.get("BCE_EVAL_CACHE", REPO_ROOT / ".bce-eval" / "cache"))
+
+
+def results_dir() -> Path:
+    """Where each evaluation's results are saved before logging (beside the cache folder)."""
+    return cache_dir().parent / "results"
+
+
+def check_cache_dir(use_cache: bool = True) -> None:
+    """Create the cache folder (when ``use_cache``) and the results folder, or raise
+    :class:`InputError` naming the setting when one cannot be a folder: a file there, a parent that
+    is a file, or a folder this process cannot write.
+
+    Checked before the pass, so a bad setting stops the run at once instead of after scoring.
+    """
+    for folder in ((cache_dir(),) if use_cache else ()) + (results_dir(),):
+        _check_folder(folder)
+
+
+def _check_folder(folder: Path) -> None:
+    setting = f"BCE_EVAL_CACHE={os.environ['BCE_EVAL_CACHE']}" if os.environ.get("BCE_EVAL_CACHE") else f"the cache folder {folder}"
+    remedy = "point BCE_EVAL_CACHE at a folder bce-eval may write (or unset it), or pass --no-cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{setting}: {folder} is a file or lies under one, not a folder; {remedy}.") from None
+    except OSError as exc:
+        raise InputError(f"{setting}: cannot create {folder} ({exc.strerror}); {remedy}.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{setting}: {folder} is not writable by this user; {remedy}.")
 
 
 #: The modules whose code computes the cached figures: any edit to them invalidates the cache
@@ -214,6 +244,7 @@ def store_records(
     return len(stored)
 
 
+check_cache_dir_task = as_task(check_cache_dir, name="check-cache-folder")
 load_cached_task = as_task(load_cached, name="load-cached-partitions")
 partition_content_hashes_task = as_task(partition_content_hashes, name="hash-partition-bytes")
 store_records_task = as_task(store_records, name="cache-partitions")
@@ -232,7 +263,7 @@ def save_results(key: str, table: pl.DataFrame, overall: dict[str, Any]) -> str:
     """Keep the computed results on disk before logging, so a tracking outage loses nothing."""
     import json
 
-    folder = cache_dir().parent / "results"
+    folder = results_dir()
     path = folder / f"{key}.json"
     folder.mkdir(parents=True, exist_ok=True)
     if _plain_json(table):

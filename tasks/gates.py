@@ -24,7 +24,10 @@ class GateSettings(BaseModel):
     max_regression: float | None = Field(
         default=None, ge=0, description="Fail when BCE exceeds the baseline's by more than this (overall or per partition)."
     )
-    baseline_run_id: str | None = Field(default=None, description="The MLflow run whose BCE is the baseline.")
+    baseline_run_id: str | None = Field(
+        default=None,
+        description="The MLflow run whose BCE is the baseline, or 'latest': the newest earlier run of the same evaluation (data, label and model).",
+    )
     max_drift: float | None = Field(
         default=None, gt=0,
         description="Fail when the overall BCE or a partition's leaves the band of its own series: median ± this many robust σ.",
@@ -42,7 +45,9 @@ class GateSettings(BaseModel):
         # messages name the CLI option first (most users start there), then the settings path
         # that a deployment's parameters use; this model is always EvaluateSettings.gates
         if self.max_regression is not None and not self.baseline_run_id:
-            raise ValueError("--max-regression needs --baseline-run RUN_ID (settings: gates.max_regression needs gates.baseline_run_id).")
+            raise ValueError(
+                "--max-regression needs --baseline-run RUN_ID (or latest) (settings: gates.max_regression needs gates.baseline_run_id)."
+            )
         if self.baseline_run_id and self.max_regression is None:
             raise ValueError(
                 "--baseline-run is only read for --max-regression; pass --max-regression DELTA or drop --baseline-run "

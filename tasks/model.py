@@ -191,27 +191,29 @@ def model_feature_names(model_uri: str, tracking_uri: str) -> list[str] | None:
     return list(inputs.names) if inputs is not None else None
 
 
-def log_sklearn_model(model: Any, X_example: Any, y_example: Any, registered_name: str | None) -> Any:
-    """Log a scikit-learn model to the active run (the tracker opens it), registered when a name is given."""
+def save_sklearn_model(model: Any, X_example: Any, y_example: Any, path: Any) -> Any:
+    """Write a scikit-learn model's files (what ``log_model`` uploads) to the local folder ``path``;
+    returns its ``MLmodel`` entry (the tracker adds the ids of the logged model they go to)."""
     from importlib.metadata import version
 
     import mlflow.sklearn
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
 
     signature = infer_signature(X_example, y_example) if X_example is not None else None
     kwargs: dict[str, Any] = {}
     if type(model).__name__ == "MLPClassifier" and getattr(model, "solver", "") == "sgd":
         kwargs["skops_trusted_types"] = ["sklearn.neural_network._stochastic_optimizers.SGDOptimizer"]
-    if registered_name is not None:
-        kwargs.update(registered_model_name=registered_name, await_registration_for=0)
-    return mlflow.sklearn.log_model(
+    entry = Model()
+    mlflow.sklearn.save_model(
         model,
-        name="model",
+        str(path),
+        mlflow_model=entry,
         signature=signature,
         # given requirements: MLflow would otherwise spend ~7 s inferring them in a subprocess
         pip_requirements=[f"scikit-learn=={version('scikit-learn')}"],
         **kwargs,
     )
+    return entry
 
 
 def fit_model(X: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> Any:

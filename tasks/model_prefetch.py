@@ -56,8 +56,10 @@ def start_prefetch(model_uri: str, score_kind: str) -> Helper | None:
     env = {**{k: v for k, v in os.environ.items() if k != ENV}, "PYTHONPATH": path}
     cmd = [sys.executable, "-P", "-m", "tasks.model_prefetch", str(write_fd), model_uri, score_kind]
     try:
+        # a session of its own: Ctrl-C in a terminal signals the terminal's foreground process group,
+        # and the CLI, not the helper, decides what stops (it kills the helper on its way out)
         process = subprocess.Popen(cmd, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError:
         os.close(read_fd)
         return None

@@ -1,11 +1,13 @@
 """The seed article's walk-through, drawn for any dataset (matplotlib figures, returned unsaved).
 
-Row-level figures use a seeded uniform random sample of rows across all partitions (all rows
-when the dataset is small) and say so; the forest plot uses the exact per-partition table.
+Row-level figures use a seeded uniform random sample of exactly ``max_rows`` rows across all
+partitions (all rows when the dataset has no more) and say so; the forest plot uses the exact
+per-partition table.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +23,25 @@ _NEG, _POS = "#d62728", "#2ca02c"  # the seed's red and green
 
 
 def sample_scores(dataset: Dataset, scorer: Scorer, max_rows: int = 5000, max_files: int = 10, seed: int = 0) -> pl.DataFrame:
-    """A seeded uniform random sample of up to ``max_rows`` rows with their label ``y``, probability
+    """A seeded uniform random sample of exactly ``max_rows`` rows with their label ``y``, probability
     ``p`` and ``loss`` (every row when the dataset has no more).
 
-    Two stages, so a large dataset is not read whole: ``max_files`` draws of files with probability
-    proportional to their rows (systematic, from a seeded random start), then the same number of
-    rows drawn uniformly within each draw. Every row of every partition has the same chance to be
-    in the sample (short of a file too small for its draws, which gives all its rows).
+    Every row has the same chance, ``max_rows / N``, to be in it, and only the files of up to
+    ``max_files`` blocks are read (a large dataset is not read whole): see :func:`sample_plan`.
     """
     files = list(dataset.files)
-    counts = np.array([f.num_rows for f in files], dtype=np.float64)
     cols = [*scorer.features, *([scorer.column] if scorer.column else [])]
     wanted = [*dict.fromkeys([*cols, dataset.label, *dataset.partition_by])]
-    if counts.sum() <= max_rows:
+    if sum(f.num_rows for f in files) <= max_rows:
         df = scan_files(dataset, files).select(wanted).collect()
     else:
-        rng = np.random.default_rng(seed)
-        # systematic PPS: points every N/k rows from a random start; a file gets one draw per point in it
-        step = counts.sum() / max_files
-        points = rng.uniform(0, step) + step * np.arange(max_files)
-        draws = np.bincount(np.searchsorted(np.cumsum(counts), points, side="right"), minlength=len(files))
-        per_draw = max(1, max_rows // max_files)
-        parts = []
-        for i in np.flatnonzero(draws):
-            n = int(counts[i])
-            rows = np.sort(rng.choice(n, size=min(n, per_draw * int(draws[i])), replace=False))
-            index = pl.Series("_row", rows, dtype=pl.UInt32)
-            parts.append(scan_files(dataset, [files[i]]).with_row_index("_row").filter(pl.col("_row").is_in(index)).select(wanted))
-        df = pl.concat(parts).collect()
+        rows = sample_plan([f.num_rows for f in files], max_rows, max_files, seed)
+        chosen = [i for i, r in enumerate(rows) if len(r)]
+        # one scan of the chosen files: the row index runs on across them, in this order
+        offsets = np.cumsum([0] + [files[i].num_rows for i in chosen[:-1]])
+        index = pl.Series("_row", np.concatenate([rows[i] + off for i, off in zip(chosen, offsets)]), dtype=pl.get_index_type())
+        lf = scan_files(dataset, [files[i] for i in chosen]).with_row_index("_row")
+        df = lf.filter(pl.col("_row").is_in(index.implode())).select(wanted).collect()
     y = df.get_column(dataset.label).cast(pl.Float64).to_numpy()
     s = scorer.score_frame(df, dataset.text_features)
     if scorer.kind == "logit":
@@ -58,11 +51,62 @@ def sample_scores(dataset: Dataset, scorer: Scorer, max_rows: int = 5000, max_fi
     return df.with_columns(pl.Series("y", y), pl.Series("score", s), pl.Series("p", p), pl.Series("loss", loss))
 
 
+def sample_plan(counts: list[int], k: int, draws: int = 10, seed: int = 0) -> list[np.ndarray]:
+    """Which rows of each file (row numbers within it) a sample of exactly ``k`` of the ``N`` rows takes.
+
+    Each row has the same chance, ``k / N``, however the rows fall into files; at most ``draws``
+    groups of files are read. With ``d = min(draws, k)`` points and ``m = ⌈k / d⌉`` rows a point:
+
+    1. the files, in order, are grouped into blocks of at least ``m · N / (N − d·m)`` rows (small
+       files share a block); ``d`` points are laid every ``N / d`` rows from a seeded random start
+       (systematic sampling in proportion to size): a block of ``s`` rows holds ``s·d / N`` points
+       on average and at most ``s·d / N + 1``, so that
+    2. a block holding ``j`` points can give ``j · m`` of its rows, drawn uniformly without
+       replacement: each row is drawn with chance ``(s·d / N) · m / s = d·m / N``;
+    3. ``k`` of those ``d · m`` rows, drawn uniformly, are kept: a chance of ``k / N`` for every row.
+    """
+    n = np.asarray(counts, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(n)])
+    total = int(starts[-1])
+    rng = np.random.default_rng(seed)
+    d = min(draws, k)
+    m = -(-k // d)
+    if d * m >= total:  # a sample of nearly every row: drawn from all of them at once
+        picked = rng.choice(total, size=k, replace=False)
+    else:
+        ends = _block_ends(starts, -(-m * total // (total - d * m)))
+        step = total / d
+        at = np.searchsorted(ends, rng.uniform(0, step) + step * np.arange(d), side="right")
+        hits = np.bincount(np.minimum(at, len(ends) - 1), minlength=len(ends))  # (a last point rounded up to N: the last block)
+        block_starts = np.concatenate([[0], ends[:-1]])
+        drawn = [block_starts[b] + rng.choice(int(ends[b] - block_starts[b]), size=int(hits[b]) * m, replace=False)
+                 for b in np.flatnonzero(hits)]
+        picked = rng.choice(np.concatenate(drawn), size=k, replace=False)
+    picked = np.sort(picked)
+    parts = np.split(picked, np.searchsorted(picked, starts[1:-1]))
+    return [part - start for part, start in zip(parts, starts[:-1])]
+
+
+def _block_ends(starts: np.ndarray, at_least: int) -> np.ndarray:
+    """Where each block of consecutive files ends (a row position), each block at least ``at_least`` rows (the last short one joins the one before)."""
+    ends: list[int] = []
+    begin = 0
+    for end in starts[1:]:
+        if end - begin >= at_least:
+            ends.append(int(end))
+            begin = int(end)
+    if not ends or ends[-1] != starts[-1]:
+        if ends:
+            ends.pop()
+        ends.append(int(starts[-1]))
+    return np.asarray(ends, dtype=np.int64)
+
+
 def describe_sample(sample_rows: int, total_rows: int) -> str:
-    """Which rows the row-level figures show, in words."""
+    """Which rows the row-level figures show, in words (a sample is exactly ``sample_rows``, its limit)."""
     if sample_rows >= total_rows:
         return f"all {total_rows:,} rows"
-    return f"a uniform random sample of {sample_rows:,} of {total_rows:,} rows across all partitions (seed 0)"
+    return f"a uniform random sample of {sample_rows:,} of {total_rows:,} rows across all partitions (seed 0; at most {sample_rows:,} are drawn)"
 
 
 def png_bytes(fig: Any) -> bytes:
@@ -165,33 +209,47 @@ def plot_log_loss_curve(sample: pl.DataFrame, shown: str = ""):
     return fig
 
 
-def plot_partition_bce(table: pl.DataFrame, label_col: str, overall: float, max_rows: int = 60):
-    """A forest plot: each partition's BCE with its 95% interval and row count, the overall as a line."""
+#: a partition's colour in the forest plot, by the gate's verdict (tasks.gates.with_verdicts)
+VERDICT_COLORS = {"failed": "#c62828", "passed": "#2e7d32", "too small": "0.6", "not judged": "#1f77b4"}
+_VERDICT_LABELS = {"failed": "failed", "passed": "passed", "too small": "too small (not judged)", "not judged": "partition (no gate)"}
+
+
+def plot_partition_bce(table: pl.DataFrame, label_col: str, overall: float, max_rows: int = 60, bound: float | None = None):
+    """A forest plot: each partition's BCE with its 95% interval and row count, coloured by its verdict;
+    the overall BCE and the gate's bound (``--max-partition-bce``, when set) as lines, named in a legend
+    below the axes (never over a partition)."""
     t = table.sort("bce", descending=True).head(max_rows).reverse()
     labels = [v if len(v) <= 32 else v[:29] + "…" for v in t.get_column(label_col).cast(pl.String).to_list()]
     bce = t.get_column("bce").to_numpy()
     low = t.get_column("bce_low").to_numpy() if "bce_low" in t.columns else bce
     high = t.get_column("bce_high").to_numpy() if "bce_high" in t.columns else bce
-    fig, ax = new_figure(figsize=(8, max(3.0, 0.32 * len(labels) + 1.5)))
+    verdicts = np.array(t.get_column("verdict").fill_null("not judged").to_list() if "verdict" in t.columns else ["not judged"] * t.height)
+    fig, ax = new_figure(figsize=(8, max(3.5, 0.32 * len(labels) + 2.2)), layout="constrained")
     pos = np.arange(len(labels))
-    ax.errorbar(bce, pos, xerr=[bce - low, high - bce], fmt="o", color="#1f77b4", ecolor="0.4", capsize=3)
+    for verdict, color in VERDICT_COLORS.items():
+        at = verdicts == verdict
+        if at.any():
+            ax.errorbar(bce[at], pos[at], xerr=[bce[at] - low[at], high[at] - bce[at]], fmt="o", color=color, ecolor=color,
+                        capsize=3, label=f"{_VERDICT_LABELS[verdict]}: {int(at.sum())}")
     ax.axvline(overall, color="k", linestyle="--", label=f"overall {overall:.4f}")
+    if bound is not None:
+        ax.axvline(bound, color=VERDICT_COLORS["failed"], linestyle="-", linewidth=1.2, label=f"gate bound {bound:g} (--max-partition-bce)")
     rows = [f"{label}  (n={n:,})" for label, n in zip(labels, t.get_column("n_rows").to_list())]
     ax.set_yticks(pos, rows, fontsize=8)
     title = "BCE by partition, 95% intervals" + (f" (worst {max_rows} of {table.height})" if table.height > max_rows else "")
     ax.set(xlabel="BCE (log loss)", title=title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
 
 
 def plot_paired_differences(table: pl.DataFrame, label_col: str, overall: dict[str, Any], max_rows: int = 60):
-    """Challenger − champion BCE per partition with paired 95% intervals, the overall difference as a band."""
+    """Challenger − champion BCE per partition with paired 95% intervals, the overall difference as a band
+    (its legend below the axes, never over a whisker)."""
     t = table.sort("bce_diff").head(max_rows).reverse()
     labels = [v if len(v) <= 32 else v[:29] + "…" for v in t.get_column(label_col).cast(pl.String).to_list()]
     d = t.get_column("bce_diff").to_numpy()
     low, high = t.get_column("bce_diff_low").to_numpy(), t.get_column("bce_diff_high").to_numpy()
-    fig, ax = new_figure(figsize=(8, max(3.0, 0.32 * len(labels) + 1.5)))
+    fig, ax = new_figure(figsize=(8, max(3.5, 0.32 * len(labels) + 2.2)), layout="constrained")
     pos = np.arange(len(labels))
     ax.errorbar(d, pos, xerr=[d - low, high - d], fmt="o", color="#6a3d9a", ecolor="0.4", capsize=3)
     ax.axvline(0, color="0.5", linewidth=1)
@@ -199,8 +257,7 @@ def plot_paired_differences(table: pl.DataFrame, label_col: str, overall: dict[s
                label=f"overall {overall['bce_diff']:+.5f} [{overall['bce_diff_low']:+.5f}, {overall['bce_diff_high']:+.5f}]")
     ax.set_yticks(pos, [f"{label}  (n={n:,})" for label, n in zip(labels, t.get_column("n_rows").to_list())], fontsize=8)
     ax.set(xlabel="challenger − champion BCE (negative: challenger better)", title="Paired BCE differences, 95% intervals")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     return fig
 
 
@@ -218,7 +275,7 @@ def plot_reliability(sample: pl.DataFrame, n_bins: int = 10, shown: str = ""):
     ax.plot([0, 1], [0, 1], "k:", label="perfectly calibrated")
     ax.plot(mean_p[ok] / counts[ok], rate[ok] / counts[ok], "o-", color="#1f77b4", label="model")
     ax.set(ylabel="observed positive rate")
-    ax.set_title(f"Reliability diagram\n{shown or f'{len(y):,} rows'}", fontsize=9)
+    ax.set_title(f"Reliability diagram\n{textwrap.fill(shown or f'{len(y):,} rows', 80)}", fontsize=9)  # wrapped: the figure is narrow
     ax.legend()
     ax2.bar(edges[:-1], counts, width=1 / n_bins, align="edge", color="0.6")
     ax2.set(xlabel="predicted probability", ylabel="rows")
@@ -234,8 +291,10 @@ def make_figures(
     linear: tuple[float, float] | None,
     by_partition: bool,
     total_rows: int = 0,
+    bound: float | None = None,
 ) -> dict[str, Any]:
-    """All evaluation figures by artifact name (``linear`` = (w, b) of a one-feature logit model)."""
+    """All evaluation figures by artifact name (``linear`` = (w, b) of a one-feature logit model; ``bound``
+    the gate's ``--max-partition-bce``, drawn on the forest plot)."""
     shown = describe_sample(sample.height, total_rows)
     figs: dict[str, Any] = {
         "plots/true_class_probability.png": plot_true_class_probability(sample, shown),
@@ -243,7 +302,7 @@ def make_figures(
         "plots/reliability.png": plot_reliability(sample, shown=shown),
     }
     if by_partition:
-        figs["plots/bce_by_partition.png"] = plot_partition_bce(table, "partition", overall_bce)
+        figs["plots/bce_by_partition.png"] = plot_partition_bce(table, "partition", overall_bce, bound=bound)
     if linear is not None and len(features) == 1:
         x = sample.get_column(features[0]).cast(pl.Float64).to_numpy()
         figs["plots/fitted_sigmoid.png"] = plot_sigmoid(x, sample.get_column("y").to_numpy(), linear[0], linear[1], features[0])

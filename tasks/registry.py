@@ -1,4 +1,5 @@
-"""The model registry: what a model URI names (registered name, version, source run), and aliases.
+"""The model registry: what a model URI names (registered name, version, source run, where its files
+are), and aliases.
 
 Plain functions over the ``MlflowClient`` that :class:`tasks.tracking.MlflowTracker` hands in, bound
 to its tracking URI; this module imports no MLflow, and the adapter words MLflow's errors.
@@ -7,6 +8,7 @@ to its tracking URI; this module imports no MLflow, and the adapter words MLflow
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 from tasks.errors import InputError
 
@@ -40,6 +42,39 @@ def describe_model_uri(client: Any, model_uri: str) -> dict[str, str]:
     elif model_uri.startswith("runs:/"):
         info["model_source_run_id"] = model_uri[len("runs:/") :].split("/", 1)[0]
     return info
+
+
+def model_location(client: Any, model_uri: str) -> str:
+    """Where a model's files are (``runs:/…``, ``models:/name/N``, ``models:/name@alias``, ``models:/<id>``),
+    looked up through ``client``: MLflow's own resolution of such a URI reads a run's logged model from
+    the process-wide URI."""
+    ref = model_uri[len("models:/") :].strip("/") if model_uri.startswith("models:/") else ""
+    if ref and "/" not in ref and "@" not in ref:  # models:/<logged model id>
+        location = client.get_logged_model(ref).artifact_location
+    elif ref:
+        mv = registered_version(client, model_uri)
+        location = client.get_model_version_download_uri(mv.name, mv.version)
+    elif model_uri.startswith("runs:/"):
+        location = _run_model_location(client, model_uri)
+    else:
+        return model_uri
+    return model_location(client, location) if location.startswith(("runs:/", "models:/")) else location
+
+
+def _run_model_location(client: Any, model_uri: str) -> str:
+    run_id, _, path = urlparse(model_uri).path[1:].partition("/")  # as MLflow's RunsArtifactRepository.parse_runs_uri
+    run = client.get_run(run_id)
+    name, _, rest = path.partition("/")
+    token = None
+    while name:  # a model logged by MLflow 3 is a logged model named by the path's first part
+        page = client.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'", page_token=token)
+        for model in page:
+            if model.source_run_id == run_id:
+                return model.artifact_location.rstrip("/") + (f"/{rest}" if rest else "")
+        if not page.token:
+            break
+        token = page.token
+    return run.info.artifact_uri.rstrip("/") + (f"/{path}" if path else "")  # else among the run's artifacts
 
 
 def record_registration(client: Any, run_id: str, name: str, version: str, alias: str | None) -> None:

@@ -21,7 +21,7 @@ _HEADERS = {"n_rows": "rows", "bce": "BCE", "bce_low": "95% low", "bce_high": "9
             "roc_auc": "ROC AUC", "brier": "Brier"}
 # the figures in the order the report shows them, with what each is for
 _FIGURES = (
-    ("plots/bce_by_partition.png", "Forest plot: each partition's BCE with its 95% interval; the dashed line is the overall BCE."),
+    ("plots/bce_by_partition.png", "Forest plot: each partition's BCE with its 95% interval; the legend names its colours (the gate's verdicts) and lines."),
     ("plots/comparison_by_partition.png", "Challenger − champion BCE per partition with paired 95% intervals; left of 0: the challenger is better."),
     ("plots/bce_series.png", "The nightly series: overall and per-partition BCE over earlier runs; shaded, this run's band; circled, a value that left it."),
     ("plots/true_class_probability.png", "The seed article's walk-through: the probability the model gives each row's true class."),
@@ -29,6 +29,8 @@ _FIGURES = (
     ("plots/reliability.png", "Reliability diagram: predicted probability against the observed positive rate."),
     ("plots/fitted_sigmoid.png", "The fitted sigmoid; each line is the probability of the point's true class."),
 )
+# the figures drawn from sampled rows (the others, like the table, use every row)
+_ROW_LEVEL = frozenset({"plots/true_class_probability.png", "plots/log_loss_curve.png", "plots/reliability.png", "plots/fitted_sigmoid.png"})
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
@@ -102,19 +104,39 @@ def _verdict_badge(gate: str | None) -> str:
     return '<span class="badge none">no quality gate</span>'
 
 
+def _table_note(table: pl.DataFrame, columns: tuple[str, ...]) -> str:
+    """How to read the table: only what this table has (shaded rows, which intervals)."""
+    shown = {c for c in columns if c in table.columns}
+    out = ["Click a column to sort."]
+    if "verdict" in shown and table.get_column("verdict").cast(pl.String).eq("failed").any():
+        out.append("Failed partitions are shaded.")
+    if "bce_low" in shown:
+        out.append("Intervals are 95% normal intervals of the mean per-row loss.")
+    if "bce_diff_low" in shown:
+        out.append("Intervals are paired 95% normal intervals of the mean per-row loss difference.")
+    return " ".join(out)
+
+
+def _figures_note(figures: dict[str, Any], shown: str) -> str:
+    """Which rows the figures use: the row-level ones say their sample, when there are any."""
+    if shown and _ROW_LEVEL & set(figures):
+        return f"Row-level figures show {shown}; the table and the other figures use every row."
+    return "The table and the figures use every row."
+
+
 def render_report(
     *,
     title: str,
     summary: str,
     table: pl.DataFrame,
     figures: dict[str, Any],
-    shown: str,
+    shown: str = "",
     gate: str | None = None,
     gate_message: str = "",
     extra_tables: dict[str, pl.DataFrame] | None = None,
     columns: tuple[str, ...] = _COLUMNS,
 ) -> str:
-    """The whole report as one HTML document."""
+    """The whole report as one HTML document (``shown``: which rows the row-level figures show, in words)."""
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{_verdict_badge(gate)}</p>",
@@ -122,10 +144,9 @@ def render_report(
     ]
     if gate_message:
         parts.append(f"<p><b>Gate:</b> {html.escape(gate_message)}</p>")
-    parts += ["<h2>By partition</h2>", "<p>Click a column to sort; failed partitions are shaded. Intervals are 95% normal "
-              "intervals of the mean per-row loss.</p>", table_html(table, columns)]
-    parts.append("<h2>Figures</h2>")
-    parts.append(f"<p>Row-level figures show {html.escape(shown)}; the forest plot and the table use every row.</p>")
+    parts += ["<h2>By partition</h2>", f"<p>{html.escape(_table_note(table, columns))}</p>", table_html(table, columns)]
+    if figures:
+        parts += ["<h2>Figures</h2>", f"<p>{html.escape(_figures_note(figures, shown))}</p>"]
     for name, caption in _FIGURES:
         if name in figures:
             parts.append(f'<figure id="{html.escape(name)}"><img alt="{html.escape(name)}" src="data:image/png;base64,'

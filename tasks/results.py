@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import polars as pl
 
@@ -42,11 +42,23 @@ class Evaluation:
     rows: pl.DataFrame | None = None  # the scored sample (every row of a small dataset)
     gate: Any = None  # the quality gate's verdict (tasks.gates.GateResult), None without a gate
     audit_headline: str = ""  # the audit in one line, when it ran
+    model: str = ""  # which model was evaluated, in words (ModelInfo.description)
+    drift: str = ""  # the series' drift notice (tasks.series.Series.notice), "" when nothing left its band
 
     @property
     def gate_passed(self) -> bool:
         """True without a gate, or when it passed."""
         return self.gate is None or self.gate.passed
+
+
+def model_label(tags: Mapping[str, str], type_name: str) -> str:
+    """A loaded model's short name (a run's name): its registered name and version, else its flavour and class.
+
+    The class alone says too little: XGBoost's and LightGBM's boosters are both ``Booster``.
+    """
+    if tags.get("model_name") and tags.get("model_version"):
+        return f"{tags['model_name']} v{tags['model_version']}"
+    return " ".join(p for p in (tags.get("model_flavor", ""), type_name) if p)
 
 
 def with_partition_label(table: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:

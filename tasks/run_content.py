@@ -72,12 +72,15 @@ def partition_metrics(table: pl.DataFrame, keys: tuple[str, ...], limit: int) ->
     return out
 
 
-def describe(overall: dict[str, Any], table: pl.DataFrame, keys: tuple[str, ...], dataset_name: str, model: ModelInfo) -> str:
-    """A few sentences for the MLflow run description."""
+def describe(
+    overall: dict[str, Any], table: pl.DataFrame, keys: tuple[str, ...], dataset_name: str, model: ModelInfo, drift: str = ""
+) -> str:
+    """A few sentences for the MLflow run description (the series' drift notice second, when there is one)."""
     lines = [
         f"**BCE {overall['bce']:.4f}** (± {Z95 * overall['bce_se']:.4f}, 95% normal interval) over "
         f"{overall['n_rows']:,} rows of `{dataset_name}`, {overall['n_partitions']} partition(s); "
         f"accuracy {overall['accuracy']:.3f}" + (f", ROC AUC {overall['roc_auc']:.3f}" if overall.get("roc_auc") is not None else "") + ".",
+        *([f"**Drift:** {drift}."] if drift else []),
         f"Model: {model.description}.",
     ]
     if keys and table.height > 1:
@@ -155,7 +158,7 @@ def build_evaluation_log(
     run_name = _with_gate(run_name, metrics, tags)
     X_example, y_example = _model_examples(fitted_model, sample, dataset.features)
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
-    description = describe(overall, table, keys, name, model)
+    description = describe(overall, table, keys, name, model, series.notice() if series is not None else "")
     report = _evaluation_report(f"BCE evaluation of {name}: {run_name}", description, table, figures, sample.height, overall, tags, audit,
                                 series.band if series is not None and series.has_history else None)
     return RunContent(
@@ -285,8 +288,10 @@ def comparison_content(
     challenger: dict[str, str],
     decision: str,
     flow_run_id: str,
+    names: tuple[str, str] = ("", ""),
 ) -> RunContent:
-    """What a champion/challenger comparison logs."""
+    """What a champion/challenger comparison logs (``names``: the two models' short names,
+    :func:`tasks.results.model_label`, for the run's default name)."""
     keys = dataset.partition_by
     cols = [*(keys or ("partition",)), "n_rows", "bce_champion", "bce_challenger", "bce_diff", "bce_diff_low", "bce_diff_high", "verdict"]
     out = table.select(cols)
@@ -305,10 +310,12 @@ def comparison_content(
         f"{overall['verdict']}.\n\nDecision: {decision}."
     )
     report = render_report(title=f"Champion vs challenger on {Path(dataset.root).name}", summary=summary, table=out, figures=figures,
-                           shown=f"all {overall['n_rows']:,} rows", columns=tuple(out.columns))
+                           columns=tuple(out.columns))
+    # two unregistered models of one class have the same short name: their URIs tell them apart
+    pair = names if all(names) and names[0] != names[1] else (champion["model_uri"], challenger["model_uri"])
     return RunContent(
         experiment=experiment,
-        run_name=run_name or f"{Path(dataset.root).name} · {champion['model_uri']} vs {challenger['model_uri']}",
+        run_name=run_name or f"{Path(dataset.root).name} · {pair[0]} vs {pair[1]}",
         params={
             "data_path": data_location(dataset.root),
             "champion": champion["model_uri"],

@@ -2,8 +2,10 @@
 partition's own history.
 
 Runs of one series share the tag ``bce_eval.series``: the deployment's id for a deployment's runs,
-else the data's location and label (a repeated ``bce-eval evaluate`` of the same data). The band of
-a partition (and of the overall BCE) over its last runs is
+else the data's location and label (a repeated ``bce-eval evaluate`` of the same data), and in both
+cases the model's lineage (:func:`model_lineage`): another model on the same data has a history of
+its own, so a change of model is never taken for drift. The band of a partition (and of the overall
+BCE) over its last runs is
 
     median(h) ± k · sqrt((1.4826 · MAD(h))² + se²)
 
@@ -15,15 +17,19 @@ and makes leaving the band a gate). A band needs ``MIN_HISTORY`` past runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
 from tasks._prefect import as_task
+from tasks.errors import InputError
 from tasks.naming import metric_key_suffix
+from tasks.redact import redact_uri
 
 SERIES_TAG = "bce_eval.series"
 PARTITION_PREFIX = "bce_by_partition/"
@@ -35,11 +41,13 @@ HISTORY_RUNS = 30
 
 @dataclass(frozen=True)
 class Series:
-    """A run's series: its key, the earlier runs' BCEs, and this run's band per key."""
+    """A run's series: its key, the earlier runs' BCEs, and this run's band per key (``k`` robust σ wide)."""
 
     key: str
     history: pl.DataFrame
     band: pl.DataFrame
+    k: float = DEFAULT_BAND
+    gated: bool = False  # --max-drift: leaving the band fails the run
 
     def tags(self) -> dict[str, str]:
         left = self.band.filter(pl.col("drifted")).get_column("partition").to_list()
@@ -49,10 +57,53 @@ class Series:
     def has_history(self) -> bool:
         return self.history.height > 0
 
+    def notice(self) -> str:
+        """This run's drift in words, after a "drift:" (which partitions, which band, whether it is a gate), or ""."""
+        line, _ = drift_failures(self.band, self.k)
+        if line is None:
+            return ""
+        runs = self.history.get_column("run_id").n_unique()
+        how = f"a gate (--max-drift {self.k:g})" if self.gated else "not a gate (--max-drift K fails a run on it)"
+        return f"against {runs} earlier run(s) of this model on this data, {line}; {how}"
 
-def series_key(data_location: str, label: str, deployment_id: str | None) -> str:
-    """The series a run belongs to: its deployment, else its data and label."""
-    return f"deployment:{deployment_id}" if deployment_id else f"data:{data_location}#{label}"
+
+def model_lineage(
+    tags: Mapping[str, str],
+    *,
+    score_col: str | None = None,
+    score_kind: str = "",
+    features: Sequence[str] = (),
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    """Which model a run evaluates, as its series follows it: the part of the series key that is the model.
+
+    A registered model is one lineage across its versions and alias moves (``models:/churn@champion``
+    moving from v1 to v2 stays the champion's series); its flavour is part of it (a model of another
+    kind is another history). An unregistered logged model is its URI; stored scores, their column;
+    a model fitted by the run, its configuration (the features and the estimator's parameters, hashed):
+    a nightly refit of the same configuration continues its series, other features or parameters start one.
+    """
+    if score_col:
+        return f"scores:{score_col} ({score_kind})"
+    flavor = tags.get("model_flavor", "")
+    if tags.get("model_name"):
+        alias = f"@{tags['model_alias']}" if tags.get("model_alias") else ""
+        return f"registered:{tags['model_name']}{alias} ({flavor})"
+    if tags.get("model_uri"):
+        return f"model:{redact_uri(tags['model_uri'])} ({flavor})"
+    config = json.dumps({"features": list(features), "params": dict(params or {})}, sort_keys=True, default=repr)
+    digest = hashlib.blake2b(config.encode(), digest_size=8).hexdigest()
+    return f"fit:LogisticRegression on {len(features)} feature(s) #{digest}"
+
+
+def series_key(data_location: str, label: str, deployment_id: str | None, lineage: str) -> str:
+    """The series a run belongs to: its deployment, else its data and label; and in both its model's lineage.
+
+    Quotes are percent-encoded: MLflow's search takes the key between quotes and has no escape for them.
+    """
+    where = f"deployment:{deployment_id}" if deployment_id else f"data:{data_location}#{label}"
+    key = f"{where}|{lineage}"
+    return key.replace("%", "%25").replace("'", "%27").replace('"', "%22")
 
 
 def current_points(table: pl.DataFrame, overall: dict[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[str, float, float]]:
@@ -98,6 +149,16 @@ def read_history(tracking_uri: str, experiment: str, key: str, limit: int = HIST
     return pl.DataFrame(rows, schema=schema).sort("start_time")
 
 
+def latest_run(history: pl.DataFrame, experiment: str) -> str:
+    """The newest earlier run of the series (``--baseline-run latest``); :class:`InputError` when there is none."""
+    if not history.height:
+        raise InputError(
+            f"--baseline-run latest: this evaluation (the same data, label and model) has no earlier FINISHED run in "
+            f"experiment {experiment!r}; run it once without --max-regression, or pass a run id to --baseline-run."
+        )
+    return str(history.sort("start_time").get_column("run_id")[-1])
+
+
 def drift_band(history: pl.DataFrame, current: dict[str, tuple[str, float, float]], k: float = DEFAULT_BAND) -> pl.DataFrame:
     """Each key's band from its own history, and whether this run's BCE left it (see the module's formula).
 
@@ -123,12 +184,13 @@ def drift_band(history: pl.DataFrame, current: dict[str, tuple[str, float, float
 
 
 def drift_failures(band: pl.DataFrame, k: float) -> tuple[str | None, list[str]]:
-    """The gate's line and the partitions (labels) that left their band, or (None, [])."""
+    """The line naming the partitions (labels) that left their band, with their bands, and those partitions; or (None, [])."""
     out = band.filter(pl.col("drifted"))
     if not out.height:
         return None, []
     names = [f"{r['partition']} ({r['bce']:.4f} outside [{r['low']:.4f}, {r['high']:.4f}])" for r in out.iter_rows(named=True)]
-    return f"{out.height} left the band of their own history (median ± {k:g} robust σ): " + ", ".join(names[:20]), out.get_column("partition").to_list()
+    more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+    return f"{out.height} left the band of their own history (median ± {k:g} robust σ): " + ", ".join(names[:20]) + more, out.get_column("partition").to_list()
 
 
 def plot_series(history: pl.DataFrame, band: pl.DataFrame, max_lines: int = 12):

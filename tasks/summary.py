@@ -41,8 +41,10 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str,
     auc = "n/a (one class)" if o.get("roc_auc") is None else f"{o['roc_auc']:.4f}"
     out = [
         f"BCE evaluation of {dataset_name}: {o['n_rows']:,} rows, {o['n_partitions']} partition(s)",
+        *([f"  model: {ev.model}"] if ev.model else []),
         f"  overall BCE {o['bce']:.4f} (± {Z95 * o['bce_se']:.4f})   accuracy {o['accuracy']:.4f}   "
         f"ROC AUC {auc}   Brier {o['brier']:.4f}",
+        *([f"  drift: {ev.drift}"] if ev.drift else []),
     ]
     if ev.partition_by and top:
         out.append(f"  worst {min(top, ev.table.height)} partition(s):")
@@ -54,7 +56,7 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str,
     if ev.run_id:
         where = f"'{experiment}' (id {ev.experiment_id})" if experiment else str(ev.experiment_id)
         out.append(f"  MLflow run {ev.run_id} in experiment {where} at {redact_uri(ev.tracking_uri or '')}")
-        out.append(f"  open it with: {ui_command}")
+        out.append(f"  open it in a browser: {ui_command}" if ui_command.startswith(("http://", "https://")) else f"  open it with: {ui_command}")
     return "\n".join(out)
 
 

@@ -3,7 +3,8 @@
 :class:`MlflowTracker` is the one door to MLflow for tracking (experiments, runs and what they hold,
 the registry, a run's artifacts, where a logged model's files are); :mod:`tasks.registry` and
 :mod:`tasks.run_lifecycle` run on the client it hands them. No module-level state; MLflow's
-process-wide URI is set only in :meth:`MlflowTracker._fluent_scope`, around ``log_model``.
+process-wide URI is set only in :meth:`MlflowTracker._fluent_scope`, around a registration and the
+example models' ``log_model``.
 
 A run is created only once every figure is computed, and ends FINISHED only when everything was
 logged; if logging fails half-way it is ended FAILED, so a FINISHED run is always complete.
@@ -16,19 +17,21 @@ import json
 import os
 import time
 import warnings
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tasks._prefect import as_task
 from tasks.errors import InputError, TrackingError
 from tasks.redact import redact_text, redact_uri
-from tasks.registry import describe_model_uri, move_alias as move_registry_alias, record_registration, registered_version
-from tasks.run_lifecycle import owner_tags, previous_attempt, sqlite_path, store_lock
+from tasks.registry import describe_model_uri, model_location, move_alias as move_registry_alias, record_registration
+from tasks.run_files import files_written
+from tasks.run_lifecycle import owner_tags, previous_attempt, request_workers, run_all, sqlite_path, store_lock
 from tasks.tracking_access import DEFAULT_STORE_DIR, access_denied, check_tracking_access, ui_command  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from tasks.run_content import DatasetRef, RunContent
-
 
 
 # MLflow's UI opens an experiment in its GenAI view unless this tag says it is for model training
@@ -91,8 +94,7 @@ class MlflowTracker:
 
     def _create_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> tuple[str, str]:
         experiment_id = self._ensure_experiment(experiment)
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
-        return run.info.run_id, experiment_id
+        return self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id, experiment_id
 
     def end_run_failed(self, run_id: str) -> None:
         """Mark a run FAILED (used when the work before logging fails)."""
@@ -110,8 +112,8 @@ class MlflowTracker:
 
     def log_run_content(self, run_id: str, experiment_id: str, content: "RunContent") -> None:
         """Log ``content`` into an open run, then end it FINISHED; on any error end it FAILED and re-raise."""
-        with store_lock(self.tracking_uri):
-            self._log_content(run_id, experiment_id, content)
+        with store_lock(self.tracking_uri), files_written(content) as files:
+            self._log_content(run_id, experiment_id, content, files)
 
     def log_evaluation(self, content: "RunContent") -> tuple[str, str]:
         """Log one evaluation as one MLflow run; returns its run id and experiment id.
@@ -133,15 +135,18 @@ class MlflowTracker:
             raise
 
     def _log_once(self, content: "RunContent") -> tuple[str, str]:
+        """One experiment lookup, the searches for an earlier attempt (at once), the run, its content;
+        its files are written meanwhile."""
         identity = {k: content.tags[k] for k in ("prefect.flow_run_id", "bce_eval.evaluation_key") if content.tags.get(k)}
-        with store_lock(self.tracking_uri):  # SQLite: one writer at a time instead of "database is locked"
+        # SQLite: one writer at a time instead of "database is locked"
+        with store_lock(self.tracking_uri), files_written(content) as files:
             experiment_id = self._ensure_experiment(content.experiment)
-            existing = previous_attempt(self.client, experiment_id, identity)
+            existing = previous_attempt(self.client, experiment_id, identity, request_workers(self.tracking_uri))
             if existing is not None:
                 return existing, experiment_id
-            run_id, experiment_id = self._create_run(content.experiment, content.run_name, {**identity, **owner_tags()})
-            self._log_content(run_id, experiment_id, content)
-        return run_id, experiment_id
+            run = self.client.create_run(experiment_id, run_name=content.run_name, tags={**identity, **owner_tags()})
+            self._log_content(run.info.run_id, experiment_id, content, files, run.info.artifact_uri)
+        return run.info.run_id, experiment_id
 
     def _tracking_error(self, exc: BaseException, content: "RunContent") -> Exception:
         reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
@@ -151,67 +156,80 @@ class MlflowTracker:
             "when the tracking server is back: cached partitions are reused, nothing is recomputed"
         )
 
-    def _log_content(self, run_id: str, experiment_id: str, content: "RunContent") -> None:
+    def _log_content(self, run_id: str, experiment_id: str, content: "RunContent", files: tuple[Future, Future | None],
+                     artifact_uri: str | None = None) -> None:
+        """Everything in as few requests as MLflow allows, at once where they do not depend on each
+        other: the run's files (MLflow's HTTP artifact store takes one per request), its inputs, and
+        the model (:meth:`_log_model`; without one, the values); then the model READY and the run
+        FINISHED. ``files`` are :func:`tasks.run_files.files_written`'s. Any error: the run FAILED."""
+        from mlflow.entities import RunStatus
+
+        made: list[Any] = []  # the logged model, once made
         try:
-            self._log_values(run_id, content)
-            self._log_artifacts(run_id, content)
-            if content.model is not None:
-                self._log_model(run_id, experiment_id, content)  # last: it ends the run
-            else:
-                self.client.set_terminated(run_id, "FINISHED")
+            artifact_uri = artifact_uri or self.client.get_run(run_id).info.artifact_uri
+            # the longest chain first: the model's requests wait on its entry, the values on the model
+            first = partial(self._log_model, run_id, experiment_id, content, files[1], made) if content.model is not None else \
+                partial(self._log_values, run_id, content, None)
+            inputs = [partial(self.client.log_inputs, run_id, datasets=_dataset_inputs(content.datasets))] if content.datasets else []
+            run_all([first, *inputs, *self._uploads(artifact_uri, files[0].result())], request_workers(self.tracking_uri))
+            if made:
+                self.client.finalize_logged_model(made[0].model_id, "READY")
+                self._register(run_id, made.pop().model_id, content.register)  # READY from here on, even if this fails
+            # FINISHED in one request (set_terminated first reads the run back to print its URL; the CLI prints it)
+            self.client._tracking_client.store.update_run_info(run_id, RunStatus.FINISHED, int(time.time() * 1000), None)
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
+            for model in made:
+                self.client.finalize_logged_model(model.model_id, "FAILED")
             raise
 
-    def _log_values(self, run_id: str, content: "RunContent") -> None:
+    def _log_model(self, run_id: str, experiment_id: str, content: "RunContent", saved: Future, made: list[Any]) -> None:
+        """The logged model (appended to ``made``; first: the run's metrics name it, as ``log_model``
+        links them), then at once the run's values, its output (the model) and the model's files."""
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.tracking.context import registry
+
+        model = self.client.create_logged_model(experiment_id, name="model", source_run_id=run_id, tags=registry.resolve_tags(),
+                                                params={k: _param_value(v) for k, v in content.params.items()})
+        made.append(model)
+        folder, entry = saved.result()
+        entry.artifact_path, entry.model_uuid, entry.run_id, entry.model_id = model.artifact_location, model.model_id, run_id, model.model_id
+        entry.save(str(folder / "MLmodel"))  # what log_model writes: the model's ids in its MLmodel
+        calls = [partial(self._log_values, run_id, content, model.model_id),
+                 partial(self.client.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=0)])]
+        run_all(calls + self._uploads(model.artifact_location, folder), request_workers(self.tracking_uri))
+
+    def _log_values(self, run_id: str, content: "RunContent", model_id: str | None) -> None:
+        """Metrics (of the run's model too), params and tags: one ``log_batch`` (MLflow's client
+        splits it only past 1000 metrics, 100 params or 100 tags)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         params = [Param(k, _param_value(v)) for k, v in content.params.items()]
-        metrics = [Metric(k, float(v), now, 0) for k, v in {**content.metrics, **content.partition_metrics}.items()]
-        tags = [RunTag(k, v) for k, v in content.tags.items()]
-        if content.description:
-            tags.append(RunTag("mlflow.note.content", content.description))
-        self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
-
-    def _log_artifacts(self, run_id: str, content: "RunContent") -> None:
-        client = self.client
-        for name, table in content.tables.items():
-            # log_table's JSON ("split"), at full precision (its pandas JSON keeps 10 digits; 10,000 rows cost 0.25 s)
-            rows = [list(r) for r in zip(*table.values())]
-            client.log_text(run_id, json.dumps({"columns": list(table), "data": rows}), artifact_file=name)
+        metrics = [Metric(k, float(v), now, 0, model_id=model_id) for k, v in {**content.metrics, **content.partition_metrics}.items()]
+        tags = {**content.tags, **({"mlflow.note.content": content.description} if content.description else {})}
         if content.tables:  # the tag log_table sets: the UI lists them as the run's tables
-            tables = [{"path": name, "type": "table"} for name in content.tables]
-            client.set_tag(run_id, "mlflow.loggedArtifacts", json.dumps(tables))
-        if content.figures:
-            import tempfile
+            tags["mlflow.loggedArtifacts"] = json.dumps([{"path": name, "type": "table"} for name in content.tables])
+        self.client.log_batch(run_id, metrics=metrics, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
 
-            from tasks.plots import write_pngs
+    def _uploads(self, artifact_uri: str, folder: Path) -> list[Callable[[], Any]]:
+        """One upload per file under ``folder``, to the same path under ``artifact_uri`` (no lookup of the URI)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-            with tempfile.TemporaryDirectory(prefix="bce-eval-plots-") as tmp:
-                write_pngs(content.figures, Path(tmp))  # the report's bytes, in one upload
-                client.log_artifacts(run_id, tmp)
-            import matplotlib.pyplot as plt
+        repo = get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        return [partial(repo.log_artifact, str(p), p.parent.relative_to(folder).as_posix() if p.parent != folder else None) for p in files]
 
-            for fig in content.figures.values():
-                plt.close(fig)
-        for name, text in content.text_artifacts.items():
-            client.log_text(run_id, text, artifact_file=name)
-        if content.datasets:
-            client.log_inputs(run_id, datasets=_dataset_inputs(content.datasets))
-
-    def _log_model(self, run_id: str, experiment_id: str, content: "RunContent") -> None:
-        """Log the model (registered as a new version when asked); leaving ``start_run`` ends the run
-        FINISHED, or FAILED on an error."""
+    def _register(self, run_id: str, model_id: str, register: tuple[str, str | None] | None) -> None:
+        """A new version of the registered model (as ``log_model`` registers it), its alias and the run's tags."""
+        if register is None:
+            return
         import mlflow
 
-        from tasks.model import log_sklearn_model
-
-        name, alias = content.register or (None, None)
-        with self._fluent_scope(), mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
-            info = log_sklearn_model(content.model, content.model_input_example, content.model_output_example, name)
-            if name is not None:
-                record_registration(self.client, run_id, name, str(info.registered_model_version), alias)
+        name, alias = register
+        with self._fluent_scope():
+            version = mlflow.register_model(f"models:/{model_id}", name, await_registration_for=0).version
+        record_registration(self.client, run_id, name, str(version), alias)
 
     def log_registered_model(
         self, experiment: str, run_name: str, log: Callable[[str], Any], registered_name: str, alias: str
@@ -267,43 +285,12 @@ class MlflowTracker:
     def download_model(self, model_uri: str, into: str) -> str:
         """A logged model's files (``runs:/…``, ``models:/name/N``, ``models:/name@alias``) in the local folder ``into``."""
         import mlflow.artifacts
-
-        location = self._model_location(model_uri)
-        return mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=into, tracking_uri=self.tracking_uri)
-
-    def _model_location(self, model_uri: str) -> str:
-        """Where a model's files are, looked up through this store's client: MLflow's own resolution
-        of a ``runs:/`` or ``models:/`` URI reads a run's logged model from the process-wide URI."""
-        ref = model_uri[len("models:/") :].strip("/") if model_uri.startswith("models:/") else ""
-        if ref and "/" not in ref and "@" not in ref:  # models:/<logged model id>
-            location = self.client.get_logged_model(ref).artifact_location
-        elif ref:
-            mv = registered_version(self.client, model_uri)
-            location = self.client.get_model_version_download_uri(mv.name, mv.version)
-        elif model_uri.startswith("runs:/"):
-            location = self._run_model_location(model_uri)
-        else:
-            return model_uri
-        return self._model_location(location) if location.startswith(("runs:/", "models:/")) else location
-
-    def _run_model_location(self, model_uri: str) -> str:
         from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
-        run_id, path = RunsArtifactRepository.parse_runs_uri(model_uri)
-        run = self.client.get_run(run_id)
-        name, _, rest = (path or "").partition("/")
-        token = None
-        while name:  # a model logged by MLflow 3 is a logged model named by the path's first part
-            page = self.client.search_logged_models(
-                experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'", page_token=token
-            )
-            for model in page:
-                if model.source_run_id == run_id:
-                    return model.artifact_location.rstrip("/") + (f"/{rest}" if rest else "")
-            if not page.token:
-                break
-            token = page.token
-        return run.info.artifact_uri.rstrip("/") + (f"/{path}" if path else "")  # else among the run's artifacts
+        if model_uri.startswith("runs:/"):
+            RunsArtifactRepository.parse_runs_uri(model_uri)  # MLflow's check of its form (its error says the form)
+        location = model_location(self.client, model_uri)
+        return mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=into, tracking_uri=self.tracking_uri)
 
     # the registry
 

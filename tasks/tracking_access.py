@@ -66,9 +66,16 @@ def _console_script() -> str:
 
 
 def ui_command(tracking_uri: str) -> str:
-    """The command that opens MLflow's UI on this store (as written, it runs in this shell)."""
+    """What opens MLflow's UI on this store: the command (as written, it runs in this shell), or a
+    tracking server's own URL, in the model-training view."""
     if tracking_uri == f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}":
         return f"{_console_script()} ui"
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {redact_uri(tracking_uri).rstrip('/')}/#/experiments?workflowType=machine_learning in a browser"
+        return f"{redact_uri(tracking_uri).rstrip('/')}/#/experiments?workflowType=machine_learning"
     return f"{_console_script()} ui --backend-store-uri {redact_uri(tracking_uri)}"
+
+
+def ui_hint(tracking_uri: str) -> str:
+    """The summary's line on how to open a run's UI: a URL in a browser, a command in this shell."""
+    command = ui_command(tracking_uri)
+    return f"open it in a browser: {command}" if command.startswith(("http://", "https://")) else f"open it with: {command}"

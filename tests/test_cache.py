@@ -82,3 +82,44 @@ def test_saved_results_are_the_table_and_overall_as_json(tmp_path, monkeypatch):
     assert [r["key"] for r in rows] == ["b'a'", "b'b'", None]
     assert [r["f32"] for r in rows] == [float(np.float32(0.1)), 0.5, None]
     assert not list((tmp_path / "results").glob("*.tmp"))
+
+
+def test_a_cache_path_that_is_a_file_is_one_line_naming_the_setting(prefect_server, mlflow_uri, hive_data, tmp_path, monkeypatch, capsys):
+    from tests.conftest import run_cli_in_process
+
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("a file, not a folder")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    monkeypatch.setenv("BCE_EVAL_CACHE", str(not_a_folder))
+    args = ["evaluate", str(hive_data), "--label", "label", "--features", "a,b,c"]
+    code, out, err = run_cli_in_process(args, capsys)
+    assert code == 2, err
+    assert err[-1].startswith(f"bce-eval: error: BCE_EVAL_CACHE={not_a_folder}: ") and "--no-cache" in err[-1]
+    assert "Traceback" not in out + "\n".join(err)
+    assert not_a_folder.read_text() == "a file, not a folder"
+    experiment = mlflow.MlflowClient(mlflow_uri).get_experiment_by_name("bce-evaluation")
+    assert experiment is None or not mlflow.MlflowClient(mlflow_uri).search_runs([experiment.experiment_id])
+    # the remedy the line gives works: the same run without the cache
+    code, out, err = run_cli_in_process([*args, "--no-cache"], capsys)
+    assert code == 0, err
+    df = pl.read_parquet(hive_data, hive_partitioning=True)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    X, y = df.select("a", "b", "c").to_numpy(), df.get_column("label").to_numpy()
+    run = mlflow.MlflowClient(mlflow_uri).get_run(out.split("MLflow run ")[1].split()[0])
+    assert run.data.metrics["bce"] == pytest.approx(log_loss(y, LogisticRegression().fit(X, y).predict_proba(X)[:, 1]), rel=1e-9)
+
+
+def test_a_cache_folder_under_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    from tasks.cache import check_cache_dir
+    from tasks.errors import InputError
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("BCE_EVAL_CACHE", str(blocker / "cache"))
+    with pytest.raises(InputError, match=r"BCE_EVAL_CACHE=.*blocker/cache: .* not a folder; point BCE_EVAL_CACHE"):
+        check_cache_dir(True)
+    monkeypatch.setenv("BCE_EVAL_CACHE", str(tmp_path / "fine" / "cache"))
+    check_cache_dir(True)
+    assert (tmp_path / "fine" / "cache").is_dir() and (tmp_path / "fine" / "results").is_dir()

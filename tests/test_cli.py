@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -129,7 +130,7 @@ def test_every_option_of_every_subcommand_has_help_text():
     assert all(choice.help for choice in subs._choices_actions)  # every subcommand, too
 
 
-def _best_of(n: int, cmd: list[str], first_line: bool = False) -> tuple[float, str]:
+def _best_of(n: int, cmd: list[str], first_line: bool = False, env: dict[str, str] | None = None) -> tuple[float, str]:
     """Best wall time of ``n`` starts of ``cmd`` (to its first stdout line, or to its end) and that output."""
     import time
 
@@ -139,7 +140,7 @@ def _best_of(n: int, cmd: list[str], first_line: bool = False) -> tuple[float, s
         # a session of its own: killing it after the first line kills what it started too (the
         # temporary Prefect server, a model helper), which would otherwise outlive the test
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         if first_line:
             text = proc.stdout.readline()
             took = time.perf_counter() - start
@@ -177,7 +178,7 @@ def _session_members(sid: int) -> list[int]:
     return found
 
 
-def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
+def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path, request):
     import signal
     import urllib.request
 
@@ -191,6 +192,7 @@ def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PREFECT_HOME": str(tmp_path)})
+    request.addfinalizer(lambda: proc.poll() is not None or proc.send_signal(signal.SIGTERM) or proc.wait(timeout=60))  # a failed assertion leaves no server
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -209,7 +211,9 @@ def test_ui_answers_prints_no_warning_and_stops_everything_on_sigterm(tmp_path):
     response = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
     page = response.read().decode()
     assert response.headers["X-Frame-Options"] == "SAMEORIGIN"  # MLflow's security middleware still serves the page
-    assert "localStorage.setItem('mlflow.workflowType_v1','\"machine_learning\"')" in page and "static-files/static/js/main" in page
+    from flows.ui_app import default_view_script
+
+    assert default_view_script() in page and '"mlflow.workflowType_v1"' in default_view_script() and "static-files/static/js/main" in page
     # the server's own process and its workers: children of bce-eval, in a session of their own
     children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
     assert len(children) == 1 and _session_members(children[0])
@@ -319,3 +323,183 @@ def test_a_panic_in_polars_is_one_internal_error_line_and_logs_nothing(prefect_s
     assert "Traceback" not in out + "\n".join(err)
     # the results are saved before the MLflow run is made: no half-written run
     assert mlflow.MlflowClient(mlflow_uri).get_experiment_by_name("panic") is None or not mlflow.search_runs(experiment_names=["panic"]).shape[0]
+
+
+# --- what the terminal shows: progress and the summary, Prefect's own lines only with --verbose ----
+
+
+def test_the_console_shows_progress_not_prefects_task_run_lines_unless_verbose(cli_env, hive_data):
+    args = ["evaluate", str(hive_data), "--label", "label", "--features", "a,b,c"]
+    quiet = run_cli(args, cli_env)
+    assert quiet.returncode == 0, quiet.stderr
+    shown = quiet.stdout + quiet.stderr
+    assert "Task run" not in shown and "Finished in state" not in shown and "Beginning flow run" not in shown, shown
+    for progress in ("listing the Parquet files under", "found 4 file(s), 750 rows", "fitting LogisticRegression on 750 rows",
+                     "drawing the plots and the report", "logging the run to MLflow"):
+        assert progress in shown, (progress, shown)
+    verbose = run_cli(["--verbose", *args], cli_env)
+    assert verbose.returncode == 0, verbose.stderr
+    told = verbose.stdout + verbose.stderr
+    assert "Task run 'fit-model-" in told and "Finished in state Completed()" in told, told
+    assert len(told.splitlines()) > len(shown.splitlines()) + 10  # a line per task run, and the flow run's
+
+
+def _summary_run_lines(out: str, run_id: str, experiment: str, mlflow_uri: str) -> tuple[list[str], list[str]]:
+    """The summary's lines naming the run and how to open it, and the same built from MLflow's own records."""
+    from tasks.tracking_access import ui_command
+
+    experiment_id = mlflow.MlflowClient(mlflow_uri).get_run(run_id).info.experiment_id
+    assert mlflow.MlflowClient(mlflow_uri).get_experiment(experiment_id).name == experiment
+    expected = [f"  MLflow run {run_id} in experiment '{experiment}' (id {experiment_id}) at {mlflow_uri}",
+                f"  open it with: {ui_command(mlflow_uri)}"]
+    return [line for line in out.splitlines() if line.startswith(("  MLflow run", "  open it"))], expected
+
+
+def test_compare_and_circles_summaries_name_the_experiment_and_how_to_open_it(prefect_server, mlflow_uri, hive_data, tmp_path, monkeypatch, capsys):
+    import flows.circles
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.conftest import run_cli_in_process
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    frame = pl.read_parquet(hive_data / "region=north" / "part-0.parquet").to_pandas()
+    X = frame[["a", "b", "c"]]
+    for name, C in (("cmp-champion", 1.0), ("cmp-challenger", 0.01)):
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(LogisticRegression(C=C).fit(X, frame["label"]), name="model",
+                                            signature=infer_signature(X.head(20)), registered_model_name=name)
+        mlflow.MlflowClient().set_registered_model_alias(name, "champion", info.registered_model_version)
+    code, out, err = run_cli_in_process(["compare", str(hive_data), "--label", "label", "--champion", "models:/cmp-champion@champion",
+                                         "--challenger", "models:/cmp-challenger@champion", "--experiment", "cmp-exp"], capsys)
+    assert code == 0, err
+    (run,) = mlflow.search_runs(experiment_names=["cmp-exp"], output_format="list")
+    found, expected = _summary_run_lines(out, run.info.run_id, "cmp-exp", mlflow_uri)
+    assert found == expected, out
+
+    monkeypatch.setattr(flows.circles, "DATA", tmp_path)  # its Parquet split under tmp_path, not the repo's data/
+    code, out, err = run_cli_in_process(["circles", "--epochs", "3", "--experiment", "circles-exp"], capsys)
+    assert code == 0, err
+    (run,) = mlflow.search_runs(experiment_names=["circles-exp"], output_format="list")
+    found, expected = _summary_run_lines(out, run.info.run_id, "circles-exp", mlflow_uri)
+    assert found == expected, out
+    m = mlflow.MlflowClient(mlflow_uri).get_run(run.info.run_id).data.metrics
+    first = out.splitlines()[1]  # after the first line (what starts), the seed's line, from the run's own figures
+    assert first == f"Train: {m['final_train_accuracy']:.3f}, Test: {m['final_val_accuracy']:.3f} (training {m['training_seconds']:.2f} s)", first
+
+
+def test_the_summary_of_a_run_on_a_tracking_server_says_to_open_its_url_in_a_browser():
+    from tasks.results import Evaluation
+    from tasks.summary import format_summary
+    from tasks.tracking_access import ui_command, ui_hint
+
+    server = "http://alice:s3cret@mlflow.example:5000/"
+    view = "http://mlflow.example:5000/#/experiments?workflowType=machine_learning"
+    assert ui_command(server) == view  # what prefect_artifacts and demo print: the URL itself, without the password
+    assert ui_hint(server) == f"open it in a browser: {view}"
+    overall = {"n_rows": 10, "n_partitions": 1, "bce": 0.5, "bce_se": 0.01, "accuracy": 0.7, "roc_auc": 0.8, "brier": 0.2}
+    ev = Evaluation(table=pl.DataFrame(), overall=overall, partition_by=(), run_id="abc", experiment_id="3", tracking_uri=server)
+    lines = format_summary(ev, "hive", 5, ui_command(server), "exp").splitlines()
+    assert lines[-2:] == ["  MLflow run abc in experiment 'exp' (id 3) at http://mlflow.example:5000/", f"  open it in a browser: {view}"]
+    local = f"sqlite:///{Path('/tmp/x/mlflow.db')}"
+    assert ui_hint(local) == f"open it with: {ui_command(local)}" and ui_command(local).endswith(f"ui --backend-store-uri {local}")
+
+
+# --- model URIs: a malformed one refused at once, a missing one said once ------------------------
+
+URI_TYPOS = {
+    # (command line after the data, the model URI, what the line says)
+    "evaluate model:/": (["evaluate", "data/demo", "--label", "label", "--model-uri", "model:/nope@champion"],
+                         "--model-uri model:/nope@champion: it must start with models:/ (not model:/)"),
+    "evaluate runs:/ without a run": (["evaluate", "data/demo", "--label", "label", "--model-uri", "runs:/"],
+                                      "--model-uri runs:/: not a runs:/ URI MLflow reads; write runs:/<run_id>/<artifact path>"),
+    "compare models:/ with three parts": (["compare", "data/demo", "--label", "label", "--champion", "models:/churn@champion", "--challenger", "models:/churn/7/x"],
+                                          "--challenger models:/churn/7/x: not a models:/ URI MLflow reads; write models:/<name>/<version>, models:/<name>@<alias>"),
+    "serve unknown scheme": (["serve", "data/demo", "--label", "label", "--cron", "0 2 * * *", "--model-uri", "mdl:/churn@champion"],
+                             "--model-uri mdl:/churn@champion: MLflow loads no model from 'mdl:' URIs"),
+}
+
+
+@pytest.mark.parametrize("case", list(URI_TYPOS))
+def test_a_malformed_model_uri_is_refused_at_once_without_mlflow_or_the_server(case, tmp_path):
+    args, said = URI_TYPOS[case]
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    empty, _ = _best_of(5, [sys.executable, "-c", "pass"])
+    took, out = _best_of(3, [sys.executable, "-m", "flows.cli", *args], env=env)
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith(f"bce-eval: error: {said}"), out
+    assert len(lines) == 2 and "Traceback" not in out  # what starts, then the error: no Prefect line, no MLflow scheme list
+    # no MLflow, no Prefect, no waiting for the server: a few empty interpreter starts (1 s measured at most on a busy machine)
+    assert took < 25 * empty, (took, empty)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    assert not (tmp_path / "m.db").exists()  # MLflow was never asked
+
+
+def test_the_forms_mlflow_loads_a_model_from_pass_the_early_check():
+    from flows.preflight import check_model_uri
+
+    for uri in ("models:/churn@champion", "models:/churn/3", "models:/churn/Production", "models:/m-0a1b2c3d", "runs:/0123abcd/model",
+                "runs:/0123abcd/sub/model", "/srv/models/churn", "./model", "file:///srv/m", "s3://bucket/m", "gs://bucket/m",
+                "wasbs://c@acct.blob.core.windows.net/m", "hdfs://nn/m", "dbfs:/models/m", "mlflow-artifacts:/1/abc/artifacts/model",
+                "https://host/m", "http://host/m"):
+        check_model_uri(uri, "--model-uri")  # refusing any of these would refuse a model MLflow loads
+
+
+def test_a_missing_model_is_one_line_printed_once(cli_env, hive_data, prefect_home):
+    import uuid
+
+    name = f"nope-{uuid.uuid4().hex[:8]}"
+    proc = run_cli(["evaluate", str(hive_data), "--label", "label", "--model-uri", f"models:/{name}@champion"], cli_env)
+    assert proc.returncode == 2, proc.stderr
+    said = f"--model-uri models:/{name}@champion: cannot resolve it in the registry"
+    assert _last_line(proc).startswith(f"bce-eval: error: {said}"), proc.stderr
+    shown = proc.stdout + proc.stderr
+    assert shown.count(said) == 1, shown  # no Prefect line echoing it
+    assert "ERROR" not in shown and "Task run" not in shown and "Traceback" not in shown, shown
+    # Prefect's own account of the failed task run stays in the debug log
+    log = (prefect_home / "bce-eval-debug.log").read_text()
+    assert f"Finished in state Failed('Task run encountered an exception InputError: {said}" in log
+
+
+# --- --features with a model whose signature takes text ------------------------------------------
+
+
+def _register_pipeline(hive_data: Path, name: str):
+    """A Pipeline one-hot encoding the hive key ``region`` beside a, b, c (its signature: region is a string)."""
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pl.scan_parquet(f"{hive_data}/**/*.parquet", hive_partitioning=True).collect().to_pandas()
+    X = frame[["a", "b", "c", "region"]]
+    encode = ColumnTransformer([("region", OneHotEncoder(handle_unknown="ignore"), ["region"])], remainder="passthrough")
+    model = make_pipeline(encode, LogisticRegression()).fit(X, frame["label"])
+    signature = infer_signature(X.head(20))
+    assert signature.inputs.input_dict()["region"].type.name == "string"
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature, registered_model_name=name)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", info.registered_model_version)
+    return model, X, frame["label"].to_numpy()
+
+
+def test_features_naming_a_text_column_the_models_signature_takes_are_accepted(prefect_server, mlflow_uri, hive_data, monkeypatch, capsys):
+    from sklearn.metrics import log_loss
+
+    from tests.conftest import run_cli_in_process
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    model, X, y = _register_pipeline(hive_data, "pipe")
+    code, out, err = run_cli_in_process(["evaluate", str(hive_data), "--label", "label", "--features", "a,b,c,region",
+                                         "--model-uri", "models:/pipe@champion", "--experiment", "pipe-exp"], capsys)
+    assert code == 0, err
+    (run,) = mlflow.search_runs(experiment_names=["pipe-exp"], output_format="list")
+    assert run.data.metrics["bce"] == pytest.approx(log_loss(y, model.predict_proba(X)[:, 1]), rel=1e-9)
+    # a feature column that does not exist is still refused before the flow runs
+    code, out, err = run_cli_in_process(["evaluate", str(hive_data), "--label", "label", "--features", "a,zz,region",
+                                         "--model-uri", "models:/pipe@champion"], capsys)
+    assert code == 2, err
+    assert re.search(r"bce-eval: error: .*part-0\.parquet: no feature column 'zz'; columns are \[", err[-1]), err[-1]
+    assert not [line for line in err if "Flow run" in line], err

@@ -176,3 +176,35 @@ def test_date_window_selects_the_newest_partitions(prefect_server, mlflow_uri, t
     assert [f.hive["day"] for f in ds.files] == ["2026-11-18"]
     with pytest.raises(InputError, match="no partition matches"):
         discover_dataset(root, "label", ["a", "b", "c"], date_key="day", window_days=2, reference=datetime(2027, 1, 1, tzinfo=timezone.utc))
+
+
+def test_runs_are_named_by_flavour_and_class_and_the_terminal_names_the_model(prefect_server, mlflow_uri, hive_data):
+    """XGBoost's and LightGBM's boosters share a class name (``Booster``): a run's default name and the
+    summary say the flavour too (a registered model's name and version: tests/test_series.py)."""
+    import mlflow.lightgbm
+    import mlflow.xgboost
+    from lightgbm import LGBMClassifier
+    from mlflow.models import infer_signature
+    from xgboost import XGBClassifier
+
+    from tasks.summary import format_summary
+
+    frame = pl.read_parquet(hive_data, hive_partitioning=True).to_pandas()
+    X, y = frame[["a", "b", "c"]], frame["label"]
+    with mlflow.start_run() as logged:
+        mlflow.xgboost.log_model(XGBClassifier(n_estimators=10, max_depth=2).fit(X, y), name="xgb", signature=infer_signature(X))
+        mlflow.lightgbm.log_model(LGBMClassifier(n_estimators=10, verbose=-1).fit(X, y), name="lgbm", signature=infer_signature(X))
+    client = mlflow.MlflowClient()
+    names, summaries = {}, {}
+    for flavour, path in (("xgboost", "xgb"), ("lightgbm", "lgbm")):
+        uri = f"runs:/{logged.info.run_id}/{path}"
+        ev = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", model_uri=uri))
+        names[flavour] = client.get_run(ev.run_id).info.run_name
+        summaries[flavour] = format_summary(ev, "hive", 5, "ui").splitlines()[1]
+        assert re.fullmatch(rf"hive · {flavour} \w+ · \d{{4}}-\d\d-\d\d \d\d:\d\d", names[flavour]), names[flavour]
+        assert summaries[flavour] == f"  model: {names[flavour].split(' · ')[1]} from {uri}"
+    assert names["xgboost"].split(" · ")[1] != names["lightgbm"].split(" · ")[1]
+    # a model fitted here, and stored scores, are named as such in the terminal
+    fitted = evaluate_flow(EvaluateSettings(data=str(hive_data), label="label", features=["a", "b", "c"]))
+    assert format_summary(fitted, "hive", 5, "ui").splitlines()[1] == "  model: LogisticRegression fitted on this data"
+    assert " · LogisticRegression · " in client.get_run(fitted.run_id).info.run_name

@@ -20,6 +20,7 @@ from sklearn.metrics import log_loss
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
 from tests.conftest import run_cli_in_process as run_cli, write_hive
+from flows.evaluate import PASS_STARTED
 
 REGIONS = {"north": (700, 0.0), "south": (500, 0.7), "east": (400, -0.6)}
 COLOURS = np.array(["red", "green", "blue"])
@@ -284,7 +285,7 @@ def test_each_bad_model_is_refused_in_one_line_before_any_data_is_read(prefect_s
         assert code == 2, (kind, err)
         assert err[-1].startswith("bce-eval: error: ") and message in err[-1], (kind, err[-1])
         assert f"bad-{kind}" in err[-1] and "Traceback" not in out + "\n".join(err)
-        assert "reduce-chunk" not in out + "\n".join(err), kind  # refused before the pass
+        assert PASS_STARTED not in out + "\n".join(err), kind  # refused before the pass
     assert mlflow.get_experiment_by_name("bce-evaluation") is None  # no run, not even a failed one
 
 

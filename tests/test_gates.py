@@ -46,6 +46,32 @@ def test_small_partition_over_by_chance_passes_large_truly_worse_fails(prefect_s
     # judged on the point value instead, the small partition fails too
     point = check_gates(ev.table, ev.overall, GateSettings(max_partition_bce=threshold, min_rows=10, judge_on="point"))
     assert set(point.partitions) == {"seg=small", "seg=large"}
+    _check_forest_plot(ev, threshold, verdict)
+
+
+def _check_forest_plot(ev, threshold: float, verdict: dict[str, str]) -> None:
+    """The forest plot as the flow draws it: the gate's bound as a line, each partition's marker in its verdict's colour."""
+    from matplotlib.colors import to_hex
+
+    from tasks.plots import VERDICT_COLORS, make_figures
+
+    fig = make_figures(ev.rows, ev.table, ev.overall["bce"], (), None, True, ev.overall["n_rows"], threshold)["plots/bce_by_partition.png"]
+    ax = fig.axes[0]
+    vertical = {to_hex(line.get_color()): line.get_xdata()[0] for line in ax.lines if len(set(line.get_xdata())) == 1 and list(line.get_ydata()) == [0, 1]}
+    assert vertical == {to_hex(VERDICT_COLORS["failed"]): threshold, to_hex("k"): ev.overall["bce"]}
+    at = {t.get_text().split()[0]: t.get_position()[1] for t in ax.get_yticklabels()}
+    markers = {}
+    for line in ax.lines:
+        if line.get_marker() == "o":
+            markers.update({y: (x, to_hex(line.get_markerfacecolor())) for x, y in zip(line.get_xdata(), line.get_ydata())})
+    bce = dict(zip(ev.table["partition"], ev.table["bce"]))
+    for partition, y in at.items():
+        x, colour = markers[y]
+        assert x == pytest.approx(bce[partition]) and colour == to_hex(VERDICT_COLORS[verdict[partition]]), partition
+    # the failed partition is not the one drawn furthest right (the too-small one is): the colour says which failed
+    assert max(bce, key=bce.get) == "seg=tiny" and verdict["seg=tiny"] == "too small"
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "failed: 1" in texts and "too small (not judged): 1" in texts and any(t.startswith(f"gate bound {threshold:g}") for t in texts)
 
 
 def test_min_class_rows_marks_one_sided_partitions_too_small():
@@ -82,6 +108,17 @@ def test_regression_gate_against_a_baseline_model_uses_paired_differences(prefec
     # a generous allowance passes
     ok = compare_flow(CompareSettings(**base, max_regression=1.0))
     assert ok.gate_passed and ok.overall["bce_diff"] > 0
+    # the report says only what it has: no row-level figures, no shaded rows (no verdict is "failed")
+    doc = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="report.html")).read_text()
+    assert "failed" not in set(result.table["verdict"]) and "shaded" not in doc and "Row-level" not in doc
+    assert "paired 95% normal intervals" in doc and "The table and the figures use every row." in doc
+    # its legend sits below the axes, over no whisker
+    from tasks.plots import plot_paired_differences
+
+    fig = plot_paired_differences(result.table, "partition", result.overall)
+    fig.canvas.draw()
+    legend, axes = fig.legends[0].get_window_extent(), fig.axes[0].get_window_extent()
+    assert legend.y1 <= axes.y0 and not fig.axes[0].get_legend()
 
 
 def test_baseline_key_columns_are_what_the_logged_table_holds_besides_values():

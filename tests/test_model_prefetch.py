@@ -177,3 +177,17 @@ def test_an_alias_moved_after_the_helper_loaded_is_not_used(mlflow_uri, hive_dat
         model_prefetch.stop_prefetch(helper)
     loaded = load_model(uri, resolve_tracking_uri())  # what the flow then loads: version 2's coefficients
     assert np.array_equal(loaded.model.coef_, mlflow.sklearn.load_model("models:/churn/2").coef_)
+
+
+def test_the_helper_is_out_of_the_terminals_foreground_group(mlflow_uri, hive_data, tmp_path):
+    # Ctrl-C in a terminal signals its whole foreground process group: the CLI's own session. The
+    # helper has a session of its own: the key does not kill it under the CLI, which stops it itself
+    uri = _log(LogisticRegression(), pl.read_parquet(hive_data, hive_partitioning=True), tmp_path)
+    helper = model_prefetch.start_prefetch(uri, "probability")
+    try:
+        pid = helper.process.pid
+        assert os.getsid(pid) == pid != os.getsid(0) and os.getpgid(pid) != os.getpgrp()
+        assert model_prefetch.take_prefetched(uri, resolve_tracking_uri(), "probability") is not None  # it still does its work
+    finally:
+        model_prefetch.stop_prefetch(helper)
+    assert helper.process.poll() is not None  # stopped with the command

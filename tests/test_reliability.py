@@ -41,7 +41,11 @@ def _start_mlflow(port: int, home: Path) -> subprocess.Popen:
          "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", (home / "artifacts").as_uri()],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    _wait_http(f"http://127.0.0.1:{port}/health", proc)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=300)  # a loaded machine: MLflow's imports take long
+    except BaseException:
+        _stop(proc)  # a server that was slow to start is not left running
+        raise
     return proc
 
 
@@ -136,6 +140,37 @@ def test_a_retry_after_a_half_logged_attempt_leaves_one_run(mlflow_uri):
         gone = client.get_run(old.info.run_id)
         assert gone.info.lifecycle_stage == "deleted" and gone.info.status == "FAILED"
         assert gone.data.tags["bce_eval.recovered"] == "superseded by a retry of the same flow run"
+
+
+def test_uploads_refused_by_the_server_leave_no_finished_run_nor_ready_model(tmp_path, monkeypatch):
+    """The files go several at a time: when the server's artifact store refuses them all (a file where
+    its folder should be: every upload is answered 500), the run ends FAILED and the model it logged
+    FAILED, never FINISHED or READY, and the error is the one TrackingError line."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from tasks.errors import TrackingError
+    from tasks.run_content import RunContent
+    from tasks.tracking import log_evaluation
+
+    (tmp_path / "artifacts").write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the 500s at once, not after MLflow's backoff
+    X = np.random.default_rng(3).normal(size=(200, 2))
+    content = RunContent(experiment="uploads-refused", run_name="r", metrics={"bce": 0.5}, params={"C": 1.0},
+                         tables={"bce_by_partition.json": {"partition": ["a", "b"], "bce": [0.4, 0.6]}}, text_artifacts={"report.html": "<p/>"},
+                         model=LogisticRegression().fit(X, X[:, 0] > 0), model_input_example=X[:3], tags={"prefect.flow_run_id": "fr-refused"})
+    port = _free_port()
+    server = _start_mlflow(port, tmp_path)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        with pytest.raises(TrackingError, match=r"^could not log to MLflow at http://127\.0\.0\.1:\d+ \(API request to \S+/mlflow-artifacts/"):
+            log_evaluation(content, uri)
+        client = mlflow.MlflowClient(uri)
+        experiment_id = client.get_experiment_by_name("uploads-refused").experiment_id
+        assert [r.info.status for r in client.search_runs([experiment_id])] == ["FAILED"]
+        assert {str(m.status) for m in client.search_logged_models([experiment_id])} <= {"FAILED"}
+    finally:
+        _stop(server)
 
 
 def _eight_runs(env: dict[str, str], prefix: str):

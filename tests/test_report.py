@@ -63,26 +63,40 @@ def test_the_report_holds_the_table_the_forest_plot_and_the_gate(prefect_server,
     assert run.info.run_name.startswith("gate FAILED · ") and run.data.metrics["quality_gate_passed"] == 0.0
 
 
-def test_the_sample_is_uniform_across_partitions_and_seeded(tmp_path):
+def test_the_sample_is_exactly_its_size_uniform_across_partitions_and_seeded(tmp_path):
     from tasks.dataset import discover_dataset
     from tasks.plots import describe_sample, sample_scores
     from tasks.scoring import stored_scorer
 
-    # partitions of very different sizes: a uniform sample keeps their shares
-    sizes = {"big": 40_000, "mid": 15_000, "small": 5_000}
-    parts = {name: make_frame(n, i).with_columns(pl.lit(0.5).alias("p_model")) for i, (name, n) in enumerate(sizes.items())}
-    root = write_hive(tmp_path / "d", parts)
-    dataset = discover_dataset(str(root), "label", [], None, ["p_model"])
+    # partitions of very different sizes and file sizes: one large file; 100 files smaller than a
+    # draw's rows; 10 files of a few hundred rows. Every row must have the same chance, k / N.
+    layout = {"big": [20_000], "small": [20] * 100, "mid": [400] * 10}
+    for i, (region, sizes) in enumerate(layout.items()):
+        folder = tmp_path / "d" / f"region={region}"
+        folder.mkdir(parents=True)
+        for j, n in enumerate(sizes):
+            make_frame(n, 100 * i + j).with_columns(pl.lit(0.5).alias("p_model")).write_parquet(folder / f"part-{j:03d}.parquet")
+    dataset = discover_dataset(str(tmp_path / "d"), "label", [], None, ["p_model"])
     scorer = stored_scorer("p_model", "probability")
-    first, again = (sample_scores(dataset, scorer, max_rows=6000, max_files=200) for _ in range(2))
+    total, k, seeds = dataset.num_rows, 2000, 150
+    rows = {region: sum(sizes) for region, sizes in layout.items()}
+    assert total == sum(rows.values()) == 26_000
+    first, again = (sample_scores(dataset, scorer, max_rows=k) for _ in range(2))
     assert first.equals(again)  # seeded: the same rows every time
-    shares = first.group_by("region").len().with_columns(pl.col("len") / first.height)
-    got = dict(zip(shares["region"], shares["len"]))
-    total = sum(sizes.values())
-    for name, n in sizes.items():
-        assert got[name] == pytest.approx(n / total, abs=0.03), got
-    assert describe_sample(first.height, total) == f"a uniform random sample of {first.height:,} of {total:,} rows across all partitions (seed 0)"
-    assert np.all((first["loss"].to_numpy() - np.log(2)) < 1e-12)  # p = 0.5 everywhere: loss log 2
+    assert np.all(np.abs(first["loss"].to_numpy() - np.log(2)) < 1e-12)  # p = 0.5 everywhere: loss log 2
+    shares = {region: [] for region in layout}
+    for seed in range(seeds):
+        sample = sample_scores(dataset, scorer, max_rows=k, seed=seed)
+        assert sample.height == k  # exactly the size the figures say
+        counts = dict(sample.group_by("region").len().iter_rows())
+        for region in layout:
+            shares[region].append(counts.get(region, 0) / k)
+    # each partition's mean share over the seeds is its share of the rows, within 4 standard errors
+    for region, got in shares.items():
+        got = np.asarray(got)
+        se = got.std(ddof=1) / np.sqrt(seeds)
+        assert abs(got.mean() - rows[region] / total) < 4 * se + 1e-9, (region, got.mean(), rows[region] / total, se)
+    assert describe_sample(k, total) == f"a uniform random sample of {k:,} of {total:,} rows across all partitions (seed 0; at most {k:,} are drawn)"
 
 
 def test_the_table_marks_failed_rows_whatever_the_verdict_column_holds():

@@ -44,3 +44,54 @@ def test_a_flow_run_sends_heartbeats_and_does_not_wait_for_their_thread_at_its_e
     while not _heartbeats(prefect_server, flow_run_id) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _heartbeats(prefect_server, flow_run_id) == 1  # sent as the run started, none after its end
+
+
+_HELD_UP = """
+import os, subprocess, sys, threading, time
+from flows.interrupt import INTERRUPTED, InterruptBound
+with InterruptBound(grace=0.5) as bound:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    worker = threading.Thread(target=time.sleep, args=(120,))  # not a daemon: the interpreter's exit would wait for it
+    worker.start()
+    print(os.getpid(), flush=True)
+    try:
+        time.sleep(120)
+    except KeyboardInterrupt:
+        if sys.argv[1] == "stuck":
+            worker.join()  # the command's own clean-up waits on work that does not stop
+        with bound.last_lines(130):
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["prints", "stuck"])
+def test_ctrl_c_ends_a_process_whose_work_would_hold_it_up_within_the_bound(mode, tmp_path):
+    """Work that does not stop on KeyboardInterrupt holds the process only for the grace: then it ends with
+    130 and one last line (the CLI's, or the bound's when the CLI's clean-up is what waits), no child left."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_terminal import watched
+
+    report = tmp_path / "report.json"
+    cmd = watched([sys.executable, "-c", _HELD_UP, mode], report)
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGINT)
+    sent = time.time()
+    time.sleep(0.1)
+    os.kill(pid, signal.SIGINT)  # a second Ctrl-C changes nothing
+    try:
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    outcome = json.loads(report.read_text())
+    took = outcome["ended"] - sent
+    assert outcome["code"] == 130 and 0.3 <= took < 2.0, (outcome, took)
+    assert proc.stderr.read().splitlines() == ["bce-eval: interrupted"]  # once, with no traceback
+    assert outcome["left"] == []  # the child it started was stopped with it

@@ -20,6 +20,7 @@ from flows.settings import CompareSettings, EvaluateSettings
 from tasks.errors import InputError
 from tasks.gates import GateSettings
 from tests.conftest import run_cli_in_process as run_cli
+from flows.evaluate import PASS_STARTED
 
 REPO = Path(__file__).resolve().parents[1]
 BASE: dict[str, Any] = {"data": "data/demo", "label": "label"}
@@ -105,7 +106,7 @@ EVALUATE_RULES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
     ),
     "regression gate without a baseline": (
         {**FEATURES, "gates": {"max_regression": 0.01}},
-        "--max-regression needs --baseline-run RUN_ID (settings: gates.max_regression needs gates.baseline_run_id).",
+        "--max-regression needs --baseline-run RUN_ID (or latest) (settings: gates.max_regression needs gates.baseline_run_id).",
         ["--features", "f1,f2,f3", "--max-regression", "0.01"],
     ),
     "baseline without a regression gate": (
@@ -352,7 +353,7 @@ def test_evaluate_refuses_a_model_that_is_not_a_binary_classifier(cli, bad_model
     for case, uri in bad_models.items():
         code, out, err = cli(["evaluate", str(hive_data), "--label", "label", "--model-uri", uri])
         assert code == 2, (case, err)
-        assert "reduce-chunk" not in out + "\n".join(err)
+        assert PASS_STARTED not in out + "\n".join(err)
         assert re.fullmatch("bce-eval: error: " + EXPECTED_MODEL_ERRORS[case].format(uri=re.escape(uri)), err[-1]), err[-1]
         assert sum(line.startswith("bce-eval:") for line in err) == 1 and "Traceback" not in out + "\n".join(err)
 

@@ -8,7 +8,9 @@ and restarts it with ``make stack-down`` / ``make stack``.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import free_port, make_frame, write_hive
+from flows.evaluate import PASS_STARTED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +126,7 @@ def test_a_wrong_password_is_one_line_before_any_work_and_is_never_shown(team_st
     assert last.startswith("bce-eval: error: the MLflow server at ") and "refused user 'bce-eval' (401" in last
     assert "MLFLOW_TRACKING_PASSWORD" in last
     assert "Traceback" not in done.stderr
-    assert "reduce-chunk" not in done.stdout + done.stderr  # refused before the pass
+    assert PASS_STARTED not in done.stdout + done.stderr  # refused before the pass
     for text in (done.stdout, done.stderr, *(p.read_text(errors="replace") for p in tmp_path.rglob("*.log"))):
         assert wrong not in text and stack_env["MLFLOW_TRACKING_PASSWORD"] not in text
     assert _client(stack_env).get_experiment_by_name("stack-auth") is None  # nothing was logged
@@ -231,6 +234,85 @@ def test_a_nightly_deployment_runs_on_the_worker_before_and_after_a_postgres_res
         assert any(mlflow_run.info.run_id in str(a["data"]) for a in artifacts)
 
 
+_REQUEST = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.1" (\d{3})')
+
+
+def _served(access_log: Path) -> list[tuple[str, str, str]]:
+    """(method, path, status) of each request the MLflow server answered, from its (uvicorn's) access
+    log, once no line has come for half a second (a line is written as its response goes out)."""
+    lines, last = [], None
+    while lines != last:
+        last, lines = lines, _REQUEST.findall(access_log.read_text(errors="replace"))
+        time.sleep(0.5)
+    return lines
+
+
+def test_one_evaluation_is_logged_to_the_stack_in_few_requests_and_whole(team_stack, stack_env, prefect_server, monkeypatch):
+    """The log-to-mlflow step as the stack's MLflow server saw it: one upload per file it stored and at
+    most ten other requests (one experiment lookup, two searches for an earlier attempt, the run, the
+    model's entry, one log_batch, inputs, outputs, the model READY, the run FINISHED); before, 56 in
+    all (43 besides the uploads): a read-back of the run per artifact call and of each metric's
+    history for the model among them."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    import mlflow.sklearn
+
+    from flows.evaluate import evaluate_flow
+    from flows.settings import EvaluateSettings
+    from tasks.tracking import MlflowTracker
+
+    access_log, window = team_stack.home / "logs" / "mlflow.log", {}
+    log_evaluation = MlflowTracker.log_evaluation
+
+    def observed(self: MlflowTracker, content):  # noqa: ANN001, ANN202 - the step, as the flow calls it
+        window["from"], started = len(_served(access_log)), time.monotonic()
+        try:
+            return log_evaluation(self, content)
+        finally:
+            window["seconds"] = time.monotonic() - started
+
+    monkeypatch.setattr(MlflowTracker, "log_evaluation", observed)
+    settings = EvaluateSettings(data=str(REPO / "data" / "demo"), label="label", features=["f1", "f2", "f3"], experiment="stack-requests", cache=False)
+    ev = evaluate_flow(settings)
+    requests = _served(access_log)[window["from"]:]  # nothing after the step asks MLflow anything
+
+    client = _client(stack_env)
+    run = client.get_run(ev.run_id)
+    (model,) = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run.info.run_id]
+    prefix = f"bce-eval/mlflow/{run.info.experiment_id}/"
+    stored = sorted(key[len(prefix):] for key in _fs().find(prefix) if run.info.run_id in key or model.model_id in key)
+    uploads = sorted(path.split("/api/2.0/mlflow-artifacts/artifacts/")[1].split(f"{run.info.experiment_id}/", 1)[1]
+                     for method, path, _ in requests if method == "PUT")
+    others = [f"{method} {path.split('?')[0]}" for method, path, _ in requests if method != "PUT"]
+    print(f"log-to-mlflow: {len(requests)} requests ({len(uploads)} uploads) in {window['seconds']:.1f} s: {others}")
+    assert uploads == stored  # each file the bucket holds for the run and its model, uploaded once, nothing else
+    assert len([o for o in others if not o.endswith("/experiments/create")]) <= 10, others  # (a new experiment is made first)
+    assert not [o for o in others if o.endswith(("/runs/get", "/metrics/get-history"))], others
+    assert others.count("POST /api/2.0/mlflow/runs/log-batch") == 1 and others.count("GET /api/2.0/mlflow/experiments/get-by-name") == 1
+    refused = {(method, path.split("?")[0], status) for method, path, status in requests if status != "200"}
+    assert refused <= {("GET", "/api/2.0/mlflow/experiments/get-by-name", "404")}  # the new experiment, not there yet
+
+    # and the run is whole: metrics, the table, the plots, the report, the model (READY, its metrics linked)
+    demo = pl.read_parquet(REPO / "data" / "demo", hive_partitioning=True)
+    X, y = demo.select("f1", "f2", "f3").to_numpy(), demo.get_column("label").to_numpy()
+    p = LogisticRegression().fit(X, y).predict_proba(X)[:, 1]
+    assert run.info.status == "FINISHED" and model.status == "READY"
+    assert run.data.metrics["bce"] == pytest.approx(log_loss(y, p), rel=1e-6)
+    assert {m.key for m in model.metrics} >= {"bce", "accuracy", "roc_auc"}
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "bce_by_partition.json")).read_text())
+    regions = demo.get_column("region").to_numpy()
+    for row in (dict(zip(table["columns"], r)) for r in table["data"]):
+        region = row["region"]
+        assert run.data.metrics[f"bce_by_partition/region_{region}"] == pytest.approx(row["bce"], rel=1e-12)
+        mask = regions == region
+        assert row["bce"] == pytest.approx(log_loss(y[mask], p[mask], labels=[0, 1]), rel=1e-6)
+    assert len(table["data"]) == 6
+    assert sum(path.endswith(".png") for path in stored) >= 3 and any(path.endswith("/report.html") for path in stored)
+    loaded = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
+    assert np.allclose(loaded.predict_proba(X)[:, 1], p, rtol=1e-9)
+
+
 @pytest.fixture
 def own_s3(tmp_path: Path):
     """A moto S3 server of this test's own (the test stops it): (start, stop, endpoint)."""
@@ -281,7 +363,7 @@ def test_the_s3_server_stopped_mid_run_is_one_line_no_finished_run_and_a_rerun_c
     lines, stopped_at = [], None
     for line in proc.stdout:
         lines.append(line)
-        if stopped_at is None and "reduce-chunk" in line:  # one chunk of 24 done: the pass is under way
+        if stopped_at is None and PASS_STARTED in line:  # the pass of 24 chunks has started
             stop()
             stopped_at = time.monotonic() - started
     proc.wait(timeout=600)
