@@ -7,13 +7,22 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench install clean browser postgres stack stack-down
+.PHONY: demo test test-fast lint bench install clean browser postgres stack stack-down
 
 demo: $(STAMP)
 	$(BIN)/bce-eval demo
 
-test: $(STAMP) browser postgres
+# the formatter and the linter first, then every test (servers, the stack, the browser included)
+test: $(STAMP) lint browser postgres
 	$(BIN)/python -m pytest
+
+# the tests that need no server, other process or browser (under 3 minutes on 2 cores)
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -m "not system"
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check --quiet flows tasks tests data
+	$(BIN)/ruff check --quiet flows tasks tests data
 
 # Debian's Chromium for the browser test (needs root; without it that one test is skipped)
 browser:

@@ -1,22 +1,25 @@
 """The seed's second experiment as a flow: two circles → MLP trained with BCE → curves in MLflow."""
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from flows.settings import CirclesSettings
-from tasks.circles import (
+from flows.steps import (
+    check_tracking_access_task,
+    create_run_task,
+    log_run_content_task,
     make_circles_task,
     plot_learning_curves_task,
-    seed_line,
     train_mlp_task,
     write_circles_task,
 )
-from tasks.run_content import circles_content
-from tasks.tracking import MlflowTracker, check_tracking_access_task, create_run_task, log_run_content_task, resolve_tracking_uri
+from tasks.home import project_home
+from tasks.seed.circles import seed_line
+from tasks.seed.circles_run import circles_content
+from tasks.tracking.adapter import MlflowTracker, resolve_tracking_uri
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = project_home() / "data"
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ def circles_flow(settings: CirclesSettings) -> CirclesOutcome:
     except BaseException:
         tracker.end_run_failed(run_id)
         raise
-    content = circles_content(settings.experiment, run_name, result, figure, train_path, test_path, train, test, settings.random_state)
+    content = circles_content(
+        settings.experiment, run_name, result, figure, train_path, test_path, train, test, settings.random_state
+    )
     log_run_content_task(run_id, experiment_id, content, tracking_uri)
     line = seed_line(result)
     logger.info(f"{line} (training took {result.seconds:.2f} s)")

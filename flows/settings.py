@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from tasks.gates import GateSettings
+from tasks.judge.gates import GateSettings
 
 
 def split_commas(v: Any) -> Any:
@@ -33,27 +33,52 @@ class EvaluateSettings(BaseModel):
         default=None,
         gt=0,
         description="Rows per task (whole partitions). Default: 4,000,000 where a task holds its rows "
-        "(--auc exact, --audit) or spreads work over Dask workers; else 64,000,000 (the streaming pass holds one batch).",
+        "(--auc exact, --audit) or spreads work over Dask workers; else 64,000,000 (the streaming pass holds one "
+        "batch).",
     )
-    fit: Literal["sklearn", "streaming"] = Field(default="sklearn", description="sklearn: in memory; streaming: exact L-BFGS over chunks, bounded memory.")
-    dask: str | None = Field(default=None, description="Run the partition work on Dask: a scheduler address, or 'local' for a local cluster.")
+    fit: Literal["sklearn", "streaming"] = Field(
+        default="sklearn", description="sklearn: in memory; streaming: exact L-BFGS over chunks, bounded memory."
+    )
+    dask: str | None = Field(
+        default=None, description="Run the partition work on Dask: a scheduler address, or 'local' for a local cluster."
+    )
     dask_workers: int = Field(default=2, ge=1, description="Workers of a local Dask cluster.")
-    audit: bool = Field(default=False, description="One more pass: BCE three ways, saturation, calibration split, largest losses.")
-    cache: bool = Field(default=True, description="Reuse and store per-partition results (keyed by model, file content, metric version).")
+    audit: bool = Field(
+        default=False, description="One more pass: BCE three ways, saturation, calibration split, largest losses."
+    )
+    cache: bool = Field(
+        default=True,
+        description="Reuse and store per-partition results (keyed by model, file content, metric version).",
+    )
     full: bool = Field(default=False, description="Ignore cached results (they are still written).")
     verify_cache: bool = Field(
         default=False,
-        description="Re-hash the bytes of every cached file's column chunks and recompute any partition whose bytes changed (for copies that keep every file attribute).",
+        description="Re-hash the bytes of every cached file's column chunks and recompute any partition whose bytes "
+        "changed (for copies that keep every file attribute).",
     )
-    auc: Literal["binned", "exact"] = Field(default="binned", description="ROC AUC per partition from 4096-bin histograms with a stated bound, or exact from ranks (a sort per partition). Overall AUC is always binned.")
+    auc: Literal["binned", "exact"] = Field(
+        default="binned",
+        description="ROC AUC per partition from 4096-bin histograms with a stated bound, or exact from ranks (a sort "
+        "per partition). Overall AUC is always binned.",
+    )
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
-    max_partition_metrics: int = Field(default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions.")
-    register_name: str | None = Field(default=None, description="Register the fitted model as a new version of this name.")
+    max_partition_metrics: int = Field(
+        default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions."
+    )
+    register_name: str | None = Field(
+        default=None, description="Register the fitted model as a new version of this name."
+    )
     register_alias: str | None = Field(default=None, description="Alias to set on the new version (e.g. champion).")
     gates: GateSettings = Field(default_factory=GateSettings)
-    where: dict[str, list[str]] = Field(default_factory=dict, description="Keep hive partitions whose key has one of these values.")
-    date_key: str | None = Field(default=None, description="Hive key holding an ISO date, for a window of recent partitions.")
-    window_days: int | None = Field(default=None, ge=1, description="Days up to the scheduled time (or now) to evaluate.")
+    where: dict[str, list[str]] = Field(
+        default_factory=dict, description="Keep hive partitions whose key has one of these values."
+    )
+    date_key: str | None = Field(
+        default=None, description="Hive key holding an ISO date, for a window of recent partitions."
+    )
+    window_days: int | None = Field(
+        default=None, ge=1, description="Days up to the scheduled time (or now) to evaluate."
+    )
 
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
 
@@ -82,7 +107,10 @@ class EvaluateSettings(BaseModel):
                 "(settings: features, or model_uri / score_col)."
             )
         if self.label in self.features:
-            return f"--features includes the label column {self.label!r}; drop it from --features (settings: features contains label)."
+            return (
+                f"--features includes the label column {self.label!r}; drop it from --features (settings: features "
+                "contains label)."
+            )
         if self.score_col is not None and self.score_col == self.label:
             return (
                 f"--score-col {self.score_col!r} is the label column; pass the column holding the predictions "
@@ -90,7 +118,8 @@ class EvaluateSettings(BaseModel):
             )
         if self.score_kind != "probability" and not self.score_col and not self.model_uri:
             return (
-                f"--score-kind {self.score_kind} says what --score-col (or a pyfunc model's output) holds; pass --score-col "
+                f"--score-kind {self.score_kind} says what --score-col (or a pyfunc model's output) holds; pass "
+                "--score-col "
                 "COLUMN or --model-uri, or drop --score-kind (settings: score_kind needs score_col or model_uri)."
             )
         return None
@@ -121,20 +150,29 @@ class EvaluateSettings(BaseModel):
     def _run_rules(self) -> str | None:
         """Partition selection, the cluster and the cache."""
         if self.window_days is not None and not self.date_key:
-            return "--window-days needs --date-key KEY, the hive key holding each partition's date (settings: window_days needs date_key)."
+            return (
+                "--window-days needs --date-key KEY, the hive key holding each partition's date (settings: "
+                "window_days needs date_key)."
+            )
         if self.date_key and self.window_days is None:
             return (
                 "--date-key needs --window-days N, the number of days up to the scheduled time to evaluate "
                 "(settings: date_key needs window_days)."
             )
         if self.dask_workers != type(self).model_fields["dask_workers"].default and self.dask != "local":
-            where = f"--dask {self.dask} is a running cluster with its own workers" if self.dask else "no --dask was given"
+            where = (
+                f"--dask {self.dask} is a running cluster with its own workers" if self.dask else "no --dask was given"
+            )
             return (
-                f"--dask-workers sizes the cluster of --dask local, but {where}; drop --dask-workers or pass --dask local "
+                f"--dask-workers sizes the cluster of --dask local, but {where}; drop --dask-workers or pass --dask "
+                "local "
                 "(settings: dask_workers needs dask='local')."
             )
         if self.verify_cache and not self.cache:
-            return "--verify-cache checks the per-partition cache; it cannot be used with --no-cache (settings: verify_cache needs cache=true)."
+            return (
+                "--verify-cache checks the per-partition cache; it cannot be used with --no-cache (settings: "
+                "verify_cache needs cache=true)."
+            )
         return None
 
     def rows_per_task(self, holds_rows: bool) -> int:
@@ -165,12 +203,19 @@ class CompareSettings(BaseModel):
     partition_by: list[str] = Field(default_factory=list)
     experiment: str = "bce-comparison"
     run_name: str | None = None
-    promote: bool = Field(default=False, description="Move the champion alias to the challenger if it is better by margin.")
-    margin: float = Field(default=0.0, ge=0, description="Required BCE improvement (the interval's upper bound below −margin).")
+    promote: bool = Field(
+        default=False, description="Move the champion alias to the challenger if it is better by margin."
+    )
+    margin: float = Field(
+        default=0.0, ge=0, description="Required BCE improvement (the interval's upper bound below −margin)."
+    )
     alias: str = "champion"
     min_rows: int = Field(default=30, ge=2, description="Partitions with fewer rows get no verdict.")
     max_regression: float | None = Field(
-        default=None, ge=0, description="Gate: fail when the challenger is surely worse (95% paired interval) by more than this, overall or in a partition."
+        default=None,
+        ge=0,
+        description="Gate: fail when the challenger is surely worse (95% paired interval) by more than this, overall "
+        "or in a partition.",
     )
     chunk_rows: int = Field(default=4_000_000, gt=0)
 
@@ -191,6 +236,7 @@ class CompareSettings(BaseModel):
             )
         if self.label in self.features:
             raise ValueError(
-                f"--features includes the label column {self.label!r}; drop it from --features (settings: features contains label)."
+                f"--features includes the label column {self.label!r}; drop it from --features (settings: features "
+                "contains label)."
             )
         return self

@@ -27,7 +27,8 @@ class StorageUnavailable(Exception):
 
 
 class Stopped(Exception):
-    """Work stopped because the flow no longer needs it (the flow failed or was interrupted first): not a failure of its own."""
+    """Work stopped because the flow no longer needs it (the flow failed or was interrupted first): not a failure of its
+    own."""
 
 
 EXIT_BAD_INPUT = 2
@@ -35,3 +36,16 @@ EXIT_TRACKING = 4
 EXIT_GATE_FAILED = 3
 EXIT_INTERNAL = 1
 EXIT_STORAGE = 5
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures worth a retry: the network, a server, a locked database. Not bad input, not bugs."""
+    if isinstance(exc, (InputError, StorageUnavailable)):
+        return False  # StorageUnavailable: the store's client already retried with backoff
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(
+        names
+        & {"MlflowException", "RequestException", "OperationalError", "HTTPError", "RestException", "TrackingError"}
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.DOTALL)
 
 
@@ -25,7 +24,9 @@ def redact_uri(uri: str) -> str:
 _CRED_IN_TEXT = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/@]+(?::[^\s@]*)?@")
 
 
-_TOKEN_IN_TEXT = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|key|sig|signature|password|secret)=)[^&\s'\"]+")
+_TOKEN_IN_TEXT = re.compile(
+    r"(?i)([?&](?:token|access_token|api_key|apikey|key|sig|signature|password|secret)=)[^&\s'\"]+"
+)
 
 
 def redact_text(text: str) -> str:

@@ -22,6 +22,18 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: fixtures that start a real server or process: a test that uses one is a system test
+#: (``make test-fast`` leaves out ``-m system``; ``make test`` runs everything)
+SYSTEM_FIXTURES = frozenset({"prefect_server", "team_stack", "s3_endpoint", "s3_env"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a server fixture as ``system`` (modules that start processes
+    themselves mark themselves)."""
+    for item in items:
+        if SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system)
+
 
 @pytest.fixture(scope="session")
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -121,10 +133,13 @@ def run_cli_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> t
     ``main`` sets up the process for a one-shot command (environment defaults, log handlers and
     filters, logger levels); these are put back afterwards, so later tests see the session as it was.
     """
-    from flows.cli import main
+    from flows.cli.main import main
 
     names = (*_PREFECT_LOGGERS, "mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent")
-    saved = [(lg, list(lg.handlers), lg.level, {h: list(h.filters) for h in lg.handlers}) for lg in map(logging.getLogger, names)]
+    saved = [
+        (lg, list(lg.handlers), lg.level, {h: list(h.filters) for h in lg.handlers})
+        for lg in map(logging.getLogger, names)
+    ]
     env = dict(os.environ)
     capsys.readouterr()
     try:
@@ -157,7 +172,11 @@ def free_port() -> int:
     """
     import random
 
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    low = (
+        int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists()
+        else 32768
+    )
     for _ in range(200):
         port = random.randint(20000, max(20001, low - 1))
         with socket.socket() as s:
@@ -193,7 +212,9 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -214,8 +235,11 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
 def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The standard AWS environment pointing at the server (as a user exports it)."""
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "bce-eval-test", "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "bce-eval-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
     return s3_endpoint
@@ -228,7 +252,7 @@ def team_stack():
     import shutil
     import tempfile
 
-    from flows.stack import PG_BIN, StackPorts, start_stack, stop_stack
+    from flows.stack.control import PG_BIN, StackPorts, start_stack, stop_stack
 
     if not (PG_BIN / "initdb").exists():
         pytest.skip("postgresql-15 not installed (make test installs it as root)")

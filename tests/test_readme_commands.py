@@ -4,7 +4,7 @@ The commands are read from the README's ``sh`` code blocks, in order, and run on
 against ONE fresh MLflow store and one fresh copy of ``data/`` as the working directory (as a
 fresh clone has it), so each command finds only what the commands before it made: a command that
 uses something the README has not made yet fails here. Each command is run in this process
-through ``flows.cli.main`` against the session's Prefect server, and where it computes a figure
+through ``flows.cli.main.main`` against the session's Prefect server, and where it computes a figure
 the figure is checked against scikit-learn. ``serve`` and ``ui`` run until stopped: their
 arguments are parsed and ``serve``'s pre-flight check runs; ``make`` targets are checked with
 ``make -n`` (CI runs ``make test``); the stack's command runs on the stack in
@@ -19,18 +19,20 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 
+from tests.conftest import REPO
+
 # at import, not inside a fixture: this configures Prefect's console logging, which must not be
 # bound to a capsys stream that pytest closes after a test's setup
 from tests.conftest import run_cli_in_process as run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 Z = 1.959963984540054
 
@@ -60,23 +62,59 @@ FLAVOURS = {
     for name in ("pipeline", "xgboost", "lightgbm", "catboost", "pyfunc")
 }
 FLAVOUR_COMPARE = _c(
-    "bce-eval compare data/demo --label label --champion models:/demo-xgboost@champion --challenger models:/demo-lightgbm@champion"
+    "bce-eval compare data/demo --label label --champion models:/demo-xgboost@champion --challenger "
+    "models:/demo-lightgbm@champion"
 )
 SCORED = _c("bce-eval evaluate data/scored --label y --score-col p_model --score-kind probability")
 IN_FILE_KEYS = _c("bce-eval evaluate data/events.parquet --label clicked --features a,b --partition-by country,day")
 CIRCLES = _c("bce-eval circles --epochs 200")
 UI = _c("bce-eval ui")
-GATE = _c("bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-partition-bce 0.65 --min-rows 100")
-REGRESSION = _c("bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-regression 0.01 --baseline-run latest")
+GATE = _c(
+    "bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-partition-bce 0.65 --min-rows "
+    "100"
+)
+ANY_FIGURE = _c(
+    "bce-eval evaluate data/demo --label label --model-uri models:/churn@champion "
+    '--gate "roc_auc >= 0.7 per partition" --gate "brier <= 0.25"'
+)
+REGRESSION = _c(
+    "bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-regression 0.01 --baseline-run "
+    "latest"
+)
 CHALLENGER = _c("bce-eval evaluate data/demo --label label --features f1,f2,f3 --C 0.05 --register churn")
-COMPARE = _c("bce-eval compare data/demo --label label --champion models:/churn@champion --challenger models:/churn/2 --promote --margin 0.002")
-SERVE = _c('bce-eval serve --cron "0 2 * * *" --name nightly data/demo --label label --features f1,f2,f3 --max-partition-bce 0.8')
-MAKE = {_c("make demo"): "bce-eval demo", _c("make test"): "python -m pytest", _c("make bench"): "python -m flows.bench",
-        _c("make stack"): "bce-eval stack up", _c("make stack-down"): "bce-eval stack down"}
+COMPARE = _c(
+    "bce-eval compare data/demo --label label --champion models:/churn@champion --challenger models:/churn/2 --promote "
+    "--margin 0.002"
+)
+SERVE = _c(
+    'bce-eval serve --cron "0 2 * * *" --name nightly data/demo --label label --features f1,f2,f3 --max-partition-bce '
+    "0.8"
+)
+MAKE = {
+    _c("make demo"): "bce-eval demo",
+    _c("make test"): "python -m pytest",
+    _c("make bench"): "python -m flows.bench",
+    _c("make stack"): "bce-eval stack up",
+    _c("make stack-down"): "bce-eval stack down",
+}
 # run against the session's team stack in tests/test_team_stack.py
 ON_STACK = {_c("bce-eval evaluate s3://bce-eval/demo --label label --features f1,f2,f3 --dask tcp://127.0.0.1:8786")}
-RUN_HERE = [FIT, REGISTER, BY_ALIAS, EXAMPLE_MODELS, *FLAVOURS.values(), FLAVOUR_COMPARE, SCORED, IN_FILE_KEYS, CIRCLES,
-            GATE, REGRESSION, CHALLENGER, COMPARE]
+RUN_HERE = [
+    FIT,
+    REGISTER,
+    BY_ALIAS,
+    EXAMPLE_MODELS,
+    *FLAVOURS.values(),
+    FLAVOUR_COMPARE,
+    SCORED,
+    IN_FILE_KEYS,
+    CIRCLES,
+    GATE,
+    ANY_FIGURE,
+    REGRESSION,
+    CHALLENGER,
+    COMPARE,
+]
 #: commands checked without running them here (each by its own test below or elsewhere)
 NOT_RUN_HERE = {ACTIVATE, UI, SERVE, *MAKE, *ON_STACK}
 
@@ -93,9 +131,16 @@ def test_this_file_knows_every_readme_command_and_runs_them_in_the_readmes_order
 @pytest.fixture
 def fresh_clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder holding what a fresh clone holds of the data (``data/`` as git has it), as the working directory."""
-    tracked = subprocess.run(["git", "ls-files", "data"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "data"], cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "data"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    untracked = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard", "data"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in tracked + untracked:  # untracked: shipped files not committed yet (a working tree's)
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
@@ -120,7 +165,12 @@ def _flavour_probabilities(name: str, X: Any) -> np.ndarray:
     uri = f"models:/demo-{name}@champion"
     if name == "pyfunc":
         return np.asarray(mlflow.pyfunc.load_model(uri).predict(X), dtype=np.float64).ravel()
-    flavour = {"pipeline": mlflow.sklearn, "xgboost": mlflow.xgboost, "lightgbm": mlflow.lightgbm, "catboost": mlflow.catboost}[name]
+    flavour = {
+        "pipeline": mlflow.sklearn,
+        "xgboost": mlflow.xgboost,
+        "lightgbm": mlflow.lightgbm,
+        "catboost": mlflow.catboost,
+    }[name]
     columns = ["f1", "f2", "f3", "region"] if name == "pipeline" else ["f1", "f2", "f3"]
     return flavour.load_model(uri).predict_proba(X[columns])[:, 1].astype(np.float64)
 
@@ -183,7 +233,9 @@ class Walk:
         metrics = self.run_of(out).data.metrics
         d = self.flavour_losses["lightgbm"] - self.flavour_losses["xgboost"]
         assert metrics["bce_diff"] == pytest.approx(d.mean(), abs=1e-6)
-        assert metrics["bce_diff_high"] - metrics["bce_diff"] == pytest.approx(Z * d.std(ddof=1) / math.sqrt(len(d)), rel=1e-3)
+        assert metrics["bce_diff_high"] - metrics["bce_diff"] == pytest.approx(
+            Z * d.std(ddof=1) / math.sqrt(len(d)), rel=1e-3
+        )
 
     def scored(self, code: int, out: str, err: str) -> None:
         from sklearn.metrics import log_loss
@@ -206,8 +258,9 @@ class Walk:
         assert run.data.metrics["bce"] == pytest.approx(log_loss(clicked, p), rel=1e-9)
 
     def circles(self, code: int, out: str, err: str) -> None:
-        import mlflow
         from sklearn.metrics import log_loss
+
+        import mlflow
 
         assert code == 0, err
         run = self.run_of(out)
@@ -223,13 +276,33 @@ class Walk:
     def gate(self, code: int, out: str, err: str) -> None:
         # exactly the regions with >= 100 rows whose whole 95% interval is above 0.65 fail
         expected = set()
-        for (region,), part in self.demo.with_columns(pl.Series("p", self.fit_p)).partition_by("region", as_dict=True).items():
+        for (region,), part in (
+            self.demo.with_columns(pl.Series("p", self.fit_p)).partition_by("region", as_dict=True).items()
+        ):
             losses = _losses(part.get_column("p").to_numpy(), part.get_column("label").to_numpy())
             if len(losses) >= 100 and losses.mean() - Z * losses.std(ddof=1) / math.sqrt(len(losses)) > 0.65:
                 expected.add(f"region={region}")
         assert code == (3 if expected else 0), err
         run = self.run_of(out)
         assert set(filter(None, run.data.tags.get("quality_gate.partitions", "").split(","))) == expected
+
+    def any_figure(self, code: int, out: str, err: str) -> None:
+        from sklearn.metrics import brier_score_loss, roc_auc_score
+
+        # the regions whose ROC AUC (by scikit-learn, on the champion's probabilities) is below 0.7 fail;
+        # a single-class region has none and is not judged; the overall Brier score decides the other gate
+        frame = self.demo.with_columns(pl.Series("p", self.fit_p))
+        low_auc = {
+            f"region={region}"
+            for (region,), part in frame.partition_by("region", as_dict=True).items()
+            if part.get_column("label").n_unique() == 2
+            and roc_auc_score(part.get_column("label").to_numpy(), part.get_column("p").to_numpy()) < 0.7
+        }
+        brier_fails = brier_score_loss(self.y, self.fit_p) > 0.25
+        assert code == (3 if low_auc or brier_fails else 0), err
+        tags = self.run_of(out).data.tags
+        assert set(filter(None, tags.get("quality_gate.partitions", "").split(","))) == low_auc
+        assert ("overall brier" in tags.get("quality_gate.failures", "")) == brier_fails
 
     def regression(self, code: int, out: str, err: str) -> None:
         # the latest earlier run of this evaluation is the gate's: the same model, so no regression
@@ -259,25 +332,34 @@ class Walk:
 
     def checks(self) -> dict[str, Callable[[int, str, str], None]]:
         return {
-            FIT: self.fit, REGISTER: self.register, BY_ALIAS: self.by_alias, EXAMPLE_MODELS: self.example_models,
+            FIT: self.fit,
+            REGISTER: self.register,
+            BY_ALIAS: self.by_alias,
+            EXAMPLE_MODELS: self.example_models,
             **{command: self.flavour(name) for name, command in FLAVOURS.items()},
-            FLAVOUR_COMPARE: self.flavour_compare, SCORED: self.scored, IN_FILE_KEYS: self.in_file_keys, CIRCLES: self.circles,
-            GATE: self.gate, REGRESSION: self.regression, CHALLENGER: self.challenger, COMPARE: self.compare,
+            FLAVOUR_COMPARE: self.flavour_compare,
+            SCORED: self.scored,
+            IN_FILE_KEYS: self.in_file_keys,
+            CIRCLES: self.circles,
+            GATE: self.gate,
+            ANY_FIGURE: self.any_figure,
+            REGRESSION: self.regression,
+            CHALLENGER: self.challenger,
+            COMPARE: self.compare,
         }
 
 
 def test_the_readme_walked_top_to_bottom_in_a_fresh_clone(prefect_server, mlflow_uri, fresh_clone, monkeypatch, capsys):
-    import mlflow
-
     import flows.circles
+    import mlflow
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     # the circles' split is written under the clone's data/, as in a real clone
     monkeypatch.setattr(flows.circles, "DATA", fresh_clone / "data")
     client = mlflow.MlflowClient(mlflow_uri)
-    assert not client.search_registered_models() and not client.search_runs([e.experiment_id for e in client.search_experiments()]), (
-        "the store is not fresh"
-    )
+    assert not client.search_registered_models() and not client.search_runs(
+        [e.experiment_id for e in client.search_experiments()]
+    ), "the store is not fresh"
     walk = Walk(client, fresh_clone)
     checks = walk.checks()
     for command in readme_commands():
@@ -291,12 +373,14 @@ def test_activate_puts_bce_eval_on_the_path():
     # `make demo` makes the venv; its activate script puts the bce-eval script on PATH
     venv_bin = Path(sys.executable).parent
     assert (venv_bin / "activate").exists() and (venv_bin / "bce-eval").exists()
-    shell = subprocess.run(["sh", "-c", f". {venv_bin / 'activate'} && command -v bce-eval"], capture_output=True, text=True, timeout=30)
+    shell = subprocess.run(
+        ["sh", "-c", f". {venv_bin / 'activate'} && command -v bce-eval"], capture_output=True, text=True, timeout=30
+    )
     assert shell.returncode == 0 and Path(shell.stdout.strip()) == venv_bin / "bce-eval"
 
 
 def test_help_shows_every_subcommand(capsys):
-    from flows.cli import main
+    from flows.cli.main import main
 
     with pytest.raises(SystemExit) as info:
         main(["--help"])
@@ -307,14 +391,14 @@ def test_help_shows_every_subcommand(capsys):
 
 
 def test_ui_parses_and_binds_loopback():
-    from flows.cli import build_parser
+    from flows.cli.main import build_parser
 
     args = build_parser().parse_args(shlex.split(UI)[1:])
     assert (args.command, args.host, args.port) == ("ui", "127.0.0.1", 5000)
 
 
 def test_serve_parses_and_passes_its_preflight_on_the_shipped_data(mlflow_uri, monkeypatch):
-    from flows.cli import _evaluate_settings, build_parser, check_serve
+    from flows.cli.main import _evaluate_settings, build_parser, check_serve
 
     monkeypatch.chdir(REPO)  # as written, from the repo root; the check only reads footers
     args = build_parser().parse_args(shlex.split(SERVE)[1:])
@@ -322,7 +406,10 @@ def test_serve_parses_and_passes_its_preflight_on_the_shipped_data(mlflow_uri, m
     settings = _evaluate_settings(args)
     assert settings.gates.max_partition_bce == 0.8
     n = pl.scan_parquet(REPO / "data" / "demo" / "**" / "*.parquet").select(pl.len()).collect().item()
-    assert check_serve(settings) == f"checked data/demo: {n:,} rows in 6 file(s), partitioned by region; label 'label', features f1,f2,f3"
+    assert (
+        check_serve(settings)
+        == f"checked data/demo: {n:,} rows in 6 file(s), partitioned by region; label 'label', features f1,f2,f3"
+    )
 
 
 @pytest.mark.parametrize("command", sorted(MAKE))

@@ -1,0 +1,5 @@
+"""``python -m flows.cli``: the ``bce-eval`` console script."""
+
+from flows.cli.main import run
+
+run()

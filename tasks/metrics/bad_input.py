@@ -1,0 +1,92 @@
+"""Bad input found by the streaming pass, turned into one clear error naming the file and column."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from tasks.data.dataset import DataFile, Dataset, scan_files
+from tasks.errors import InputError
+from tasks.models.scoring import Scorer
+
+
+def check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
+    """Counts of bad input, computed in the same pass as the scoring."""
+    raw_y = pl.col(dataset.label)
+    y = raw_y.cast(pl.Float64)
+    exprs = [
+        raw_y.is_null().sum().alias("bad_label_null"),
+        (~y.is_in([0.0, 1.0])).fill_null(False).sum().alias("bad_label_value"),
+    ]
+    for i, col in enumerate(scorer.features):
+        if col in dataset.text_features:  # text: only a missing value is bad (the model decides the rest)
+            exprs.append(pl.col(col).is_null().sum().alias(f"bad_feature_{i}"))
+            continue
+        x = pl.col(col).cast(pl.Float64)
+        exprs.append((x.is_null() | ~x.is_finite()).fill_null(True).sum().alias(f"bad_feature_{i}"))
+    if scorer.column is not None:
+        s = pl.col(scorer.column).cast(pl.Float64)
+        bad = s.is_null() | ~s.is_finite()
+        if scorer.kind == "probability":
+            bad = bad | (s < 0) | (s > 1)
+        exprs.append(bad.fill_null(True).sum().alias("bad_score"))
+    return exprs
+
+
+def raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int]) -> None:
+    """Turn non-zero bad-input counts into one clear error naming the file and column."""
+    culprit = None
+    for f in files:  # only on the error path: find the first file at fault, column by column
+        row = scan_files(dataset, [f]).select(check_exprs(dataset, scorer)).collect().row(0, named=True)
+        if any(v for v in row.values()):
+            culprit, checks = f.path, row
+            break
+    if culprit is None and scorer.model is not None and scorer.kind == "probability":
+        # every column is clean, yet the model's output is not a probability
+        raise InputError(
+            f"{files[0].path}: the model's output ({scorer.description}) is not a probability in [0, 1] for "
+            f"{checks.get('bad_score', '?')} row(s); if it returns logits, pass --score-kind logit."
+        )
+    if culprit is None:
+        # every column is clean, yet the score is not finite: the logit overflowed
+        raise InputError(
+            f"{files[0].path}: the model's score is not finite for {checks.get('bad_score', '?')} row(s) although the "
+            "features are; feature values are too large for the model (overflow). Rescale them."
+        )
+    lab = dataset.label
+    if checks.get("bad_label_null"):
+        raise InputError(
+            f"{culprit}: label column {lab!r} has {checks['bad_label_null']} null value(s); labels must be 0 or 1."
+        )
+    if checks.get("bad_label_value"):
+        y = pl.col(lab).cast(pl.Float64)
+        example = (
+            scan_files(dataset, [f for f in files if f.path == culprit] or files)
+            .filter(~y.is_in([0.0, 1.0]).fill_null(False))
+            .select(pl.col(lab))
+            .head(1)
+            .collect()
+            .item()
+        )
+        raise InputError(
+            f"{culprit}: label column {lab!r} has value {example!r} ({checks['bad_label_value']} row(s) not 0/1); "
+            "labels must be 0 or 1 (map the classes to 0/1 first)."
+        )
+    for i, col in enumerate(scorer.features):
+        n_bad = checks.get(f"bad_feature_{i}", 0)
+        if n_bad:
+            raise InputError(
+                f"{culprit}: feature column {col!r} has {n_bad} null or non-finite value(s) (null/NaN/inf); "
+                "drop or impute such rows first."
+            )
+    if checks.get("bad_score"):
+        rule = "a probability in [0, 1]" if scorer.kind == "probability" else "a finite logit"
+        raise InputError(
+            f"{culprit}: score column {scorer.column!r} has {checks['bad_score']} value(s) that are not {rule}."
+        )
+
+
+def check_frame(dataset: Dataset, scorer: Scorer, files: list[DataFile], frame: pl.DataFrame) -> None:
+    """Raise :class:`InputError` (naming file and column) if ``frame`` holds bad input for ``scorer``."""
+    checks = frame.select(check_exprs(dataset, scorer)).row(0, named=True)
+    if any(checks.values()):
+        raise_bad_input(dataset, scorer, files, checks)

@@ -1,0 +1,280 @@
+"""The metric schema: every per-partition sum and every figure derived from the sums, declared once.
+
+A partition's *record* holds sums that add up exactly across files, chunks, Dask workers and
+nightly runs (:data:`SUMS`); every figure a reviewer reads is a formula over those sums
+(:data:`FIGURES`). Everything that lays out, merges, derives, stores or reads them takes them from
+here: the compiled loop's statistics array (:data:`KERNEL_COLUMNS`), the merge (each sum adds), the
+per-partition table and the overall row (the *same* formulas applied to the summed row, so the
+overall BCE is Σ loss / Σ n, never a mean of partition means), the cache's record columns, the
+table logged to MLflow and the baseline reader.
+
+Adding a metric derived from the sums is one :class:`Figure` entry here (and its test). A new
+per-row sum is one :class:`Sum` entry plus its line in :func:`tasks.metrics.kernels._run_sums`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import polars as pl
+
+#: The 97.5% quantile of the standard normal: a two-sided 95% interval is mean ± Z95·se
+Z95 = 1.959963984540054
+
+Number = TypeVar("Number", float, pl.Expr)
+
+
+@dataclass(frozen=True)
+class Sum:
+    """A per-partition statistic that merges by addition (counts are exact below 2**53)."""
+
+    name: str
+    dtype: type[pl.DataType]
+    doc: str
+    #: shown among the overall figures (the other sums are bookkeeping for the formulas)
+    reported: bool = False
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure derived from the sums: its formula (a Polars expression over the sum columns)."""
+
+    name: str
+    display: str
+    formula: Callable[[], pl.Expr]
+    doc: str
+    #: the names of its 95% interval's ends among the figures, where it has one (a gate may judge the interval)
+    interval: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class HistogramFigure:
+    """A figure that does not add up, computed from per-partition score histograms (ROC AUC)."""
+
+    name: str
+    display: str
+    doc: str
+
+
+SUMS: tuple[Sum, ...] = (
+    Sum("n_rows", pl.Int64, "rows", reported=True),
+    Sum("n_pos", pl.Int64, "rows whose label is 1", reported=True),
+    Sum("n_neg", pl.Int64, "rows whose label is 0"),
+    Sum("sum_loss", pl.Float64, "Σ loss, the loss of a row being −log of its predicted probability of its label"),
+    Sum("sum_loss_sq", pl.Float64, "Σ loss², for the standard error"),
+    Sum("sum_loss_pos", pl.Float64, "Σ loss over rows whose label is 1"),
+    Sum("n_correct", pl.Int64, "rows whose thresholded prediction (p > 0.5) equals the label"),
+    Sum("sum_brier", pl.Float64, "Σ (p − y)²"),
+    Sum("sum_p", pl.Float64, "Σ p, the predicted probability of class 1"),
+    Sum("n_saturated", pl.Int64, "rows whose probability is within machine epsilon of 0 or 1", reported=True),
+)
+
+#: Bad-input counters the compiled loop keeps after the sums (never stored: the run stops instead)
+CHECKS: tuple[str, ...] = ("bad_score", "bad_label")
+
+#: Columns of the compiled loop's per-partition statistics array, in order
+KERNEL_COLUMNS: tuple[str, ...] = (*(s.name for s in SUMS), *CHECKS)
+
+SUM_COLUMNS: tuple[str, ...] = tuple(s.name for s in SUMS)
+
+
+def standard_error(sum_x: Number, sum_x_sq: Number, n: Number) -> Number:
+    """Standard error of the mean of n values from their sum and sum of squares.
+
+    se = s / √n with the *sample* variance s² = (Σx² − (Σx)²/n) / (n − 1), clipped at 0 (rounding
+    can take it just below). Works on floats and on Polars expressions alike; NaN (null) for n < 2.
+    """
+    if isinstance(n, pl.Expr):
+        var = ((sum_x_sq - sum_x * sum_x / n) / (n - 1)).clip(lower_bound=0.0)
+        return pl.when(n > 1).then(var.sqrt() / n.sqrt()).otherwise(None)
+    if n < 2:
+        return float("nan")
+    var = max((sum_x_sq - sum_x * sum_x / n) / (n - 1), 0.0)
+    return math.sqrt(var) / math.sqrt(n)
+
+
+def normal_interval(mean: Number, se: Number) -> tuple[Number, Number]:
+    """The two-sided 95% normal interval ``(mean − Z95·se, mean + Z95·se)``."""
+    return mean - Z95 * se, mean + Z95 * se
+
+
+def _c(name: str) -> pl.Expr:
+    return pl.col(name).cast(pl.Float64)
+
+
+def _bce() -> pl.Expr:
+    return pl.col("sum_loss") / _c("n_rows")
+
+
+def _bce_se() -> pl.Expr:
+    return standard_error(pl.col("sum_loss"), pl.col("sum_loss_sq"), _c("n_rows"))
+
+
+def _note() -> pl.Expr:
+    return (
+        pl.when(pl.col("n_pos") == 0)
+        .then(pl.lit("single class (all 0)"))
+        .when(pl.col("n_pos") == pl.col("n_rows"))
+        .then(pl.lit("single class (all 1)"))
+        .otherwise(pl.lit(""))
+    )
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "bce", "BCE", _bce, "Σ loss / n: the mean binary cross-entropy (log loss)", interval=("bce_low", "bce_high")
+    ),
+    Figure("bce_se", "BCE SE", _bce_se, "standard error of the BCE (sample variance of the rows' losses)"),
+    Figure(
+        "bce_low", "BCE 95% low", lambda: normal_interval(_bce(), _bce_se())[0], "lower end of the 95% normal interval"
+    ),
+    Figure(
+        "bce_high",
+        "BCE 95% high",
+        lambda: normal_interval(_bce(), _bce_se())[1],
+        "upper end of the 95% normal interval",
+    ),
+    Figure("positive_rate", "positive rate", lambda: _c("n_pos") / _c("n_rows"), "share of rows whose label is 1"),
+    Figure(
+        "accuracy", "accuracy", lambda: _c("n_correct") / _c("n_rows"), "share of rows whose p > 0.5 matches the label"
+    ),
+    Figure("brier", "Brier", lambda: pl.col("sum_brier") / _c("n_rows"), "mean (p − y)²"),
+    Figure("mean_predicted", "mean p", lambda: pl.col("sum_p") / _c("n_rows"), "mean predicted probability of class 1"),
+    Figure(
+        "bce_pos",
+        "BCE (y=1)",
+        lambda: pl.when(pl.col("n_pos") > 0).then(pl.col("sum_loss_pos") / _c("n_pos")).otherwise(None),
+        "BCE over rows whose label is 1 (null without any)",
+    ),
+    Figure(
+        "bce_neg",
+        "BCE (y=0)",
+        lambda: (
+            pl.when(pl.col("n_pos") < pl.col("n_rows"))
+            .then((pl.col("sum_loss") - pl.col("sum_loss_pos")) / (_c("n_rows") - _c("n_pos")))
+            .otherwise(None)
+        ),
+        "BCE over rows whose label is 0 (null without any)",
+    ),
+    Figure("note", "note", _note, "'single class (all 0/1)' where ROC AUC is undefined"),
+)
+
+#: The sums of a comparison of two models on the same rows (``compare``): each row's loss under both
+#: and d = loss(challenger) − loss(champion); pairing cancels the difficulty the two models share
+PAIRED_SUMS: tuple[Sum, ...] = (
+    Sum("n_rows", pl.Int64, "rows scored by both models", reported=True),
+    Sum("sum_loss_champion", pl.Float64, "Σ loss of the champion"),
+    Sum("sum_loss_challenger", pl.Float64, "Σ loss of the challenger"),
+    Sum("sum_d", pl.Float64, "Σ d, d = loss(challenger) − loss(champion) per row"),
+    Sum("sum_d_sq", pl.Float64, "Σ d², for the standard error of the mean difference"),
+)
+
+
+def _bce_diff() -> pl.Expr:
+    return pl.col("sum_d") / _c("n_rows")
+
+
+def _bce_diff_se() -> pl.Expr:
+    return standard_error(pl.col("sum_d"), pl.col("sum_d_sq"), _c("n_rows"))
+
+
+PAIRED_FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "bce_champion",
+        "BCE champion",
+        lambda: pl.col("sum_loss_champion") / _c("n_rows"),
+        "the champion's BCE on these rows",
+    ),
+    Figure(
+        "bce_challenger",
+        "BCE challenger",
+        lambda: pl.col("sum_loss_challenger") / _c("n_rows"),
+        "the challenger's BCE on these rows",
+    ),
+    Figure(
+        "bce_diff", "BCE difference", _bce_diff, "mean(d): challenger − champion (negative: the challenger is better)"
+    ),
+    Figure(
+        "bce_diff_se",
+        "difference SE",
+        _bce_diff_se,
+        "standard error of mean(d) (sample variance of the paired differences)",
+    ),
+    Figure(
+        "bce_diff_low",
+        "difference 95% low",
+        lambda: normal_interval(_bce_diff(), _bce_diff_se())[0],
+        "lower end of its 95% normal interval",
+    ),
+    Figure(
+        "bce_diff_high",
+        "difference 95% high",
+        lambda: normal_interval(_bce_diff(), _bce_diff_se())[1],
+        "upper end of its 95% normal interval",
+    ),
+)
+
+HISTOGRAM_FIGURES: tuple[HistogramFigure, ...] = (
+    HistogramFigure("roc_auc", "ROC AUC", "from 4,096-bin score histograms (or exact ranks with --auc exact)"),
+    HistogramFigure(
+        "roc_auc_bound", "AUC bound", "largest error of the binned ROC AUC (ties within a bin counted as one half)"
+    ),
+)
+
+
+def figure_names(figures: Iterable[Figure | HistogramFigure] | None = None) -> tuple[str, ...]:
+    """Names of ``figures`` (default: every figure and histogram figure)."""
+    return tuple(f.name for f in (figures if figures is not None else (*FIGURES, *HISTOGRAM_FIGURES)))
+
+
+def table_value_columns() -> tuple[str, ...]:
+    """The value columns of the per-partition table a reviewer reads (and MLflow keeps), in order.
+
+    Read at call time, so an entry added to the schema shows everywhere that uses it.
+    """
+    return (*(s.name for s in SUMS if s.reported), *figure_names())
+
+
+def overall_metric_names() -> tuple[str, ...]:
+    """The overall figures logged as MLflow metrics (every numeric figure, ROC AUC and its bound)."""
+    return tuple(f.name for f in FIGURES if f.name != "note") + figure_names(HISTOGRAM_FIGURES)
+
+
+def gate_targets() -> tuple[str, ...]:
+    """Figures a quality gate may bound: every numeric figure of the schema, ROC AUC included."""
+    return overall_metric_names()
+
+
+def interval_of(name: str) -> tuple[str, str] | None:
+    """The names of the ends of a figure's 95% interval, or None when it has none."""
+    return next((f.interval for f in (*FIGURES, *PAIRED_FIGURES) if f.name == name), None)
+
+
+def derive_figures(sums: pl.DataFrame, figures: Iterable[Figure] | None = None) -> pl.DataFrame:
+    """Add every figure's column (default :data:`FIGURES`) to a frame of sums (one row per partition, or one
+    overall)."""
+    return sums.with_columns(f.formula().alias(f.name) for f in (FIGURES if figures is None else figures))
+
+
+def total_sums(records: pl.DataFrame) -> pl.DataFrame:
+    """One row: each sum added over all partitions (the overall record)."""
+    return records.select(pl.col(s.name).sum().cast(s.dtype) for s in SUMS)
+
+
+def overall_figures(records: pl.DataFrame) -> dict[str, float | int | None]:
+    """The overall row: the same formulas as per partition, applied to the sums over all rows.
+
+    Holds the reported sums and every numeric figure (not the histogram figures: ROC AUC comes
+    from the merged histograms).
+    """
+    row = derive_figures(total_sums(records)).row(0, named=True)
+    keep = [s.name for s in SUMS if s.reported] + [f.name for f in FIGURES if f.name != "note"]
+    return {name: row[name] for name in keep}
+
+
+def record_schema() -> dict[str, type[pl.DataType]]:
+    """The sum columns of a record and their types (what the cache stores per partition)."""
+    return {s.name: s.dtype for s in SUMS}
