@@ -6,6 +6,7 @@ from typing import Any
 
 from flows.steps import as_task
 from tasks.review.results import Evaluation, clean_value
+from tasks.review.slices import artifact_key
 from tasks.review.summary import run_link
 
 
@@ -30,6 +31,20 @@ def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str, v
         table=[{c: clean_value(r[c]) for c in cols} for r in rows.iter_rows(named=True)],
         description=f"BCE by partition of {dataset_name} (worst first)",
     )
+    for key, table in (ev.slices.tables if ev.slices is not None else {}).items():
+        shown = [
+            c
+            for c in ("slice", "n_rows", "bce", "bce_low", "bce_high", "normalized_entropy", "verdict")
+            if c in table.columns
+        ]
+        create_table_artifact(
+            key=artifact_key(key),
+            table=[
+                {c: clean_value(r[c]) for c in shown}
+                for r in table.sort("bce", descending=True).head(500).iter_rows(named=True)
+            ],
+            description=f"BCE by slice of {key} (worst first)",
+        )
     o = ev.overall
     create_markdown_artifact(
         key="bce-summary",

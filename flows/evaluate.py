@@ -13,24 +13,21 @@ otherwise walk every item of them.
 """
 
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-import polars as pl
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from flows.artifacts import publish_prefect_artifacts_task
 from flows.listing import listing_in_background
+from flows.publish import publish
 from flows.settings import EvaluateSettings
+from flows.stages import Judged, Reduced, Scoring
 from flows.steps import (
     audit_chunk_task,
-    build_evaluation_log_task,
     check_cache_dir_task,
     check_dataset_task,
     check_gates_task,
@@ -40,21 +37,20 @@ from flows.steps import (
     describe_model_task,
     fit_logistic_streaming_task,
     fit_model_task,
+    judge_slices_task,
     load_cached_task,
     load_model_task,
-    log_evaluation_task,
-    make_figures_task,
     partition_content_hashes_task,
     read_run_table_task,
     reduce_chunk_task,
-    sample_scores_task,
-    save_results_task,
     search_runs_task,
     store_records_task,
     summarize_audit_task,
+    summarize_cells_task,
     summarize_records_task,
 )
 from tasks.data.dataset import Dataset, files_by_partition, group_files
+from tasks.data.slicing import finest_cross
 from tasks.data.storage import data_location
 from tasks.judge.drift import (
     DEFAULT_BAND,
@@ -68,10 +64,11 @@ from tasks.judge.drift import (
     model_lineage,
     series_key,
 )
-from tasks.judge.gates import GateResult, with_verdicts
-from tasks.metrics.cache import evaluation_key, partition_keys
+from tasks.judge.gates import with_verdicts
+from tasks.judge.slice_gates import with_slice_failures
+from tasks.metrics.cache import partition_keys
 from tasks.models.loading import LoadedModel
-from tasks.models.scoring import Scorer, make_scorer, stored_scorer
+from tasks.models.scoring import make_scorer, stored_scorer
 from tasks.review.results import (
     Evaluation,
     ModelInfo,
@@ -79,44 +76,10 @@ from tasks.review.results import (
     model_label,
     with_partition_label,
 )
-from tasks.review.run_content import audit_headline
-from tasks.tracking.access import ui_hint
 from tasks.tracking.adapter import resolve_tracking_uri
 
 #: the progress line's words when the pass starts (tests wait for it, or check that a refusal came before it)
 PASS_STARTED = "chunk(s) of whole partitions"
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """What is evaluated, on which data: the dataset, its scorer, and the model behind it."""
-
-    dataset: Dataset
-    scorer: Scorer
-    info: ModelInfo
-    tags: dict[str, str]
-    lineage: str  # the model's part of the series key (tasks.judge.drift.model_lineage)
-    name: str  # the model's short name, for the run's default name (tasks.review.results.model_label)
-    model: Any = None  # the loaded or fitted model (None for stored scores)
-    fitted: Any = None  # the model fitted by this run (logged with it), else None
-
-
-@dataclass(frozen=True)
-class Reduced:
-    """The per-partition table and the overall row, merged from computed and cached partitions."""
-
-    table: pl.DataFrame
-    overall: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Judged:
-    """The table with each partition's verdict, the gate's result, the series' bands, and the audit when it ran."""
-
-    table: pl.DataFrame
-    verdict: GateResult | None
-    audit: tuple[pl.DataFrame, pl.DataFrame] | None
-    series: Series
 
 
 @flow(name="bce-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -180,6 +143,8 @@ def resolve_scoring(settings: EvaluateSettings, scheduled: datetime | None, trac
             extra,
             loaded.inputs.by_name() if loaded and loaded.inputs else None,
             settings.model_uri or "",
+            finest_cross(settings.slicings),
+            settings.weight_col,
         )
     logger.info(f"found {len(dataset.files):,} file(s), {dataset.num_rows:,} rows")
     if settings.score_col:
@@ -249,7 +214,8 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
         if settings.cache and settings.verify_cache
         else None
     )
-    cached = load_cached_task(quote(keys), quote(hashes)) if settings.cache and not settings.full else {}
+    need = tuple(c.name for c in dataset.cells)
+    cached = load_cached_task(quote(keys), quote(hashes), need) if settings.cache and not settings.full else {}
     chunks = group_files(dataset, settings.rows_per_task(holds_rows=exact_auc), skip=set(cached))
     if chunks:
         logger.info(f"scoring {sum(f.num_rows for c in chunks for f in c):,} rows: {len(chunks)} {PASS_STARTED}")
@@ -268,8 +234,13 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
     computed = len(files_by_partition(dataset)) - len(cached)
     if cached:
         logger.info(f"reused {len(cached)} cached partition(s); computed {computed}")
-    table, overall = summarize_records_task(quote(records), quote(hists), list(dataset.partition_by))
     counts = {"partitions_reused": len(cached), "partitions_computed": computed}
+    if dataset.cells or dataset.weight:  # per-cell records: the partitions and every slicing rolled up from them
+        table, overall, slices = summarize_cells_task(
+            quote(records), quote(hists), list(dataset.partition_by), dataset.cells, settings.slicings
+        )
+        return Reduced(with_partition_label(table, dataset.partition_by), {**overall, **counts}, slices)
+    table, overall = summarize_records_task(quote(records), quote(hists), list(dataset.partition_by))
     return Reduced(with_partition_label(table, dataset.partition_by), {**overall, **counts})
 
 
@@ -277,20 +248,24 @@ def judge(settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, tracki
     """Stage 3: the series' bands, the quality gates (against a baseline run when asked), the optional audit pass."""
     gates = settings.gates
     key = series_key(data_location(settings.data), settings.label, deployment.id, scoring.lineage)
-    history = history_frame(search_runs_task(tracking_uri, settings.experiment, SERIES_TAG, key, HISTORY_RUNS))
+    figure = gates.drift_figure  # what the series follows: BCE, or NE (a base-rate shift barely moves it)
+    runs = search_runs_task(tracking_uri, settings.experiment, SERIES_TAG, key, HISTORY_RUNS)
+    history = history_frame(runs, figure)
     run = latest_run(history, settings.experiment) if gates.baseline_run_id == "latest" else gates.baseline_run_id
     baseline = (
         baseline_from(run, *read_run_table_task(tracking_uri, run, "bce_by_partition.json", "--baseline-run"))
         if run
         else None
     )
-    current = current_points(reduced.table, reduced.overall, scoring.dataset.partition_by)
+    current = current_points(reduced.table, reduced.overall, scoring.dataset.partition_by, figure)
     k = gates.drift_k or DEFAULT_BAND
-    series = Series(key, history, drift_band(history, current, k), k, gates.drift_k is not None)
+    series = Series(key, history, drift_band(history, current, k, figure), k, gates.drift_k is not None, figure)
     verdict = check_gates_task(reduced.table, reduced.overall, gates, baseline, series.band) if gates.active else None
+    slices = judge_slices_task(reduced.slices, reduced.overall, gates) if reduced.slices else None
+    verdict = with_slice_failures(verdict, slices)
     table = with_verdicts(reduced.table, verdict)
     if not settings.audit:
-        return Judged(table, verdict, None, series)
+        return Judged(table, verdict, None, series, slices)
     dataset, logger = scoring.dataset, get_run_logger()
     chunks = group_files(dataset, settings.rows_per_task(holds_rows=True))
     logger.info(
@@ -303,95 +278,5 @@ def judge(settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, tracki
         if len(chunks) > 1:
             logger.info(f"audited {i}/{len(chunks)} chunks")
     sums, bins, tops = (quote([p[i] for p in parts]) for i in range(3))
-    return Judged(table, verdict, summarize_audit_task(sums, bins, tops, list(dataset.partition_by), table), series)
-
-
-def publish(
-    settings: EvaluateSettings,
-    scoring: Scoring,
-    reduced: Reduced,
-    judged: Judged,
-    scheduled: datetime | None,
-    tracking_uri: str,
-) -> Evaluation:
-    """Stage 4: plots, results saved locally, the MLflow run, Prefect artifacts."""
-    dataset, scorer = scoring.dataset, scoring.scorer
-    get_run_logger().info("drawing the plots and the report")
-    eval_key = evaluation_key(dataset, scorer, settings.model_dump(mode="json"))
-    sample = sample_scores_task(quote(dataset), scorer, settings.sample_rows)
-    figures = _draw_figures(settings, scoring, reduced, judged, sample)
-    results_path = save_results_task(eval_key, judged.table, reduced.overall)
-    log = build_evaluation_log_task(
-        dataset=quote(dataset),
-        table=judged.table,
-        overall=reduced.overall,
-        model=scoring.info,
-        experiment=settings.experiment,
-        run_name=settings.run_name or _default_run_name(settings, scoring.name, scheduled),
-        figures=figures,
-        sample=sample,
-        fitted_model=scoring.fitted,
-        max_partition_metrics=settings.max_partition_metrics,
-        tags={
-            **scoring.tags,
-            **(judged.verdict.tags() if judged.verdict else {}),
-            **_run_tags(eval_key),
-            **judged.series.tags(),
-        },
-        series=judged.series,
-        register=(settings.register_name, settings.register_alias) if settings.register_name else None,
-        audit=judged.audit,
-        results_path=results_path,
-    )
-    get_run_logger().info(f"logging the run to MLflow ({len(figures)} plots, the table and the report)")
-    run_id, experiment_id = log_evaluation_task(quote(log), tracking_uri)
-    headline = audit_headline(judged.audit[0], reduced.overall["bce"]) if judged.audit else ""
-    evaluation = Evaluation(
-        judged.table,
-        reduced.overall,
-        dataset.partition_by,
-        run_id,
-        experiment_id,
-        tracking_uri,
-        sample,
-        judged.verdict,
-        headline,
-        scoring.info.description,
-        judged.series.notice(),
-    )
-    publish_prefect_artifacts_task(quote(evaluation), Path(settings.data).name, ui_hint(tracking_uri), judged.verdict)
-    return evaluation
-
-
-def _draw_figures(
-    settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, judged: Judged, sample: pl.DataFrame
-) -> dict[str, Any]:
-    """The run's plots by artifact name; a linear model on one feature also gets its fitted sigmoid."""
-    dataset, linear = scoring.dataset, None
-    if scoring.scorer.expression is not None and len(dataset.features) == 1:
-        linear = (float(scoring.model.coef_.ravel()[0]), float(scoring.model.intercept_.ravel()[0]))
-    return make_figures_task(
-        sample,
-        judged.table,
-        reduced.overall["bce"],
-        dataset.features,
-        linear,
-        bool(dataset.partition_by),
-        reduced.overall["n_rows"],
-        settings.gates.partition_bound(),
-    )
-
-
-def _run_tags(eval_key: str) -> dict[str, str]:
-    return {
-        "prefect.flow_run_id": str(flow_run.get_id() or ""),
-        "prefect.flow_run_name": str(flow_run.get_name() or ""),
-        "prefect.deployment_id": str(deployment.id or ""),
-        "bce_eval.evaluation_key": eval_key,
-    }
-
-
-def _default_run_name(settings: EvaluateSettings, name: str, scheduled: datetime | None) -> str:
-    # scheduled runs are named by their scheduled time, so a nightly series sorts and reads well
-    stamp = (scheduled or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M")
-    return f"{Path(settings.data).name} · {name} · {stamp}"
+    audit = summarize_audit_task(sums, bins, tops, list(dataset.partition_by), table)
+    return Judged(table, verdict, audit, series, slices)

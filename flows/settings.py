@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from tasks.data.slicing import Slicing, parse_slicing
+from tasks.errors import InputError
 from tasks.judge.gates import GateSettings
 
 
@@ -23,6 +25,12 @@ class EvaluateSettings(BaseModel):
     label: str = Field(description="The 0/1 (or boolean) label column.")
     features: list[str] = Field(default_factory=list, description="Feature columns, in the model's order.")
     partition_by: list[str] = Field(default_factory=list, description="Partition columns (default: hive keys).")
+    slices: list[str] = Field(
+        default_factory=list,
+        description="Slicings, each reported in a table of its own: a column ('region'), numeric bins "
+        "('age:18,30,45,65'), a value filter ('country=de'), or a cross of them ('region*age:30,60').",
+    )
+    weight_col: str | None = Field(default=None, description="Weigh each row by this numeric column (finite, >= 0).")
     model_uri: str | None = Field(default=None, description="Evaluate this MLflow model instead of fitting one.")
     score_col: str | None = Field(default=None, description="Evaluate predictions stored in this column.")
     score_kind: Literal["logit", "probability"] = "probability"
@@ -168,12 +176,32 @@ class EvaluateSettings(BaseModel):
                 "local "
                 "(settings: dask_workers needs dask='local')."
             )
+        if self.auc == "exact" and (self.slices or self.weight_col):
+            return (
+                "--auc exact ranks the rows of each partition; with --slice or --weight-col ROC AUC comes from "
+                "histograms within a stated bound: drop --auc exact (settings: auc=exact with slices or weight_col)."
+            )
         if self.verify_cache and not self.cache:
             return (
                 "--verify-cache checks the per-partition cache; it cannot be used with --no-cache (settings: "
                 "verify_cache needs cache=true)."
             )
         return None
+
+    @field_validator("slices")
+    @classmethod
+    def _slicings_read(cls, v: list[str]) -> list[str]:
+        for text in v:
+            try:
+                parse_slicing(text)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @property
+    def slicings(self) -> tuple[Slicing, ...]:
+        """The declared slicings, parsed (each ``--slice``)."""
+        return tuple(parse_slicing(text) for text in self.slices)
 
     def rows_per_task(self, holds_rows: bool) -> int:
         """``chunk_rows``, or its default: small when a task holds its rows or Dask spreads the work."""

@@ -18,6 +18,7 @@ from tasks.errors import Stopped, is_transient
 from tasks.judge.audit import audit_chunk, summarize_audit
 from tasks.judge.gates import check_gates
 from tasks.judge.paired import reduce_paired_chunk, summarize_comparison
+from tasks.judge.slice_gates import judge_slices
 from tasks.metrics.cache import (
     check_cache_dir,
     load_cached,
@@ -26,6 +27,7 @@ from tasks.metrics.cache import (
     store_records,
 )
 from tasks.metrics.reduce import reduce_chunk, summarize_records
+from tasks.metrics.rollup import summarize_cells
 from tasks.models.fit_streaming import fit_logistic_streaming
 from tasks.models.fitting import fit_model
 from tasks.models.loading import check_model_output
@@ -140,6 +142,8 @@ partition_content_hashes_task = as_task(partition_content_hashes, name="hash-par
 reduce_chunk_task = as_task(reduce_chunk, name="reduce-chunk")
 store_records_task = as_task(store_records, name="cache-partitions")
 summarize_records_task = as_task(summarize_records, name="merge-records")
+summarize_cells_task = as_task(summarize_cells, name="roll-up-slices")
+judge_slices_task = as_task(judge_slices, name="judge-slices")
 save_results_task = as_task(save_results, name="save-results-locally")
 # judge
 check_gates_task = as_task(check_gates, name="check-gates")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flows.bench import slices as bench_slices
 from tasks.home import CODE_ROOT
 
 REPO = CODE_ROOT  # the benchmark runs from a checkout
@@ -381,12 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     hot = measure_hot(large, p100, p10k, model, args.repeats)
     print(f"  {json.dumps({k: v for k, v in hot.items() if k != 'runs'})}", flush=True)
+    rows = bench_slices.ROWS
+    sliced = bench_slices.run_section(OUT / f"slices_rows{rows}", rows, max(5, args.repeats))
     if args.hot_only:
-        (OUT / "results-hot.json").write_text(json.dumps(hot, indent=2))
-        print_targets({"hot": hot})
+        (OUT / "results-hot.json").write_text(json.dumps({**hot, "slices": sliced}, indent=2))
+        print_targets({"hot": hot, "slices": sliced})
         return 0
     results = run_servers_section(args, small, large, p100, p10k, tiny, ten, sample, model, hot)
-    results["hot"] = hot
+    results["hot"], results["slices"] = hot, sliced
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print_targets(results)
     return 0
@@ -772,6 +775,8 @@ def _target_rows(r: dict[str, object]) -> list[tuple[str, str, str, bool | None]
                 inc["new_rows_ratio"] <= 0.1,
             )
         )
+    if "slices" in r:
+        rows += bench_slices.target_rows(r["slices"])
     for name, t in r.get("tree_models", {}).items():
         rows.append(
             (

@@ -51,6 +51,15 @@ def _add_data_options(p: Any) -> None:
         "--partition-by", type=split_csv, default=[], help="partition columns K1,K2 (default: the hive keys)"
     )
     p.add_argument(
+        "--slice",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="report a slicing in a table of its own (repeatable): a column 'region', numeric bins "
+        "'age:18,30,45,65', a filter 'country=de', or a cross 'region*age:30,60'; overall is always there",
+    )
+    p.add_argument("--weight-col", help="weigh each row by this numeric column (finite, >= 0)")
+    p.add_argument(
         "--model-uri",
         help="evaluate this MLflow model (runs:/..., models:/name/1, models:/name@alias) instead of fitting: "
         "scikit-learn, XGBoost, LightGBM, CatBoost or any pyfunc",
@@ -177,6 +186,13 @@ def _add_gate_options(p: Any) -> None:
         choices=["interval", "point"],
         default="interval",
         help="fail a partition when its whole 95%% interval is above the threshold (default), or its point BCE",
+    )
+    gate.add_argument(
+        "--fdr",
+        type=float,
+        default=0.05,
+        metavar="LEVEL",
+        help="'per slice' gates fail the slices Benjamini-Hochberg rejects at this false discovery rate (default 0.05)",
     )
 
 
@@ -343,6 +359,8 @@ def evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
         label=args.label,
         features=args.features,
         partition_by=args.partition_by,
+        slices=args.slice,
+        weight_col=args.weight_col,
         model_uri=args.model_uri,
         score_col=args.score_col,
         score_kind=args.score_kind,
@@ -372,6 +390,7 @@ def evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
             min_rows=args.min_rows,
             min_class_rows=args.min_class_rows,
             judge_on=args.judge_on,
+            fdr_level=args.fdr,
         ),
     )
     if args.dask_workers is not None:  # else the settings' default

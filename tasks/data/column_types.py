@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+from tasks.data.slicing import CellColumn
 from tasks.errors import InputError
 
 
@@ -40,7 +41,7 @@ def unified_type(name: str, seen: dict[pa.DataType, str], role: str) -> pl.DataT
         # one type beside nulls: read the null files' column as that type (the first file may be one)
         return polars_type(next(iter(typed))) if typed and len(seen) > 1 else None
     types = list(typed)
-    if role == "partition" and all(_string_like(t) for t in types):
+    if role in ("partition", "slice") and all(_string_like(t) for t in types):
         return pl.String
     kinds = {_kind(t) for t in types}
     plain = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types)
@@ -149,3 +150,40 @@ def _check_model_type(
             f"{ref_file}: feature column {col!r} has type {shown}, but model {model_name} takes {wanted} there; "
             "cast the column to that type or evaluate a model whose signature matches the data."
         )
+
+
+def check_slice_columns(
+    ref_file: str,
+    ref_schema: pa.Schema,
+    hive_keys: tuple[str, ...],
+    cells: tuple[CellColumn, ...],
+    weight: str | None,
+) -> None:
+    """Every ``--slice`` column exists (binned ones are numbers), and ``--weight-col`` is a numeric file column."""
+    available = set(ref_schema.names) | set(hive_keys)
+    for cell in cells:
+        if cell.column not in available:
+            raise InputError(f"{ref_file}: no column {cell.column!r} to slice by; columns are {sorted(available)}.")
+        if cell.edges and cell.column not in hive_keys and not _is_number(ref_schema.field(cell.column).type):
+            raise InputError(
+                f"{ref_file}: --slice {cell.name}: column {cell.column!r} is {ref_schema.field(cell.column).type}, "
+                "not a number; bins need a numeric column (slice it by value instead: --slice "
+                f"{cell.column})."
+            )
+    if weight is None:
+        return
+    if weight not in ref_schema.names:
+        where = "a hive key" if weight in hive_keys else "not a column"
+        raise InputError(
+            f"{ref_file}: --weight-col {weight!r} is {where}; weights must be a numeric column of the files "
+            f"(columns are {sorted(ref_schema.names)})."
+        )
+    if not _is_number(ref_schema.field(weight).type):
+        raise InputError(
+            f"{ref_file}: --weight-col {weight!r} is {ref_schema.field(weight).type}, not a number; "
+            "weights must be finite numbers >= 0."
+        )
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)

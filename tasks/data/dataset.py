@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.data.column_types import check_columns, polars_type, unified_type
+from tasks.data.column_types import check_columns, check_slice_columns, polars_type, unified_type
 from tasks.data.file_entry import FileEntry
 from tasks.data.parquet_files import (
     arrow_schema,
@@ -28,6 +28,7 @@ from tasks.data.parquet_files import (
     read_footers_bytes,
 )
 from tasks.data.partitions import select_partitions
+from tasks.data.slicing import CellColumn
 from tasks.data.storage import local_path, storage_for
 from tasks.errors import InputError
 
@@ -67,6 +68,10 @@ class Dataset:
     scan_schema: tuple[tuple[str, pl.DataType], ...] = ()
     #: features read as text (a model's signature takes strings there); all others are numeric
     text_features: tuple[str, ...] = ()
+    #: the slice columns of the finest cross (``--slice``), beyond the partition keys
+    cells: tuple[CellColumn, ...] = ()
+    #: the column of the rows' weights (``--weight-col``), or None: every row weighs 1
+    weight: str | None = None
 
     @property
     def num_rows(self) -> int:
@@ -75,8 +80,13 @@ class Dataset:
     @property
     def columns(self) -> list[str]:
         """The columns a scan must read (file columns and hive keys alike)."""
-        cols = [*self.features, self.label, *self.extra_columns, *self.partition_by]
-        return list(dict.fromkeys(cols))
+        cols = [*self.features, self.label, *self.extra_columns, *self.partition_by, *self.cell_sources]
+        return list(dict.fromkeys([*cols, *([self.weight] if self.weight else [])]))
+
+    @property
+    def cell_sources(self) -> list[str]:
+        """The data columns the slice columns read."""
+        return list(dict.fromkeys(c.column for c in self.cells))
 
     @property
     def file_columns(self) -> list[str]:
@@ -231,13 +241,18 @@ def check_dataset(
     extra_columns: list[str] | tuple[str, ...] = (),
     model_types: dict[str, str] | None = None,
     model_name: str = "",
+    cells: tuple[CellColumn, ...] = (),
+    weight: str | None = None,
 ) -> Dataset:
     """The :class:`Dataset` of the files ``listing`` (:func:`read_dataset_files`) describes, once its
-    columns pass the checks of :func:`discover_dataset`; raises :class:`InputError` otherwise."""
+    columns pass the checks of :func:`discover_dataset` (and the slice and weight columns theirs);
+    raises :class:`InputError` otherwise."""
     _check_some_features(features, extra_columns)
     features, extra_columns = tuple(features), tuple(extra_columns)
     roles = (
-        dict.fromkeys(partition_by or (), "partition")
+        dict.fromkeys((c.column for c in cells), "slice")
+        | dict.fromkeys([weight] if weight else [], "weight")
+        | dict.fromkeys(partition_by or (), "partition")
         | dict.fromkeys(features, "feature")
         | dict.fromkeys(extra_columns, "score")
         | {label: "label"}
@@ -248,10 +263,16 @@ def check_dataset(
     text_features = check_columns(
         listing.ref_file, ref_schema, listing.hive_keys, label, features, extra_columns, parts, model_types, model_name
     )
+    check_slice_columns(listing.ref_file, ref_schema, listing.hive_keys, cells, weight)
+    _check_binned_hive_keys(listing, cells)
+    cells = tuple(c for c in cells if c.edges or c.column not in parts)  # a partition key is in every record already
     widened = {name: unified_type(name, seen, roles[name]) for name, seen in types.items()}
     if sum(f.num_rows for f in listing.files) == 0:
         raise InputError(f"{listing.root}: the dataset has no rows.")
-    used = [c for c in dict.fromkeys([*features, label, *extra_columns, *parts]) if c not in listing.hive_keys]
+    sources = [c.column for c in cells] + ([weight] if weight else [])
+    used = [
+        c for c in dict.fromkeys([*features, label, *extra_columns, *parts, *sources]) if c not in listing.hive_keys
+    ]
     return Dataset(
         root=listing.root,
         files=listing.files,
@@ -260,11 +281,27 @@ def check_dataset(
         partition_by=parts,
         hive_keys=listing.hive_keys,
         schema=_schema_description(ref_schema, listing.hive_keys, widened),
-        fingerprint=_dataset_fingerprint(listing.root, listing.files, (label, features, parts)),
+        fingerprint=_dataset_fingerprint(listing.root, listing.files, (label, features, parts, cells, weight)),
         extra_columns=extra_columns,
         scan_schema=_scan_schema(ref_schema, widened, used),
         text_features=text_features,
+        cells=tuple(cells),
+        weight=weight,
     )
+
+
+def _check_binned_hive_keys(listing: DatasetFiles, cells: tuple[CellColumn, ...]) -> None:
+    """Bins on a hive key need numbers in its folder names."""
+    for cell in (c for c in cells if c.edges and c.column in listing.hive_keys):
+        for f in listing.files:
+            value = f.hive.get(cell.column)
+            try:
+                float(value) if value is not None else None
+            except ValueError:
+                raise InputError(
+                    f"{f.path}: --slice {cell.name}: hive key {cell.column!r} is {value!r}, not a number; slice it by "
+                    f"value instead (--slice {cell.column})."
+                ) from None
 
 
 def _schema_description(

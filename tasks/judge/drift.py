@@ -33,6 +33,9 @@ from tasks.redact import redact_uri
 
 SERIES_TAG = "bce_eval.series"
 PARTITION_PREFIX = "bce_by_partition/"
+#: figures whose series bce-eval keeps per partition (``<figure>_by_partition/<partition>`` metrics), so a drift gate
+#: can follow them: raw BCE, or normalized entropy, which a shift of the base rate moves far less
+SERIES_FIGURES = ("bce", "normalized_entropy")
 OVERALL = "overall"
 DEFAULT_BAND = 3.0
 MIN_HISTORY = 3
@@ -48,6 +51,7 @@ class Series:
     band: pl.DataFrame
     k: float = DEFAULT_BAND
     gated: bool = False  # --max-drift: leaving the band fails the run
+    figure: str = "bce"  # the figure the series follows (one of SERIES_FIGURES)
 
     def tags(self) -> dict[str, str]:
         left = self.band.filter(pl.col("drifted")).get_column("partition").to_list()
@@ -59,7 +63,7 @@ class Series:
 
     def notice(self) -> str:
         """This run's drift in words, after a "drift:" (which partitions, which band, whether it is a gate), or ""."""
-        line, _ = drift_failures(self.band, self.k)
+        line, _ = drift_failures(self.band, self.k, self.figure)
         if line is None:
             return ""
         runs = self.history.get_column("run_id").n_unique()
@@ -106,37 +110,38 @@ def series_key(data_location: str, label: str, deployment_id: str | None, lineag
     return key.replace("%", "%25").replace("'", "%27").replace('"', "%22")
 
 
+def _point(row: Mapping[str, Any], figure: str) -> tuple[float, float]:
+    """A figure's value and standard error: NE is BCE over the entropy of the base rate, so its se is BCE's scaled."""
+    value, se = float(row[figure]), float(row.get("bce_se") or 0.0)
+    return value, se if figure == "bce" else se * abs(value / row["bce"]) if row.get("bce") else 0.0
+
+
 def current_points(
-    table: pl.DataFrame, overall: dict[str, Any], keys: tuple[str, ...]
+    table: pl.DataFrame, overall: dict[str, Any], keys: tuple[str, ...], figure: str = "bce"
 ) -> dict[str, tuple[str, float, float]]:
-    """This run's (partition, BCE, standard error) by series key: ``overall`` and each partition's metric key."""
-    out = {OVERALL: (OVERALL, float(overall["bce"]), float(overall.get("bce_se") or 0.0))}
+    """This run's (partition, value, standard error) of ``figure`` by series key: ``overall`` and each partition's
+    metric key (partitions where it is undefined, as NE of one class, are left out)."""
+    out = {OVERALL: (OVERALL, *_point(overall, figure))}
     if keys:
-        for row in table.select([*keys, "partition", "bce", "bce_se"]).iter_rows(named=True):
-            out[metric_key_suffix({k: row[k] for k in keys})] = (
-                row["partition"],
-                float(row["bce"]),
-                float(row["bce_se"] or 0.0),
-            )
+        for row in table.select(list(dict.fromkeys([*keys, "partition", "bce", "bce_se", figure]))).iter_rows(
+            named=True
+        ):
+            if row[figure] is not None:
+                out[metric_key_suffix({k: row[k] for k in keys})] = (row["partition"], *_point(row, figure))
     return out
 
 
-def history_frame(runs: list[tuple[str, int, dict[str, float]]]) -> pl.DataFrame:
+def history_frame(runs: list[tuple[str, int, dict[str, float]]], figure: str = "bce") -> pl.DataFrame:
     """The series' earlier runs (``(run id, start time, metrics)``, as :func:`tasks.tracking.history.search_runs`
-    reads them) as one row per (run, partition key) with its BCE, oldest first."""
+    reads them) as one row per (run, partition key) with its ``figure`` (a column of that name), oldest first."""
+    prefix = f"{figure}_by_partition/"
     rows = []
     for run_id, start_time, metrics in runs:
         for name, value in metrics.items():
-            part = (
-                OVERALL
-                if name == "bce"
-                else name[len(PARTITION_PREFIX) :]
-                if name.startswith(PARTITION_PREFIX)
-                else None
-            )
+            part = OVERALL if name == figure else name[len(prefix) :] if name.startswith(prefix) else None
             if part is not None:
-                rows.append({"run_id": run_id, "start_time": start_time, "key": part, "bce": float(value)})
-    schema = {"run_id": pl.String, "start_time": pl.Int64, "key": pl.String, "bce": pl.Float64}
+                rows.append({"run_id": run_id, "start_time": start_time, "key": part, figure: float(value)})
+    schema = {"run_id": pl.String, "start_time": pl.Int64, "key": pl.String, figure: pl.Float64}
     return pl.DataFrame(rows, schema=schema).sort("start_time")
 
 
@@ -151,14 +156,14 @@ def latest_run(history: pl.DataFrame, experiment: str) -> str:
 
 
 def drift_band(
-    history: pl.DataFrame, current: dict[str, tuple[str, float, float]], k: float = DEFAULT_BAND
+    history: pl.DataFrame, current: dict[str, tuple[str, float, float]], k: float = DEFAULT_BAND, figure: str = "bce"
 ) -> pl.DataFrame:
     """Each key's band from its own history, and whether this run's BCE left it (see the module's formula).
 
     The history is grouped by key once (not filtered per key: a nightly series of 10,000 partitions
     has hundreds of thousands of history rows).
     """
-    pasts = dict(history.group_by("key").agg(pl.col("bce")).iter_rows()) if history.height else {}
+    pasts = dict(history.group_by("key").agg(pl.col(figure)).iter_rows()) if history.height else {}
     rows = []
     for key, (partition, bce, se) in current.items():
         past = np.asarray(pasts.get(key, ()), dtype=np.float64)
@@ -171,7 +176,7 @@ def drift_band(
                     "median": None,
                     "low": None,
                     "high": None,
-                    "bce": bce,
+                    figure: bce,
                     "drifted": False,
                 }
             )
@@ -187,7 +192,7 @@ def drift_band(
                 "median": median,
                 "low": low,
                 "high": high,
-                "bce": bce,
+                figure: bce,
                 "drifted": not low <= bce <= high,
             }
         )
@@ -198,23 +203,24 @@ def drift_band(
         "median": pl.Float64,
         "low": pl.Float64,
         "high": pl.Float64,
-        "bce": pl.Float64,
+        figure: pl.Float64,
         "drifted": pl.Boolean,
     }
     return pl.DataFrame(rows, schema=schema)
 
 
-def drift_failures(band: pl.DataFrame, k: float) -> tuple[str | None, list[str]]:
+def drift_failures(band: pl.DataFrame, k: float, figure: str = "bce") -> tuple[str | None, list[str]]:
     """The line naming the partitions (labels) that left their band, with their bands, and those partitions; or (None,
     [])."""
     out = band.filter(pl.col("drifted"))
     if not out.height:
         return None, []
     names = [
-        f"{r['partition']} ({r['bce']:.4f} outside [{r['low']:.4f}, {r['high']:.4f}])"
+        f"{r['partition']} ({r[figure]:.4f} outside [{r['low']:.4f}, {r['high']:.4f}])"
         for r in out.iter_rows(named=True)
     ]
     more = f" and {len(names) - 20} more" if len(names) > 20 else ""
-    return f"{out.height} left the band of their own history (median ± {k:g} robust σ): " + ", ".join(
+    what = "" if figure == "bce" else f"{figure}: "
+    return f"{what}{out.height} left the band of their own history (median ± {k:g} robust σ): " + ", ".join(
         names[:20]
     ) + more, out.get_column("partition").to_list()

@@ -7,6 +7,8 @@ schema can be gated without a line of code here.
 - ``baseline``: the figure minus the baseline run's, overall and per partition (a regression);
 - ``drift``: how far the figure left the band of its own nightly series, in robust σ.
 
+- ``slice``: each slice of every ``--slice`` slicing, with few false alarms (:mod:`tasks.judge.slice_gates`).
+
 ``--max-bce``, ``--max-partition-bce``, ``--max-regression`` and ``--max-drift`` are spellings of
 gates; ``--gate "roc_auc >= 0.7 per partition"`` spells any other (:func:`parse_gate`).
 
@@ -23,19 +25,23 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.judge.drift import drift_failures
+from tasks.judge.drift import SERIES_FIGURES, drift_failures
 from tasks.metrics.schema import gate_targets, interval_of
 
-Scope = Literal["overall", "partition", "baseline", "drift"]
+Scope = Literal["overall", "partition", "slice", "baseline", "drift"]
 Op = Literal["<=", ">="]
 JudgeOn = Literal["interval", "point"]
 
-#: figures whose nightly series bce-eval keeps (per partition), so a drift gate can judge them
-SERIES_FIGURES = ("bce",)
-_SCOPE_WORDS = {"overall": "overall", "per partition": "partition", "vs baseline": "baseline", "drift": "drift"}
+_SCOPE_WORDS = {
+    "overall": "overall",
+    "per partition": "partition",
+    "per slice": "slice",
+    "vs baseline": "baseline",
+    "drift": "drift",
+}
 _GATE = re.compile(
     r"^\s*(?P<figure>[a-z_0-9]+)\s+(?P<drift>drift\s+)?(?P<op><=|>=)\s*(?P<bound>[-+]?[0-9.]+(?:e[-+]?[0-9]+)?)"
-    r"(?:\s+(?P<scope>overall|per partition|vs baseline))?(?:\s+on\s+(?P<on>point|interval))?\s*$"
+    r"(?:\s+(?P<scope>overall|per partition|per slice|vs baseline))?(?:\s+on\s+(?P<on>point|interval))?\s*$"
 )
 
 
@@ -84,7 +90,7 @@ def parse_gate(text: str) -> Gate:
     m = _GATE.match(text.lower())
     if m is None:
         raise ValueError(
-            f"--gate {text!r}: expected 'FIGURE <=|>= BOUND [overall|per partition|vs baseline] [on point|on "
+            f"--gate {text!r}: expected 'FIGURE <=|>= BOUND [overall|per partition|per slice|vs baseline] [on point|on "
             "interval]' "
             f"or 'FIGURE drift <= K', e.g. 'roc_auc >= 0.7 per partition'."
         )
@@ -129,6 +135,13 @@ class GateSettings(BaseModel):
     )
     min_class_rows: int = Field(
         default=0, ge=0, description="Partitions with fewer positives or negatives are too small to judge."
+    )
+    fdr_level: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Per-slice gates fail the slices Benjamini–Hochberg rejects at this false discovery rate, per "
+        "slicing.",
     )
     judge_on: JudgeOn = Field(
         default="interval",
@@ -183,6 +196,12 @@ class GateSettings(BaseModel):
         return bool(self.all_gates())
 
     @property
+    def drift_figure(self) -> str:
+        """The figure the nightly series follows: the narrowest drift gate's, else BCE."""
+        gates = sorted((g for g in self.all_gates() if g.scope == "drift"), key=lambda g: g.bound)
+        return gates[0].figure if gates else "bce"
+
+    @property
     def drift_k(self) -> float | None:
         """The width of the drift band a gate asks for (the narrowest), or None."""
         ks = [g.bound for g in self.all_gates() if g.scope == "drift"]
@@ -227,6 +246,7 @@ class _Judging:
     overall: dict[str, Any]
     baseline: dict[str, Any] | None
     drift: pl.DataFrame | None
+    drift_figure: str = "bce"
     failures: list[str] = field(default_factory=list)
     at_fault: list[str] = field(default_factory=list)
     verdicts: dict[str, str] = field(default_factory=dict)
@@ -258,7 +278,7 @@ def check_gates(
     if gates.judge_on == "interval" and "bce_se" in table.columns:
         small = small | pl.col("bce_se").is_null()  # one row: no interval to judge
     too_small = table.filter(small).get_column("partition").to_list()
-    judging = _Judging(gates, table.filter(~small), overall, baseline, drift)
+    judging = _Judging(gates, table.filter(~small), overall, baseline, drift, gates.drift_figure)
     judging.verdicts = dict.fromkeys(too_small, "too small") | dict.fromkeys(
         judging.judged.get_column("partition").to_list(), "passed"
     )
@@ -341,7 +361,9 @@ def _judge_drift(gate: Gate, judging: _Judging) -> None:
     """A partition (or the overall figure) outside the band of its own series fails the gate."""
     if judging.drift is None:
         return
-    line, left = drift_failures(judging.drift, gate.bound)
+    if gate.figure != judging.drift_figure:
+        return  # the series follows one figure a run: the narrowest drift gate's (GateSettings.drift_figure)
+    line, left = drift_failures(judging.drift, gate.bound, gate.figure)
     if line:
         judging.fail(line, left)
 
@@ -351,6 +373,7 @@ _JUDGES = {
     "partition": _judge_partitions,
     "baseline": _judge_baseline,
     "drift": _judge_drift,
+    "slice": lambda gate, judging: None,  # every slicing's slices: tasks.judge.slice_gates
 }
 
 

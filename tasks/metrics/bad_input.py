@@ -23,6 +23,9 @@ def check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
             continue
         x = pl.col(col).cast(pl.Float64)
         exprs.append((x.is_null() | ~x.is_finite()).fill_null(True).sum().alias(f"bad_feature_{i}"))
+    if dataset.weight is not None:
+        w = pl.col(dataset.weight).cast(pl.Float64)
+        exprs.append((w.is_null() | ~w.is_finite() | (w < 0)).fill_null(True).sum().alias("bad_weight"))
     if scorer.column is not None:
         s = pl.col(scorer.column).cast(pl.Float64)
         bad = s.is_null() | ~s.is_finite()
@@ -40,6 +43,11 @@ def raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], che
         if any(v for v in row.values()):
             culprit, checks = f.path, row
             break
+    if culprit is not None and checks.get("bad_weight"):
+        raise InputError(
+            f"{culprit}: weight column {dataset.weight!r} has {checks['bad_weight']} negative, null or non-finite "
+            "value(s); weights must be finite numbers >= 0 (drop those rows or fix their weights)."
+        )
     if culprit is None and scorer.model is not None and scorer.kind == "probability":
         # every column is clean, yet the model's output is not a probability
         raise InputError(

@@ -88,6 +88,10 @@ _METRIC_MODULES = (
     "tasks.metrics.kernels",
     "tasks.metrics.lanes",
     "tasks.metrics.reduce",
+    "tasks.metrics.runs",
+    "tasks.metrics.cells",
+    "tasks.metrics.cell_kernel",
+    "tasks.data.slicing",
     "tasks.metrics.auc",
     "tasks.metrics.schema",
     "tasks.data.dataset",
@@ -112,6 +116,9 @@ def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tu
     base = (
         f"{scorer.identity}|{dataset.label}|{dataset.features}|{dataset.partition_by}|"
         f"{exact_auc}|{metric_code_identity()}"
+        # records per cell, weighted: other records than a plain run's. Not the slice columns themselves:
+        # records cut by more columns roll up exactly to fewer (load_cached keeps those that hold them all)
+        + (f"|cells|{dataset.weight}" if dataset.cells or dataset.weight else "")
     )
     out = {}
     for part, files in files_by_partition(dataset).items():
@@ -167,12 +174,16 @@ def _read_entry(key: str) -> tuple[str, str | None] | None:
 
 
 def load_cached(
-    keys: dict[tuple[str | None, ...], str], verify: dict[tuple[str | None, ...], str] | None = None
+    keys: dict[tuple[str | None, ...], str],
+    verify: dict[tuple[str | None, ...], str] | None = None,
+    columns: tuple[str, ...] = (),
 ) -> dict[tuple[str | None, ...], tuple[pl.DataFrame, pl.DataFrame]]:
     """The cached (record, histogram) of each partition whose entry and chunk files are present.
 
     With ``verify`` (each partition's content hash now), a partition is returned only if its entry
     was stored with the same hash: an entry cached without one, or from other bytes, is recomputed.
+    ``columns``: the slice columns this run needs; an entry cut by other columns is recomputed, one cut
+    by more is kept (its cells roll up exactly).
     """
     where: dict[str, list[tuple[tuple[str | None, ...], str]]] = {}
     for part, key in keys.items():
@@ -195,7 +206,7 @@ def load_cached(
         empty = hists.head(0).drop("__key")
         for part, key in wanted:
             rec = by_rec.get((key,))
-            if rec is not None:
+            if rec is not None and all(c in rec.columns for c in columns):
                 found[part] = (rec, by_hist.get((key,), empty))
     return found
 

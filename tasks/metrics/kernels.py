@@ -27,8 +27,9 @@ STATS = KERNEL_COLUMNS
 _N_ROWS, _N_POS, _N_NEG = (STATS.index(c) for c in ("n_rows", "n_pos", "n_neg"))
 _SUM_LOSS, _SUM_LOSS_SQ, _SUM_LOSS_POS = (STATS.index(c) for c in ("sum_loss", "sum_loss_sq", "sum_loss_pos"))
 _N_CORRECT, _SUM_BRIER, _SUM_P, _N_SATURATED = (
-    STATS.index(c) for c in ("n_correct", "sum_brier", "sum_p", "n_saturated")
+    STATS.index(c) for c in ("sum_correct", "sum_brier", "sum_p", "n_saturated")
 )
+_SUM_W, _SUM_W_SQ, _SUM_W_POS = (STATS.index(c) for c in ("sum_w", "sum_w_sq", "sum_w_pos"))
 _BAD_SCORE, _BAD_LABEL = (STATS.index(c) for c in ("bad_score", "bad_label"))
 HIST_BINS = 4096
 #: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
@@ -87,6 +88,10 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
     acc[_N_ROWS] += hi - lo
     acc[_N_POS] += n_pos
     acc[_N_NEG] += n_neg
+    # every row weighs 1 here (weights take tasks.metrics.cell_kernel): the weighted sums are the counts
+    acc[_SUM_W] += hi - lo
+    acc[_SUM_W_SQ] += hi - lo
+    acc[_SUM_W_POS] += n_pos
     acc[_SUM_LOSS] += s_loss
     acc[_SUM_LOSS_SQ] += s_loss2
     acc[_SUM_LOSS_POS] += s_loss_pos

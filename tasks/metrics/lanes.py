@@ -93,7 +93,7 @@ class _Lane:
         S, Y, A, B = self.s[:n], self.y[:n], self.a[:n], self.b[:n]
         S[:] = s
         Y[:] = y
-        _terms(S, A, B, logit)
+        terms(S, A, B, logit)
         n_out, n_flush = sum_segments(
             S,
             A,
@@ -234,7 +234,7 @@ def _merged(pieces: list[np.ndarray], flushes: np.ndarray) -> tuple[np.ndarray, 
     return out[: n_keep + n_out], np.concatenate([flushes[~shared], out_flushes[:n_flush]])
 
 
-def _terms(S: np.ndarray, A: np.ndarray, B: np.ndarray, logit: bool) -> None:
+def terms(S: np.ndarray, A: np.ndarray, B: np.ndarray, logit: bool) -> None:
     """The vectorised terms of rows of scores ``S`` into ``A`` and ``B`` (see :func:`sum_segments`)."""
     with np.errstate(all="ignore"):  # bad rows are counted by the loop, not warned about here
         if logit:

@@ -34,6 +34,8 @@ from tasks.metrics.auc import (
     merge_histograms,
 )
 from tasks.metrics.bad_input import raise_bad_input
+from tasks.metrics.cells import CellSink
+from tasks.metrics.runs import PartitionRuns
 from tasks.models.scoring import Scorer, model_input
 
 #: Columns of a record that add up exactly across files, chunks and runs (from the metric schema)
@@ -69,57 +71,6 @@ def reduce_chunk(
                 reason = str(file_exc).splitlines()[0]
                 raise InputError(f"{f.path}: cannot read its data ({reason}); the file may be corrupt.") from exc
         raise
-
-
-class _Partitions:
-    """Partition numbers of the rows of each batch, as runs of consecutive rows.
-
-    When every partition key is a hive folder, a file's rows are all in one partition: runs follow
-    from the files' row counts (from their footers) and the scan's order, and no key is read per
-    row. Otherwise the key columns come with each batch and runs are found where they change.
-    """
-
-    def __init__(self, dataset: Dataset, files: list[DataFile]) -> None:
-        self.keys = list(dataset.partition_by)
-        self.by_files = all(k in dataset.hive_keys for k in self.keys)
-        self.index: dict[tuple, int] = {}
-        self.offset = 0
-        if self.by_files:
-            file_part = [self._number(tuple(f.hive[k] for k in self.keys)) for f in files]
-            self.file_part = np.asarray(file_part, dtype=np.int64)
-            self.file_ends = np.cumsum([f.num_rows for f in files], dtype=np.int64)
-
-    def _number(self, key: tuple) -> int:
-        return self.index.setdefault(key, len(self.index))
-
-    @property
-    def columns(self) -> list[str]:
-        """Key columns each batch must carry."""
-        return [] if self.by_files else self.keys
-
-    def runs(self, batch: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """``(run_ends, run_ids)`` of a batch: run r is rows up to ``run_ends[r]``, partition ``run_ids[r]``."""
-        n = batch.height
-        start, self.offset = self.offset, self.offset + n
-        if self.by_files:
-            first = int(np.searchsorted(self.file_ends, start, side="right"))
-            last = int(np.searchsorted(self.file_ends, start + n - 1, side="right"))
-            ends = np.minimum(self.file_ends[first : last + 1], start + n) - start
-            return ends, self.file_part[first : last + 1]
-        keys = batch.select(self.keys)
-        changed = pl.any_horizontal(pl.col(k).ne_missing(pl.col(k).shift(1)) for k in self.keys)
-        starts = np.flatnonzero(keys.select(changed.fill_null(True)).to_series().to_numpy())
-        ids = [self._number(row) for row in keys[starts].rows()]
-        return np.append(starts[1:], n).astype(np.int64), np.asarray(ids, dtype=np.int64)
-
-    def frame(self, schema: pl.Schema | None) -> pl.DataFrame:
-        """The key columns of every partition number, in number order."""
-        rows = list(self.index)
-        if not self.keys:
-            return pl.DataFrame({"partition": ["all"] * len(rows)})
-        if self.by_files or schema is None:
-            return pl.DataFrame(rows, schema=dict.fromkeys(self.keys, pl.String), orient="row")
-        return pl.DataFrame(rows, schema={k: schema[k] for k in self.keys}, orient="row")
 
 
 def _batch_scores(scorer: Scorer, batch: pl.DataFrame, dataset: Dataset, files: list[DataFile]) -> np.ndarray:
@@ -164,7 +115,10 @@ def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.
         # nulls become NaN, which the pass counts as bad scores (a null feature makes the logit null)
         score = [scorer.scan_expression().fill_null(nan).alias(_S)]
     label = pl.col(dataset.label).cast(pl.Float64).fill_null(nan).alias(_Y)
-    return [*score, label, *[pl.col(k) for k in keys]]
+    taken = {*keys, *(scorer.features if scorer.model is not None else ())}
+    # the slice and weight columns, unless a key or the model's input holds them already
+    extra = [c for c in (*dataset.cell_sources, *([dataset.weight] if dataset.weight else ())) if c not in taken]
+    return [*score, label, *[pl.col(k) for k in keys], *[pl.col(c) for c in dict.fromkeys(extra)]]
 
 
 def _reduce_chunk(
@@ -172,12 +126,15 @@ def _reduce_chunk(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     from tasks.metrics.lanes import Reducer
 
-    parts = _Partitions(dataset, files)
+    parts = PartitionRuns(dataset, files)
     logit = scorer.kind == "logit"
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (ids, scores, labels) for exact AUC
     schema = None
     # the per-row pass on as many threads as Polars has (POLARS_MAX_THREADS): the same sums whatever that is
-    reducer = Reducer(pl.thread_pool_size())
+    threads = pl.thread_pool_size()
+    # slices or weights: each row to its cell (partition × slice values), weighted; else runs of partitions
+    cells = CellSink(dataset.cells, dataset.weight, threads) if dataset.cells or dataset.weight else None
+    reducer = cells or Reducer(threads)
     query = scan_files(dataset, files).select(_scan_columns(dataset, scorer, parts.columns))
     # Polars' own batches (whole morsels, no copy) unless files are small: then one batch per file
     # would cost more in calls than in rows. Either way, the same files give the same batches, so
@@ -194,7 +151,9 @@ def _reduce_chunk(
             s = _batch_scores(scorer, batch, dataset, files)
             y = batch.get_column(_Y).to_numpy()
             run_ends, run_ids = parts.runs(batch)
-            if reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)):
+            if cells is not None and cells.add(batch, s, y, run_ends, run_ids, logit):
+                break
+            if cells is None and reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)):
                 break  # bad input: stop reading, say where below
             if exact_auc:
                 kept.append(
@@ -207,6 +166,8 @@ def _reduce_chunk(
     except BaseException:
         reducer.abandon()
         raise
+    if cells is not None:
+        return _assemble_cells(dataset, scorer, files, parts.frame(schema), cells)
     stats, bins, flushes = reducer.finish()
     return _assemble(
         dataset,
@@ -267,9 +228,9 @@ def _assemble(
     """The chunk's records (keys, sums, ROC AUC) and histogram, from the pass's arrays."""
     from tasks.metrics import kernels
 
-    bad_score, bad_label = (int(stats[:, kernels.STATS.index(c)].sum()) for c in metrics.CHECKS)
-    if bad_score or bad_label:
-        raise_bad_input(dataset, scorer, files, {"bad_score": bad_score, "bad_label": bad_label})
+    checks = {c: int(stats[:, kernels.STATS.index(c)].sum()) for c in metrics.CHECKS}
+    if any(checks.values()):
+        raise_bad_input(dataset, scorer, files, checks)
     keys_frame = keys.with_row_index("__part")
     records = keys_frame.with_columns(
         pl.Series(s.name, stats[:, kernels.STATS.index(s.name)]).cast(s.dtype) for s in metrics.SUMS
@@ -280,6 +241,34 @@ def _assemble(
             pl.when(pl.col("roc_auc").is_not_null()).then(0.0).alias("roc_auc_bound")
         )
     records = records.join(auc, on="__part", how="left").filter(pl.col("n_rows") > 0).drop("__part")
+    return records, histogram
+
+
+def _assemble_cells(
+    dataset: Dataset, scorer: Scorer, files: list[DataFile], parts: pl.DataFrame, cells: CellSink
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The chunk's records per cell (partition keys, slice columns, sums, binned ROC AUC) and histogram."""
+    from tasks.metrics import kernels
+
+    stats, bins, auc_sums = cells.finish()
+    checks = {c: int(stats[:, kernels.STATS.index(c)].sum()) for c in metrics.CHECKS}
+    if any(checks.values()):
+        raise_bad_input(dataset, scorer, files, checks)
+    keys = cells.index.frame().join(
+        parts.with_row_index("__part").with_columns(pl.col("__part").cast(pl.Int64)), on="__part", how="left"
+    )
+    key_columns = [*parts.columns, *(c for c in keys.columns if c not in parts.columns and c != "__part")]
+    keys = keys.select(key_columns)
+    roc_auc, bound = auc_from_sums(*auc_sums.T)
+    records = keys.with_columns(
+        *(pl.Series(s.name, stats[:, kernels.STATS.index(s.name)]).cast(s.dtype) for s in metrics.SUMS),
+        pl.Series("roc_auc", roc_auc).fill_nan(None),
+        pl.Series("roc_auc_bound", bound).fill_nan(None),
+    ).filter(pl.col("n_rows") > 0)
+    index = pl.Series(bins[:, 0].astype(np.int64))
+    histogram = keys[index].with_columns(
+        pl.Series("bin", bins[:, 1].astype(np.int32)), pl.Series("n", bins[:, 2]), pl.Series("n_pos", bins[:, 3])
+    )
     return records, histogram
 
 

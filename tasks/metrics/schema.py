@@ -48,6 +48,8 @@ class Figure:
     doc: str
     #: the names of its 95% interval's ends among the figures, where it has one (a gate may judge the interval)
     interval: tuple[str, str] | None = None
+    #: which way is better ("lower" or "higher"), for the worst slice and gaps between slices; None: neither
+    better: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,23 +59,29 @@ class HistogramFigure:
     name: str
     display: str
     doc: str
+    better: str | None = None
 
 
 SUMS: tuple[Sum, ...] = (
     Sum("n_rows", pl.Int64, "rows", reported=True),
     Sum("n_pos", pl.Int64, "rows whose label is 1", reported=True),
     Sum("n_neg", pl.Int64, "rows whose label is 0"),
-    Sum("sum_loss", pl.Float64, "Σ loss, the loss of a row being −log of its predicted probability of its label"),
-    Sum("sum_loss_sq", pl.Float64, "Σ loss², for the standard error"),
-    Sum("sum_loss_pos", pl.Float64, "Σ loss over rows whose label is 1"),
-    Sum("n_correct", pl.Int64, "rows whose thresholded prediction (p > 0.5) equals the label"),
-    Sum("sum_brier", pl.Float64, "Σ (p − y)²"),
-    Sum("sum_p", pl.Float64, "Σ p, the predicted probability of class 1"),
+    # the sums below weigh each row by its weight w (--weight-col); without weights w = 1 and they
+    # hold the same bits as the plain sums and counts
+    Sum("sum_w", pl.Float64, "Σ w, the rows' weight (n_rows without weights)"),
+    Sum("sum_w_sq", pl.Float64, "Σ w², for the effective number of rows (Σ w)² / Σ w²"),
+    Sum("sum_w_pos", pl.Float64, "Σ w over rows whose label is 1 (n_pos without weights)"),
+    Sum("sum_loss", pl.Float64, "Σ w·loss, the loss of a row being −log of its predicted probability of its label"),
+    Sum("sum_loss_sq", pl.Float64, "Σ w·loss², for the standard error"),
+    Sum("sum_loss_pos", pl.Float64, "Σ w·loss over rows whose label is 1"),
+    Sum("sum_correct", pl.Float64, "Σ w over rows whose thresholded prediction (p > 0.5) equals the label"),
+    Sum("sum_brier", pl.Float64, "Σ w·(p − y)²"),
+    Sum("sum_p", pl.Float64, "Σ w·p, p the predicted probability of class 1"),
     Sum("n_saturated", pl.Int64, "rows whose probability is within machine epsilon of 0 or 1", reported=True),
 )
 
 #: Bad-input counters the compiled loop keeps after the sums (never stored: the run stops instead)
-CHECKS: tuple[str, ...] = ("bad_score", "bad_label")
+CHECKS: tuple[str, ...] = ("bad_score", "bad_label", "bad_weight")
 
 #: Columns of the compiled loop's per-partition statistics array, in order
 KERNEL_COLUMNS: tuple[str, ...] = (*(s.name for s in SUMS), *CHECKS)
@@ -105,12 +113,44 @@ def _c(name: str) -> pl.Expr:
     return pl.col(name).cast(pl.Float64)
 
 
+def _per_weight(name: str) -> pl.Expr:
+    """A weighted mean: the sum ``name`` over Σ w; null where every row weighs 0 (not 0/0)."""
+    return pl.when(pl.col("sum_w") > 0).then(pl.col(name) / pl.col("sum_w")).otherwise(None)
+
+
 def _bce() -> pl.Expr:
-    return pl.col("sum_loss") / _c("n_rows")
+    return _per_weight("sum_loss")
+
+
+def weighted_standard_error(sum_wx: pl.Expr, sum_wx_sq: pl.Expr, sum_w: pl.Expr, sum_w_sq: pl.Expr) -> pl.Expr:
+    """Standard error of a weighted mean: se² = s²_w / n_eff, with n_eff = (Σw)² / Σw².
+
+    s²_w = (Σwx² − (Σwx)²/Σw) / (Σw − Σw²/Σw) is the unbiased variance with reliability weights;
+    when every weight is 0 or 1 (Σw² = Σw, unweighted rows included) it is the sample variance of
+    the weighted-in rows and the formula is :func:`standard_error`'s, evaluated the same way.
+    """
+    plain = standard_error(sum_wx, sum_wx_sq, sum_w)
+    var = ((sum_wx_sq - sum_wx * sum_wx / sum_w) / (sum_w - sum_w_sq / sum_w)).clip(lower_bound=0.0)
+    weighted = pl.when(sum_w - sum_w_sq / sum_w > 0).then((var * sum_w_sq).sqrt() / sum_w).otherwise(None)
+    return pl.when(sum_w_sq == sum_w).then(plain).otherwise(weighted)
 
 
 def _bce_se() -> pl.Expr:
-    return standard_error(pl.col("sum_loss"), pl.col("sum_loss_sq"), _c("n_rows"))
+    return weighted_standard_error(pl.col("sum_loss"), pl.col("sum_loss_sq"), pl.col("sum_w"), pl.col("sum_w_sq"))
+
+
+def _base_rate() -> pl.Expr:
+    return _per_weight("sum_w_pos")
+
+
+def _base_rate_entropy() -> pl.Expr:
+    """H(p̄) = −p̄·ln p̄ − (1 − p̄)·ln(1 − p̄): the BCE of always predicting the base rate p̄ (0 for one class)."""
+    p = _base_rate()
+    return pl.when((p > 0) & (p < 1)).then(-(p * p.log()) - (1 - p) * (1 - p).log()).otherwise(0.0)
+
+
+def _over_entropy(expr: pl.Expr) -> pl.Expr:
+    return pl.when(_base_rate_entropy() > 0).then(expr / _base_rate_entropy()).otherwise(None)
 
 
 def _note() -> pl.Expr:
@@ -125,9 +165,20 @@ def _note() -> pl.Expr:
 
 FIGURES: tuple[Figure, ...] = (
     Figure(
-        "bce", "BCE", _bce, "Σ loss / n: the mean binary cross-entropy (log loss)", interval=("bce_low", "bce_high")
+        "bce",
+        "BCE",
+        _bce,
+        "Σ w·loss / Σ w: the mean binary cross-entropy (log loss)",
+        interval=("bce_low", "bce_high"),
+        better="lower",
     ),
-    Figure("bce_se", "BCE SE", _bce_se, "standard error of the BCE (sample variance of the rows' losses)"),
+    Figure(
+        "bce_se",
+        "BCE SE",
+        _bce_se,
+        "standard error of the BCE (sample variance of the rows' losses; weighted: over the effective n)",
+        better="lower",
+    ),
     Figure(
         "bce_low", "BCE 95% low", lambda: normal_interval(_bce(), _bce_se())[0], "lower end of the 95% normal interval"
     ),
@@ -137,27 +188,58 @@ FIGURES: tuple[Figure, ...] = (
         lambda: normal_interval(_bce(), _bce_se())[1],
         "upper end of the 95% normal interval",
     ),
-    Figure("positive_rate", "positive rate", lambda: _c("n_pos") / _c("n_rows"), "share of rows whose label is 1"),
+    Figure("positive_rate", "positive rate", _base_rate, "share (of the weight) of rows whose label is 1"),
     Figure(
-        "accuracy", "accuracy", lambda: _c("n_correct") / _c("n_rows"), "share of rows whose p > 0.5 matches the label"
+        "normalized_entropy",
+        "NE",
+        lambda: _over_entropy(_bce()),
+        "BCE / H(base rate): normalized entropy (He et al. 2014); 1 is no better than the base rate",
+        better="lower",
     ),
-    Figure("brier", "Brier", lambda: pl.col("sum_brier") / _c("n_rows"), "mean (p − y)²"),
-    Figure("mean_predicted", "mean p", lambda: pl.col("sum_p") / _c("n_rows"), "mean predicted probability of class 1"),
+    Figure(
+        "d2_log_loss",
+        "D² log loss",
+        lambda: 1.0 - _over_entropy(_bce()),
+        "1 − BCE / BCE of predicting the base rate (scikit-learn's d2_log_loss_score); 1 − NE",
+        better="higher",
+    ),
+    Figure(
+        "accuracy",
+        "accuracy",
+        lambda: _per_weight("sum_correct"),
+        "share of rows whose p > 0.5 matches the label",
+        better="higher",
+    ),
+    Figure("brier", "Brier", lambda: _per_weight("sum_brier"), "mean (p − y)²", better="lower"),
+    Figure(
+        "d2_brier",
+        "D² Brier",
+        lambda: (
+            pl.when((_base_rate() > 0) & (_base_rate() < 1))
+            .then(1.0 - pl.col("sum_brier") / pl.col("sum_w") / (_base_rate() * (1 - _base_rate())))
+            .otherwise(None)
+        ),
+        "1 − Brier / Brier of predicting the base rate p̄(1 − p̄) (scikit-learn's d2_brier_score)",
+        better="higher",
+    ),
+    Figure("mean_predicted", "mean p", lambda: _per_weight("sum_p"), "mean predicted probability of class 1"),
     Figure(
         "bce_pos",
         "BCE (y=1)",
-        lambda: pl.when(pl.col("n_pos") > 0).then(pl.col("sum_loss_pos") / _c("n_pos")).otherwise(None),
+        lambda: pl.when(pl.col("sum_w_pos") > 0).then(pl.col("sum_loss_pos") / pl.col("sum_w_pos")).otherwise(None),
         "BCE over rows whose label is 1 (null without any)",
+        better="lower",
     ),
     Figure(
         "bce_neg",
         "BCE (y=0)",
         lambda: (
-            pl.when(pl.col("n_pos") < pl.col("n_rows"))
-            .then((pl.col("sum_loss") - pl.col("sum_loss_pos")) / (_c("n_rows") - _c("n_pos")))
+            pl.when(pl.col("sum_w_pos") < pl.col("sum_w"))
+            .then((pl.col("sum_loss") - pl.col("sum_loss_pos")) / (pl.col("sum_w") - pl.col("sum_w_pos")))
             .otherwise(None)
         ),
         "BCE over rows whose label is 0 (null without any)",
+        better="lower",
     ),
     Figure("note", "note", _note, "'single class (all 0/1)' where ROC AUC is undefined"),
 )
@@ -218,7 +300,9 @@ PAIRED_FIGURES: tuple[Figure, ...] = (
 )
 
 HISTOGRAM_FIGURES: tuple[HistogramFigure, ...] = (
-    HistogramFigure("roc_auc", "ROC AUC", "from 4,096-bin score histograms (or exact ranks with --auc exact)"),
+    HistogramFigure(
+        "roc_auc", "ROC AUC", "from 4,096-bin score histograms (or exact ranks with --auc exact)", better="higher"
+    ),
     HistogramFigure(
         "roc_auc_bound", "AUC bound", "largest error of the binned ROC AUC (ties within a bin counted as one half)"
     ),
@@ -246,6 +330,11 @@ def overall_metric_names() -> tuple[str, ...]:
 def gate_targets() -> tuple[str, ...]:
     """Figures a quality gate may bound: every numeric figure of the schema, ROC AUC included."""
     return overall_metric_names()
+
+
+def better_direction(name: str) -> str | None:
+    """Which way a figure is better: "lower", "higher", or None (a rate, a count)."""
+    return next((f.better for f in (*FIGURES, *HISTOGRAM_FIGURES) if f.name == name), None)
 
 
 def interval_of(name: str) -> tuple[str, str] | None:

@@ -118,7 +118,12 @@ _VERDICT_LABELS = {
 
 
 def plot_partition_bce(
-    table: pl.DataFrame, label_col: str, overall: float, max_rows: int = 60, bound: float | None = None
+    table: pl.DataFrame,
+    label_col: str,
+    overall: float,
+    max_rows: int = 60,
+    bound: float | None = None,
+    what: str = "partition",
 ):
     """A forest plot: each partition's BCE with its 95% interval and row count, coloured by its verdict;
     the overall BCE and the gate's bound (``--max-partition-bce``, when set) as lines, named in a legend
@@ -159,7 +164,7 @@ def plot_partition_bce(
         )
     rows = [f"{label}  (n={n:,})" for label, n in zip(labels, t.get_column("n_rows").to_list())]
     ax.set_yticks(pos, rows, fontsize=8)
-    title = "BCE by partition, 95% intervals" + (
+    title = f"BCE by {what}, 95% intervals" + (
         f" (worst {max_rows} of {table.height})" if table.height > max_rows else ""
     )
     ax.set(xlabel="BCE (log loss)", title=title)
@@ -247,21 +252,21 @@ def make_figures(
     return figs
 
 
-def plot_series(history: pl.DataFrame, band: pl.DataFrame, max_lines: int = 12):
-    """The overall and per-partition BCE over the series' runs, this run last, the bands shaded."""
-    keys = [OVERALL, *[k for k in band.sort("bce", descending=True).get_column("key").to_list() if k != OVERALL]][
+def plot_series(history: pl.DataFrame, band: pl.DataFrame, max_lines: int = 12, figure: str = "bce"):
+    """The overall and per-partition ``figure`` over the series' runs, this run last, the bands shaded."""
+    keys = [OVERALL, *[k for k in band.sort(figure, descending=True).get_column("key").to_list() if k != OVERALL]][
         :max_lines
     ]
     fig, ax = new_figure(figsize=(9, 4.5))
     n_runs = history.get_column("run_id").n_unique()
     for key in keys:
-        past = history.filter(pl.col("key") == key).get_column("bce").to_list()
+        past = history.filter(pl.col("key") == key).get_column(figure).to_list()
         now = band.filter(pl.col("key") == key).row(0, named=True)
         xs = list(range(len(past) + 1))
         style = {"color": "k", "linewidth": 2.2} if key == OVERALL else {"linewidth": 1, "alpha": 0.8}
         line = ax.plot(
             xs,
-            [*past, now["bce"]],
+            [*past, now[figure]],
             marker="o",
             markersize=3,
             label=key + (" (left its band)" if now["drifted"] else ""),
@@ -272,11 +277,12 @@ def plot_series(history: pl.DataFrame, band: pl.DataFrame, max_lines: int = 12):
                 [len(past) - 0.5, len(past) + 0.5], now["low"], now["high"], color=line.get_color(), alpha=0.12
             )
         if now["drifted"]:
-            ax.scatter([len(past)], [now["bce"]], s=90, facecolors="none", edgecolors="red", zorder=4)
+            ax.scatter([len(past)], [now[figure]], s=90, facecolors="none", edgecolors="red", zorder=4)
     ax.set(
         xlabel=f"run of the series (oldest first; the last is this run; {n_runs} earlier)",
-        ylabel="BCE",
-        title="BCE over the series; shaded: this run's band from each line's own history",
+        ylabel="BCE" if figure == "bce" else figure,
+        title=f"{'BCE' if figure == 'bce' else figure} over the series; "
+        "shaded: this run's band from each line's own history",
     )
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -200,6 +200,13 @@ def render_report(
                 f'<figure id="{html.escape(name)}"><img alt="{html.escape(name)}" src="data:image/png;base64,'
                 f'{figure_png(figures[name])}"><figcaption>{html.escape(caption)}</figcaption></figure>'
             )
+    for name in (n for n in figures if n.startswith("plots/slices/")):  # one forest plot per declared slicing
+        parts.append(
+            f'<figure id="{html.escape(name)}"><img alt="{html.escape(name)}" src="data:image/png;base64,'
+            f'{figure_png(figures[name])}"><figcaption>BCE by slice of '
+            f"{html.escape(name.removeprefix('plots/slices/bce_by_').removesuffix('.png'))}, 95% intervals"
+            "</figcaption></figure>"
+        )
     for heading, extra in (extra_tables or {}).items():
         parts += [f"<h2>{html.escape(heading)}</h2>", table_html(extra, tuple(extra.columns))]
     body = "\n".join(parts)

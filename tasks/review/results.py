@@ -46,6 +46,7 @@ class Evaluation:
     audit_headline: str = ""  # the audit in one line, when it ran
     model: str = ""  # which model was evaluated, in words (ModelInfo.description)
     drift: str = ""  # the series' drift notice (tasks.judge.drift.Series.notice), "" when nothing left its band
+    slices: Any = None  # each slicing's judged table and gaps (tasks.judge.slice_gates.SliceJudgement), or None
 
     @property
     def gate_passed(self) -> bool:

@@ -13,7 +13,8 @@ import polars as pl
 from tasks.data.dataset import Dataset
 from tasks.data.naming import metric_key_suffix
 from tasks.data.storage import data_location
-from tasks.judge.drift import Series
+from tasks.judge.drift import SERIES_FIGURES, Series
+from tasks.judge.slice_gates import SliceJudgement
 from tasks.metrics import schema as metric_schema
 from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
@@ -21,6 +22,7 @@ from tasks.review.plots import plot_series
 from tasks.review.report import render_report
 from tasks.review.results import ModelInfo, clean_value, table_columns
 from tasks.review.sample import describe_sample
+from tasks.review.slices import slice_figures, slice_metrics, slice_report_tables, slice_tables
 from tasks.tracking.content import DatasetRef, RunContent, encode_figures
 
 
@@ -32,12 +34,14 @@ def table_for_mlflow(table: pl.DataFrame, keys: tuple[str, ...]) -> dict[str, li
 
 
 def partition_metrics(table: pl.DataFrame, keys: tuple[str, ...], limit: int) -> dict[str, float]:
-    """``bce/<partition>`` metrics (one per partition, up to ``limit`` partitions) for MLflow charts."""
+    """``<figure>_by_partition/<partition>`` metrics of each series figure (BCE, NE), up to ``limit`` partitions: MLflow
+    charts, and the nightly series read back (tasks.judge.drift.history_frame)."""
     if not keys or table.height > limit:
         return {}
     out: dict[str, float] = {}
-    for row in table.select([*keys, "bce"]).iter_rows(named=True):
-        out[f"bce_by_partition/{metric_key_suffix({k: row[k] for k in keys})}"] = float(row["bce"])
+    for row in table.select([*keys, *SERIES_FIGURES]).iter_rows(named=True):
+        where = metric_key_suffix({k: row[k] for k in keys})
+        out.update({f"{f}_by_partition/{where}": float(row[f]) for f in SERIES_FIGURES if row[f] is not None})
     return out
 
 
@@ -125,11 +129,14 @@ def build_evaluation_log(
     audit: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     results_path: str | None = None,
     series: "Series | None" = None,
+    slices: SliceJudgement | None = None,
 ) -> RunContent:
     """Everything one evaluation logs, assembled from its results (the audit and the series' bands, when there are)."""
     keys = dataset.partition_by
     name = Path(dataset.root).name
     metrics, tables, figures = _evaluation_values(dataset, table, overall, figures, sample, audit, series)
+    if slices is not None:
+        metrics, tables, figures = _with_slices(slices, max_partition_metrics, overall, metrics, tables, figures)
     run_name = _with_gate(run_name, metrics, tags)
     X_example, y_example = _model_examples(fitted_model, sample, dataset.features)
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
@@ -144,6 +151,7 @@ def build_evaluation_log(
         tags,
         audit,
         series.band if series is not None and series.has_history else None,
+        slice_report_tables(slices) if slices is not None else {},
     )
     return RunContent(
         experiment=experiment,
@@ -154,7 +162,7 @@ def build_evaluation_log(
         tags={
             "data_fingerprint": dataset.fingerprint,
             "bce_eval.kind": "evaluation",
-            **({k: v for k, v in tags.items() if v}),
+            **{k: v for k, v in tags.items() if v},
         },
         description=description,
         tables=tables,
@@ -190,9 +198,25 @@ def _evaluation_values(
     if series is not None and series.has_history:
         tables["bce_series.json"], figures = (
             series_table(series),
-            {**figures, "plots/bce_series.png": plot_series(series.history, series.band)},
+            {**figures, "plots/bce_series.png": plot_series(series.history, series.band, figure=series.figure)},
         )
     return metrics, tables, figures
+
+
+def _with_slices(
+    slices: SliceJudgement,
+    limit: int,
+    overall: dict[str, Any],
+    metrics: dict[str, float],
+    tables: dict[str, dict[str, list[Any]]],
+    figures: dict[str, Any],
+) -> tuple[dict[str, float], dict[str, dict[str, list[Any]]], dict[str, Any]]:
+    """Each slicing's table and gaps, its metrics and its forest plot, beside the run's own."""
+    return (
+        {**metrics, **slice_metrics(slices, limit)},
+        {**tables, **slice_tables(slices)},
+        {**figures, **slice_figures(slices, overall["bce"])},
+    )
 
 
 def _model_examples(fitted_model: Any, sample: pl.DataFrame, features: tuple[str, ...]) -> tuple[Any, Any]:
@@ -235,6 +259,7 @@ def _evaluation_report(
     tags: dict[str, str],
     audit: tuple[pl.DataFrame, pl.DataFrame] | None,
     band: pl.DataFrame | None,
+    slice_sections: dict[str, pl.DataFrame],
 ) -> str:
     extra = (
         {"Audit: BCE three ways, per partition": audit[0], "Audit: the largest per-row losses": audit[1]}
@@ -246,6 +271,7 @@ def _evaluation_report(
             "Nightly series: this run against the band of each partition's history (median ± k robust σ)": band,
             **extra,
         }
+    extra = {**slice_sections, **extra}
     return render_report(
         title=title,
         summary=summary,

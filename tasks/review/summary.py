@@ -7,6 +7,7 @@ import polars as pl
 from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
 from tasks.review.results import Evaluation
+from tasks.review.slices import format_slices
 
 # MLflow 3.17's UI follows a global GenAI / model-training switch (default GenAI) over the
 # experiment's own mlflow.experimentKind tag: links carry the switch
@@ -59,6 +60,8 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str,
     if ev.partition_by and top:
         out.append(f"  worst {min(top, ev.table.height)} partition(s):")
         out.extend("    " + line for line in format_table(ev.table, top).splitlines())
+    if ev.slices is not None:
+        out.extend(format_slices(ev.slices, top or 5))
     if ev.audit_headline:
         out.append(f"  {ev.audit_headline}")
     if "partitions_computed" in o:

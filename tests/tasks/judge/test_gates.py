@@ -277,6 +277,8 @@ def _sklearn_figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import (
         accuracy_score,
         brier_score_loss,
+        d2_brier_score,
+        d2_log_loss_score,
         log_loss,
         roc_auc_score,
     )
@@ -296,6 +298,10 @@ def _sklearn_figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "bce_pos": log_loss(y[y == 1], p[y == 1], labels=[0, 1]),
         "bce_neg": log_loss(y[y == 0], p[y == 0], labels=[0, 1]),
         "roc_auc": roc_auc_score(y, p),
+        "d2_log_loss": d2_log_loss_score(y, p),
+        "d2_brier": d2_brier_score(y, p),
+        # He et al. 2014: BCE over the entropy of the base rate, by hand
+        "normalized_entropy": bce / -(y.mean() * math.log(y.mean()) + (1 - y.mean()) * math.log(1 - y.mean())),
     }
 
 

@@ -1,0 +1,113 @@
+"""The per-row loop of a sliced or weighted pass, compiled with numba: each row added to its cell.
+
+Where rows of one cell do not come in runs (a slice column inside the files, in any order), or rows
+carry weights, each row's loss and figures go straight to its cell's row of the statistics (a
+scatter) and its weight to its cell's score histogram. The terms ``a`` and ``b`` are those of
+:mod:`tasks.metrics.kernels` (computed by numpy on the batch); each sum of
+:data:`tasks.metrics.schema.SUMS` is weighted by the row's weight ``w`` (1 without weights), the
+counts (``n_rows``, ``n_pos``, ``n_neg``, ``n_saturated``) are not.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from tasks.metrics.kernels import HIST_BINS, SATURATED_LOGIT, STATS
+from tasks.metrics.loss import PROBA_EPS
+
+_N_ROWS, _N_POS, _N_NEG = (STATS.index(c) for c in ("n_rows", "n_pos", "n_neg"))
+_SUM_W, _SUM_W_SQ, _SUM_W_POS = (STATS.index(c) for c in ("sum_w", "sum_w_sq", "sum_w_pos"))
+_SUM_LOSS, _SUM_LOSS_SQ, _SUM_LOSS_POS = (STATS.index(c) for c in ("sum_loss", "sum_loss_sq", "sum_loss_pos"))
+_SUM_CORRECT, _SUM_BRIER, _SUM_P, _N_SATURATED = (
+    STATS.index(c) for c in ("sum_correct", "sum_brier", "sum_p", "n_saturated")
+)
+_BAD_SCORE, _BAD_LABEL, _BAD_WEIGHT = (STATS.index(c) for c in ("bad_score", "bad_label", "bad_weight"))
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def sum_cells(s, a, b, y, w, cell, logit, acc, hist_n, hist_pos):  # pragma: no cover - compiled
+    """Add rows of a batch to their cells: ``acc[cell[i]]`` (columns :data:`STATS`) and the cell's histogram.
+
+    ``hist_n[c, bin]`` holds the weight of cell c's rows in a score bin, ``hist_pos`` that of its
+    positive rows. Returns the bad rows (score, label or weight) seen.
+    """
+    bad = 0.0
+    for i in range(s.shape[0]):
+        c = cell[i]
+        si = s[i]
+        yi = y[i]
+        wi = w[i]
+        fpos = 1.0 if yi == 1.0 else 0.0
+        fneg = 1.0 if yi == 0.0 else 0.0
+        if logit:
+            ai = a[i]
+            loss = (si if si > 0.0 else 0.0) - si * yi + b[i]
+            q = 1.0 / (1.0 + ai)
+            p = q if si >= 0.0 else ai * q
+            correct = 1.0 if (si > 0.0) == (yi == 1.0) else 0.0
+            sat = 1.0 if abs(si) >= SATURATED_LOGIT else 0.0
+            bad_s = 0.0 if abs(si) < np.inf else 1.0
+        else:
+            loss = a[i] if yi == 1.0 else b[i]
+            p = si
+            correct = 1.0 if (si > 0.5) == (yi == 1.0) else 0.0
+            sat = 1.0 if (si <= PROBA_EPS) | (si >= 1.0 - PROBA_EPS) else 0.0
+            bad_s = 0.0 if (si >= 0.0) & (si <= 1.0) else 1.0
+        bad_w = 0.0 if (wi >= 0.0) & (wi < np.inf) else 1.0  # NaN fails both
+        bad_y = 1.0 - fpos - fneg
+        d = p - yi
+        row = acc[c]
+        row[_N_ROWS] += 1.0
+        row[_N_POS] += fpos
+        row[_N_NEG] += fneg
+        row[_SUM_W] += wi
+        row[_SUM_W_SQ] += wi * wi
+        row[_SUM_W_POS] += wi * fpos
+        row[_SUM_LOSS] += wi * loss
+        row[_SUM_LOSS_SQ] += wi * loss * loss
+        row[_SUM_LOSS_POS] += wi * loss * fpos
+        row[_SUM_CORRECT] += wi * correct
+        row[_SUM_BRIER] += wi * d * d
+        row[_SUM_P] += wi * p
+        row[_N_SATURATED] += sat
+        row[_BAD_SCORE] += bad_s
+        row[_BAD_LABEL] += bad_y
+        row[_BAD_WEIGHT] += bad_w
+        bad += bad_s + bad_y + bad_w
+        bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if (p >= 0.0) & (p <= 1.0) else 0
+        hist_n[c, bin_] += wi
+        hist_pos[c, bin_] += wi * fpos
+    return bad
+
+
+@numba.njit(nogil=True, cache=True)
+def histogram_rows(hist_n, hist_pos, n_cells, out, sums):  # pragma: no cover - compiled
+    """Each cell's nonzero bins as ``(cell, bin, n, n_pos)`` rows of ``out`` (in cell, then bin order) and its AUC
+    sums ``(P, N, A, T)`` in ``sums[cell]`` (see :func:`tasks.metrics.auc.auc_from_sums`); returns the rows."""
+    n_out = 0
+    for c in range(n_cells):
+        n_p = 0.0
+        n_n = 0.0
+        above = 0.0
+        ties = 0.0
+        for b in range(HIST_BINS):
+            n = hist_n[c, b]
+            if n == 0.0:
+                continue
+            pos = hist_pos[c, b]
+            neg = n - pos
+            above += pos * n_n
+            ties += pos * neg
+            n_p += pos
+            n_n += neg
+            out[n_out, 0] = c
+            out[n_out, 1] = b
+            out[n_out, 2] = n
+            out[n_out, 3] = pos
+            n_out += 1
+        sums[c, 0] = n_p
+        sums[c, 1] = n_n
+        sums[c, 2] = above
+        sums[c, 3] = ties
+    return n_out

@@ -1,0 +1,273 @@
+"""The cells of the finest cross, row by row, and the pass that adds each row to its cell.
+
+A *cell* is one partition × one value (or bin) of each slice column: the finest grouping any
+declared slicing asks for (:func:`tasks.data.slicing.finest_cross`). :class:`CellIndex` gives each
+row of a batch its cell's number, the same number for the same cell in every batch of a chunk;
+:class:`CellReducer` sums each batch's rows into their cells on a pool of threads
+(:func:`tasks.metrics.cell_kernel.sum_cells`) and keeps one score histogram per cell.
+
+Sums are added batch by batch in batch order, so they do not depend on the number of threads. The
+histograms add up exactly for unweighted rows (integer counts); weighted bins are sums of floats
+whose last bit may depend on how the batches were shared among threads.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import polars as pl
+
+from tasks.data.slicing import CellColumn
+from tasks.errors import InputError
+from tasks.metrics.cell_kernel import histogram_rows, sum_cells
+from tasks.metrics.kernels import HIST_BINS, STATS
+from tasks.metrics.lanes import terms
+from tasks.metrics.schema import CHECKS
+
+#: Cells a chunk may hold: each costs a histogram of HIST_BINS bins per thread
+MAX_CELLS = 16_384
+#: Bits of a packed cell key below which a lookup table maps keys to numbers (else a sort)
+_TABLE_BITS = 22
+
+
+class _Codes:
+    """The code of each value of one cell column: bins by edges, or values in the order first seen."""
+
+    def __init__(self, cell: CellColumn) -> None:
+        self.cell = cell
+        self.values: list = []  # by value: code → value (None for null)
+        self.dtype: pl.DataType | None = None
+
+    @property
+    def cardinality(self) -> int:
+        return len(self.cell.edges) + 2 if self.cell.edges else max(len(self.values), 1)
+
+    def codes(self, series: pl.Series) -> np.ndarray:
+        if self.cell.edges:
+            x = series.cast(pl.Float64).fill_null(float("nan")).to_numpy()
+            codes = np.searchsorted(np.asarray(self.cell.edges), x, side="right")
+            codes[np.isnan(x)] = len(self.cell.edges) + 1
+            return codes.astype(np.int64)
+        if series.dtype.is_float():
+            series = series.fill_nan(None)  # NaN is not equal to itself: it goes with null, as in bins
+        self.dtype = self.dtype or series.dtype
+        if series.dtype == pl.String:
+            try:  # the common case: every value seen before (a strict cast fails on a new one)
+                return self._string_codes(series)
+            except pl.exceptions.InvalidOperationError:
+                pass
+        self._learn(series)
+        if series.dtype == pl.String:
+            return self._string_codes(series)
+        return series.replace_strict(self.values, range(len(self.values)), return_dtype=pl.Int64).to_numpy()
+
+    def _string_codes(self, series: pl.Series) -> np.ndarray:
+        known = [v for v in self.values if v is not None]
+        null_code = self.values.index(None) if None in self.values else -1
+        if null_code < 0 and series.null_count():
+            raise pl.exceptions.InvalidOperationError("a new null")
+        physical = series.cast(pl.Enum(known)).to_physical().cast(pl.Int64)
+        # the Enum's codes count the known values without null: map them to this column's codes
+        remap = np.array([i for i, v in enumerate(self.values) if v is not None], np.int64)
+        return np.where(physical.is_null().to_numpy(), null_code, remap[physical.fill_null(0).to_numpy()])
+
+    def _learn(self, series: pl.Series) -> None:
+        seen = set(self.values)
+        self.values += [v for v in series.unique(maintain_order=True).to_list() if v not in seen]
+        if len(self.values) > MAX_CELLS:
+            bins = f", or declare numeric bins ('{self.cell.column}:10,20,50')" if series.dtype.is_numeric() else ""
+            raise InputError(
+                f"--slice {self.cell.column}: more than {MAX_CELLS:,} values; slice by a column with few values{bins}."
+            )
+
+    def labels(self) -> pl.Series:
+        """The value of each code (bins: their labels)."""
+        if self.cell.edges:
+            labels = self.cell.bin_labels()  # an Enum: slices sort in bin order, not as text
+            return pl.Series(self.cell.name, labels, pl.Enum(labels))
+        return pl.Series(self.cell.name, self.values, self.dtype)
+
+
+class CellIndex:
+    """Numbers for the cells (partition × slice values) rows fall in, stable across a chunk's batches."""
+
+    def __init__(self, cross: tuple[CellColumn, ...]) -> None:
+        self.columns = [_Codes(c) for c in cross]
+        self.cells: list[tuple[int, ...]] = []  # cell number → (partition, code of each column)
+        self._bits: tuple[int, ...] = ()
+        self._table = np.empty(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def ids(self, parts: np.ndarray, batch: pl.DataFrame) -> np.ndarray:
+        """The cell number of each row, given its partition number ``parts``."""
+        codes = [parts.astype(np.int64), *(c.codes(batch.get_column(c.cell.column)) for c in self.columns)]
+        need = (max(1, max(int(k.max(initial=0)) + 1, c).bit_length()) for k, c in zip(codes, self._caps()))
+        # widths only grow: the table is rebuilt when a column outgrows its bits, not batch by batch
+        bits = tuple(max(b, n) for b, n in zip(self._bits or (0,) * len(codes), need))
+        if bits != self._bits:
+            self._bits = bits
+            self._table = np.full(1 << sum(bits), -1, np.int64) if sum(bits) <= _TABLE_BITS else np.empty(0)
+            for n, cell in enumerate(self.cells):
+                if self._table.size:
+                    self._table[self._pack(cell)] = n
+        key = self._pack(codes)
+        if self._table.size:
+            ids = self._table[key]
+            if (ids < 0).any():
+                for k in np.unique(key[ids < 0]):
+                    self._table[k] = self._add(self._unpack(int(k)))
+                ids = self._table[key]
+            return ids
+        uniq, inverse = np.unique(key, return_inverse=True)
+        lookup = {tuple(c): n for n, c in enumerate(self.cells)}
+        numbers = np.array([lookup.get(self._unpack(int(k))) for k in uniq], dtype=object)
+        for i, k in enumerate(uniq):
+            if numbers[i] is None:
+                numbers[i] = self._add(self._unpack(int(k)))
+        return numbers.astype(np.int64)[inverse]
+
+    def _caps(self) -> list[int]:
+        return [1, *(c.cardinality for c in self.columns)]
+
+    def _pack(self, codes) -> np.ndarray | int:
+        key = 0
+        for k, b in zip(codes, self._bits):
+            key = (key << b) | k
+        return key
+
+    def _unpack(self, key: int) -> tuple[int, ...]:
+        out = []
+        for b in reversed(self._bits):
+            out.append(key & ((1 << b) - 1))
+            key >>= b
+        return tuple(reversed(out))
+
+    def _add(self, cell: tuple[int, ...]) -> int:
+        if len(self.cells) >= MAX_CELLS:
+            names = ", ".join(c.cell.name for c in self.columns)
+            raise InputError(
+                f"--slice: more than {MAX_CELLS:,} cells of partitions × {names} in one chunk; "
+                "slice by fewer values (numeric bins, or a filter like 'country=de')."
+            )
+        self.cells.append(cell)
+        return len(self.cells) - 1
+
+    def frame(self) -> pl.DataFrame:
+        """``__part`` (the partition number) and each cell column's value, one row per cell number."""
+        cells = np.array(self.cells, np.int64).reshape(len(self.cells), 1 + len(self.columns))
+        out = {"__part": cells[:, 0]}
+        for j, c in enumerate(self.columns, 1):
+            out[c.cell.name] = c.labels().gather(cells[:, j]) if len(cells) else c.labels().head(0)
+        return pl.DataFrame(out)
+
+
+class CellReducer:
+    """Sum batches into cells on ``threads`` threads; sums added in batch order (see the module docstring)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-cells")
+        self.stats = np.zeros((0, len(STATS)))
+        self.hists = [(np.zeros((0, HIST_BINS)), np.zeros((0, HIST_BINS))) for _ in range(self.threads)]
+        self.bad = 0.0
+        self._pending: list[tuple] = []
+        self._running: list = []
+
+    def add(self, s, y, w, cells: np.ndarray, logit: bool, n_cells: int) -> float:
+        """Queue a batch (scores, labels, weights, cell numbers below ``n_cells``); returns the bad rows so far."""
+        self._pending.append((s, y, w, cells, logit, n_cells))
+        if len(self._pending) == 2 * self.threads:
+            self._start_round()
+        return self.bad
+
+    def _start_round(self) -> None:
+        self._wait_round()
+        batches, self._pending = self._pending, []
+        n_cells = max(b[-1] for b in batches)
+        self._grow(n_cells)
+        per = -(-len(batches) // self.threads)
+        shares = [batches[i : i + per] for i in range(0, len(batches), per)]
+        self._running = [self.pool.submit(_run_share, share, *h) for share, h in zip(shares, self.hists)]
+
+    def _grow(self, n_cells: int) -> None:
+        if n_cells <= self.stats.shape[0]:
+            return
+        size = max(n_cells, 2 * self.stats.shape[0], 16)
+        grown = np.zeros((size, len(STATS)))
+        grown[: self.stats.shape[0]] = self.stats
+        self.stats = grown
+        for i, (hn, hp) in enumerate(self.hists):
+            new = np.zeros((size, HIST_BINS)), np.zeros((size, HIST_BINS))
+            new[0][: hn.shape[0]], new[1][: hp.shape[0]] = hn, hp
+            self.hists[i] = new
+
+    def _wait_round(self) -> None:
+        running, self._running = self._running, []
+        for future in running:
+            for acc in future.result():  # each batch's sums, in batch order
+                self.stats[: acc.shape[0]] += acc
+                self.bad += float(acc[:, len(STATS) - len(CHECKS) :].sum())
+
+    def abandon(self) -> None:
+        """Stop: wait for the round being summed, keep nothing."""
+        for future in self._running:
+            future.exception()
+        self._running, self._pending = [], []
+        self.pool.shutdown()
+
+    def finish(self, n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(stats, histogram rows (cell, bin, n, n_pos), AUC sums (P, N, A, T) per cell)``."""
+        try:
+            if self._pending:
+                self._start_round()
+            self._wait_round()
+        finally:
+            self.pool.shutdown()
+        self._grow(n_cells)
+        hist_n = sum(h[0] for h in self.hists)
+        hist_pos = sum(h[1] for h in self.hists)
+        out = np.empty((int(np.count_nonzero(hist_n[:n_cells])), 4))
+        sums = np.zeros((n_cells, 4))
+        n_out = histogram_rows(hist_n, hist_pos, n_cells, out, sums)
+        return self.stats[:n_cells], out[:n_out], sums
+
+
+def _run_share(batches: list[tuple], hist_n: np.ndarray, hist_pos: np.ndarray) -> list[np.ndarray]:
+    """Sum a lane's batches, each into sums of its own (added in batch order by the caller)."""
+    accs = []
+    for s, y, w, cells, logit, n_cells in batches:
+        a, b = np.empty_like(s), np.empty_like(s)
+        terms(s, a, b, logit)
+        acc = np.zeros((n_cells, len(STATS)))
+        sum_cells(s, a, b, y, w, cells, logit, acc, hist_n, hist_pos)
+        accs.append(acc)
+    return accs
+
+
+class CellSink:
+    """The pass's rows into cells: each batch's cell numbers (:class:`CellIndex`), weights, and sums."""
+
+    def __init__(self, cross: tuple[CellColumn, ...], weight: str | None, threads: int) -> None:
+        self.index = CellIndex(cross)
+        self.weight = weight
+        self.reducer = CellReducer(threads)
+
+    def add(self, batch: pl.DataFrame, s, y, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool) -> float:
+        """Queue a batch whose rows lie in runs of partition numbers; returns the bad rows so far."""
+        parts = np.repeat(run_ids, np.diff(run_ends, prepend=0))
+        cells = self.index.ids(parts, batch)
+        if self.weight is None:
+            w = np.ones(len(s))
+        else:
+            w = batch.get_column(self.weight).cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        return self.reducer.add(s, y, w, cells, logit, len(self.index))
+
+    def abandon(self) -> None:
+        self.reducer.abandon()
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See :meth:`CellReducer.finish`."""
+        return self.reducer.finish(len(self.index))
