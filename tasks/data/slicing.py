@@ -18,6 +18,7 @@ is an exact roll-up of it: its sums add, its histograms add.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -68,14 +69,21 @@ class Slicing:
 
     @property
     def key(self) -> str:
-        """Its name as a valid MLflow key part (ASCII; ``_x_`` for the cross)."""
-        words = [t.cell.name + (f"={t.value}" if t.value is not None else "") for t in self.terms]
+        """Its name as a valid MLflow key part (ASCII; ``_x_`` for the cross); many edges: ``age_40bins_1f2e3d``."""
+        words = [_key_word(t) for t in self.terms]
         return re.sub(r"[^A-Za-z0-9_\-.]", "_", "_x_".join(words))
 
     @property
     def columns(self) -> list[str]:
         """The cell columns of the finest cross it rolls up to (filters included)."""
         return [t.cell.name for t in self.terms]
+
+
+def _key_word(term: Term) -> str:
+    if len(term.cell.edges) > 4:  # the edges would make a key longer than its reader wants: their count and digest
+        digest = hashlib.blake2b(repr(term.cell.edges).encode(), digest_size=3).hexdigest()
+        return f"{term.cell.column}_{len(term.cell.edges) + 1}bins_{digest}"
+    return term.cell.name + (f"={term.value}" if term.value is not None else "")
 
 
 def parse_slicing(text: str) -> Slicing:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from tasks.data.dataset import Dataset, content_hashes, files_by_partition
@@ -211,6 +212,31 @@ def load_cached(
     return found
 
 
+def _keyed_cells(
+    records: pl.DataFrame, histogram: pl.DataFrame, cols: list[str], keys: dict[tuple[str | None, ...], str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-cell records and their histogram rows with each partition's key; each row's ``__cell`` renumbered to
+    its record's row among that partition's records (what a cached partition's pair reads back)."""
+    key_of = pl.DataFrame([(*part, key) for part, key in keys.items()], schema=[*cols, "__key"], orient="row")
+    records = records.with_row_index("__row").join(
+        key_of, on=cols, how="inner", nulls_equal=True, maintain_order="left"
+    )
+    records = records.with_columns(pl.int_range(pl.len()).over("__key").alias("__local"))
+    rows = records.get_column("__row").to_numpy()
+    rows = rows.astype(np.int64)
+    local = np.full(int(rows.max(initial=-1)) + 1, -1, np.int64)
+    local[rows] = records.get_column("__local").to_numpy()
+    key_row = np.full(len(local), -1, np.int64)
+    key_row[rows] = np.arange(len(rows))
+    histogram = histogram.filter(pl.Series(local[histogram.get_column("__cell").to_numpy()] >= 0))
+    cell = histogram.get_column("__cell").to_numpy()
+    histogram = histogram.with_columns(
+        pl.Series("__cell", local[cell].astype(np.int32)),
+        records.get_column("__key").gather(key_row[cell]).alias("__key"),
+    )
+    return records.drop("__row", "__local"), histogram
+
+
 def _atomic_write(write: Callable[[str], None], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -238,19 +264,22 @@ def store_records(
     are kept in the entries, for later verified runs to compare. Returns how many were stored.
     """
     cols = list(dataset.partition_by)
+    by_cell = "__cell" in histogram.columns  # a sliced or weighted pass: bins name their record, not its keys
     if not cols or not all(k in dataset.hive_keys for k in cols):
         if len(keys) != 1:
             return 0
         (key,) = keys.values()
-        rec_keys, hist_keys = pl.lit(key), pl.lit(key)
+        records, histogram = (
+            records.with_columns(pl.lit(key).alias("__key")),
+            histogram.with_columns(pl.lit(key).alias("__key")),
+        )
+    elif by_cell:
+        records, histogram = _keyed_cells(records, histogram, cols, keys)
     else:
         key_of = pl.DataFrame([(*part, key) for part, key in keys.items()], schema=[*cols, "__key"], orient="row")
         # nulls_equal: a null hive partition (__HIVE_DEFAULT_PARTITION__) is a partition too
         records = records.join(key_of, on=cols, how="inner", nulls_equal=True)
         histogram = histogram.join(key_of, on=cols, how="inner", nulls_equal=True)
-        rec_keys, hist_keys = pl.col("__key"), pl.col("__key")
-    records = records.with_columns(rec_keys.alias("__key"))
-    histogram = histogram.with_columns(hist_keys.alias("__key"))
     stored = records.get_column("__key").unique().to_list()
     if not stored:
         return 0

@@ -26,11 +26,12 @@ _BAD_SCORE, _BAD_LABEL, _BAD_WEIGHT = (STATS.index(c) for c in ("bad_score", "ba
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def sum_cells(s, a, b, y, w, cell, logit, acc, hist_n, hist_pos):  # pragma: no cover - compiled
+def sum_cells(s, a, b, y, w, cell, logit, acc, hist):  # pragma: no cover - compiled
     """Add rows of a batch to their cells: ``acc[cell[i]]`` (columns :data:`STATS`) and the cell's histogram.
 
-    ``hist_n[c, bin]`` holds the weight of cell c's rows in a score bin, ``hist_pos`` that of its
-    positive rows. Returns the bad rows (score, label or weight) seen.
+    ``hist[c, bin, 0]`` holds the weight of cell c's rows in a score bin, ``hist[c, bin, 1]`` that of
+    its positive rows (side by side: one cache line a row, whichever cell). Returns the bad rows
+    (score, label or weight) seen.
     """
     bad = 0.0
     for i in range(s.shape[0]):
@@ -76,38 +77,64 @@ def sum_cells(s, a, b, y, w, cell, logit, acc, hist_n, hist_pos):  # pragma: no 
         row[_BAD_WEIGHT] += bad_w
         bad += bad_s + bad_y + bad_w
         bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if (p >= 0.0) & (p <= 1.0) else 0
-        hist_n[c, bin_] += wi
-        hist_pos[c, bin_] += wi * fpos
+        hist[c, bin_, 0] += wi
+        hist[c, bin_, 1] += wi * fpos
     return bad
 
 
 @numba.njit(nogil=True, cache=True)
-def histogram_rows(hist_n, hist_pos, n_cells, out, sums):  # pragma: no cover - compiled
-    """Each cell's nonzero bins as ``(cell, bin, n, n_pos)`` rows of ``out`` (in cell, then bin order) and its AUC
-    sums ``(P, N, A, T)`` in ``sums[cell]`` (see :func:`tasks.metrics.auc.auc_from_sums`); returns the rows."""
-    n_out = 0
+def histogram_rows(hist, n_cells, cell, bin_, n_out, pos_out, sums):  # pragma: no cover - compiled
+    """Each cell's nonzero bins as rows ``(cell, bin, n, n_pos)`` of four arrays (in cell, then bin order) and its
+    AUC sums ``(P, N, A, T)`` in ``sums[cell]`` (see :func:`tasks.metrics.auc.auc_from_sums`); returns the rows."""
+    k = 0
     for c in range(n_cells):
         n_p = 0.0
         n_n = 0.0
         above = 0.0
         ties = 0.0
         for b in range(HIST_BINS):
-            n = hist_n[c, b]
+            n = hist[c, b, 0]
             if n == 0.0:
                 continue
-            pos = hist_pos[c, b]
+            pos = hist[c, b, 1]
             neg = n - pos
             above += pos * n_n
             ties += pos * neg
             n_p += pos
             n_n += neg
-            out[n_out, 0] = c
-            out[n_out, 1] = b
-            out[n_out, 2] = n
-            out[n_out, 3] = pos
-            n_out += 1
+            cell[k] = c
+            bin_[k] = b
+            n_out[k] = n
+            pos_out[k] = pos
+            k += 1
         sums[c, 0] = n_p
         sums[c, 1] = n_n
         sums[c, 2] = above
         sums[c, 3] = ties
-    return n_out
+    return k
+
+
+@numba.njit(nogil=True, cache=True)
+def bin_codes(x, edges, out):  # pragma: no cover - compiled
+    """Each value's bin among increasing ``edges`` (0: below the first; len(edges): at or above the last) and
+    ``len(edges) + 1`` for NaN; as ``numpy.searchsorted(edges, x, side="right")``, without its branchy search."""
+    m = edges.shape[0]
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v != v:
+            out[i] = m + 1
+            continue
+        k = 0
+        for j in range(m):
+            k += 1 if v >= edges[j] else 0
+        out[i] = k
+
+
+@numba.njit(nogil=True, cache=True)
+def add_rows_by_group(rows, group, out):  # pragma: no cover - compiled
+    """``out[group[c]] += rows[c]`` for every row c whose group is not negative, in row order."""
+    for c in range(rows.shape[0]):
+        g = group[c]
+        if g >= 0:
+            for b in range(rows.shape[1]):
+                out[g, b] += rows[c, b]

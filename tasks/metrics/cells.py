@@ -20,7 +20,7 @@ import polars as pl
 
 from tasks.data.slicing import CellColumn
 from tasks.errors import InputError
-from tasks.metrics.cell_kernel import histogram_rows, sum_cells
+from tasks.metrics.cell_kernel import bin_codes, histogram_rows, sum_cells
 from tasks.metrics.kernels import HIST_BINS, STATS
 from tasks.metrics.lanes import terms
 from tasks.metrics.schema import CHECKS
@@ -32,23 +32,23 @@ _TABLE_BITS = 22
 
 
 class _Codes:
-    """The code of each value of one cell column: bins by edges, or values in the order first seen."""
+    """The code of each value of one cell column: bins by edges, or values in the order first seen (0: null)."""
 
     def __init__(self, cell: CellColumn) -> None:
         self.cell = cell
-        self.values: list = []  # by value: code → value (None for null)
+        self.values: list = [None]  # by value: code → value; null is code 0, new values are appended
         self.dtype: pl.DataType | None = None
 
     @property
     def cardinality(self) -> int:
-        return len(self.cell.edges) + 2 if self.cell.edges else max(len(self.values), 1)
+        return len(self.cell.edges) + 2 if self.cell.edges else len(self.values)
 
     def codes(self, series: pl.Series) -> np.ndarray:
         if self.cell.edges:
             x = series.cast(pl.Float64).fill_null(float("nan")).to_numpy()
-            codes = np.searchsorted(np.asarray(self.cell.edges), x, side="right")
-            codes[np.isnan(x)] = len(self.cell.edges) + 1
-            return codes.astype(np.int64)
+            codes = np.empty(len(x), np.int64)
+            bin_codes(x, np.asarray(self.cell.edges, np.float64), codes)
+            return codes
         if series.dtype.is_float():
             series = series.fill_nan(None)  # NaN is not equal to itself: it goes with null, as in bins
         self.dtype = self.dtype or series.dtype
@@ -56,21 +56,17 @@ class _Codes:
             try:  # the common case: every value seen before (a strict cast fails on a new one)
                 return self._string_codes(series)
             except pl.exceptions.InvalidOperationError:
-                pass
+                self._learn(series)
+                return self._string_codes(series)
         self._learn(series)
-        if series.dtype == pl.String:
-            return self._string_codes(series)
         return series.replace_strict(self.values, range(len(self.values)), return_dtype=pl.Int64).to_numpy()
 
     def _string_codes(self, series: pl.Series) -> np.ndarray:
-        known = [v for v in self.values if v is not None]
-        null_code = self.values.index(None) if None in self.values else -1
-        if null_code < 0 and series.null_count():
-            raise pl.exceptions.InvalidOperationError("a new null")
-        physical = series.cast(pl.Enum(known)).to_physical().cast(pl.Int64)
-        # the Enum's codes count the known values without null: map them to this column's codes
-        remap = np.array([i for i, v in enumerate(self.values) if v is not None], np.int64)
-        return np.where(physical.is_null().to_numpy(), null_code, remap[physical.fill_null(0).to_numpy()])
+        # the Enum of the known values numbers them as this column does, less one (its code 0 is null)
+        physical = series.cast(pl.Enum(self.values[1:])).to_physical()
+        if physical.null_count():
+            physical = physical.cast(pl.Int64).fill_null(-1)
+        return physical.to_numpy().astype(np.int64) + 1
 
     def _learn(self, series: pl.Series) -> None:
         seen = set(self.values)
@@ -171,7 +167,7 @@ class CellReducer:
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-cells")
         self.stats = np.zeros((0, len(STATS)))
-        self.hists = [(np.zeros((0, HIST_BINS)), np.zeros((0, HIST_BINS))) for _ in range(self.threads)]
+        self.hists = [np.zeros((0, HIST_BINS, 2)) for _ in range(self.threads)]
         self.bad = 0.0
         self._pending: list[tuple] = []
         self._running: list = []
@@ -190,7 +186,7 @@ class CellReducer:
         self._grow(n_cells)
         per = -(-len(batches) // self.threads)
         shares = [batches[i : i + per] for i in range(0, len(batches), per)]
-        self._running = [self.pool.submit(_run_share, share, *h) for share, h in zip(shares, self.hists)]
+        self._running = [self.pool.submit(_run_share, share, h) for share, h in zip(shares, self.hists)]
 
     def _grow(self, n_cells: int) -> None:
         if n_cells <= self.stats.shape[0]:
@@ -199,9 +195,9 @@ class CellReducer:
         grown = np.zeros((size, len(STATS)))
         grown[: self.stats.shape[0]] = self.stats
         self.stats = grown
-        for i, (hn, hp) in enumerate(self.hists):
-            new = np.zeros((size, HIST_BINS)), np.zeros((size, HIST_BINS))
-            new[0][: hn.shape[0]], new[1][: hp.shape[0]] = hn, hp
+        for i, hist in enumerate(self.hists):
+            new = np.zeros((size, HIST_BINS, 2))
+            new[: hist.shape[0]] = hist
             self.hists[i] = new
 
     def _wait_round(self) -> None:
@@ -218,8 +214,8 @@ class CellReducer:
         self._running, self._pending = [], []
         self.pool.shutdown()
 
-    def finish(self, n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(stats, histogram rows (cell, bin, n, n_pos), AUC sums (P, N, A, T) per cell)``."""
+    def finish(self, n_cells: int) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+        """``(stats, histogram rows (cell, bin, n, n_pos) as four arrays, AUC sums (P, N, A, T) per cell)``."""
         try:
             if self._pending:
                 self._start_round()
@@ -227,22 +223,24 @@ class CellReducer:
         finally:
             self.pool.shutdown()
         self._grow(n_cells)
-        hist_n = sum(h[0] for h in self.hists)
-        hist_pos = sum(h[1] for h in self.hists)
-        out = np.empty((int(np.count_nonzero(hist_n[:n_cells])), 4))
+        hist = self.hists[0]
+        for other in self.hists[1:]:  # in lane order
+            hist += other
+        size = int(np.count_nonzero(hist[:n_cells, :, 0]))
+        rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
         sums = np.zeros((n_cells, 4))
-        n_out = histogram_rows(hist_n, hist_pos, n_cells, out, sums)
-        return self.stats[:n_cells], out[:n_out], sums
+        histogram_rows(hist, n_cells, *rows, sums)
+        return self.stats[:n_cells], rows, sums
 
 
-def _run_share(batches: list[tuple], hist_n: np.ndarray, hist_pos: np.ndarray) -> list[np.ndarray]:
+def _run_share(batches: list[tuple], hist: np.ndarray) -> list[np.ndarray]:
     """Sum a lane's batches, each into sums of its own (added in batch order by the caller)."""
     accs = []
     for s, y, w, cells, logit, n_cells in batches:
         a, b = np.empty_like(s), np.empty_like(s)
         terms(s, a, b, logit)
         acc = np.zeros((n_cells, len(STATS)))
-        sum_cells(s, a, b, y, w, cells, logit, acc, hist_n, hist_pos)
+        sum_cells(s, a, b, y, w, cells, logit, acc, hist)
         accs.append(acc)
     return accs
 
@@ -268,6 +266,6 @@ class CellSink:
     def abandon(self) -> None:
         self.reducer.abandon()
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def finish(self) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
         """See :meth:`CellReducer.finish`."""
         return self.reducer.finish(len(self.index))

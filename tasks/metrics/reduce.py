@@ -247,7 +247,9 @@ def _assemble(
 def _assemble_cells(
     dataset: Dataset, scorer: Scorer, files: list[DataFile], parts: pl.DataFrame, cells: CellSink
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The chunk's records per cell (partition keys, slice columns, sums, binned ROC AUC) and histogram."""
+    """The chunk's records, one per cell (partition keys, slice columns, sums, binned ROC AUC), and its histogram
+    rows ``(__cell, bin, n, n_pos)``: ``__cell`` is the row of the records it belongs to (no key is repeated per
+    bin: a chunk of many cells has about as many histogram rows as data rows)."""
     from tasks.metrics import kernels
 
     stats, bins, auc_sums = cells.finish()
@@ -255,20 +257,19 @@ def _assemble_cells(
     if any(checks.values()):
         raise_bad_input(dataset, scorer, files, checks)
     keys = cells.index.frame().join(
-        parts.with_row_index("__part").with_columns(pl.col("__part").cast(pl.Int64)), on="__part", how="left"
+        parts.with_row_index("__part").with_columns(pl.col("__part").cast(pl.Int64)),
+        on="__part",
+        how="left",
+        maintain_order="left",
     )
     key_columns = [*parts.columns, *(c for c in keys.columns if c not in parts.columns and c != "__part")]
-    keys = keys.select(key_columns)
     roc_auc, bound = auc_from_sums(*auc_sums.T)
-    records = keys.with_columns(
+    records = keys.select(key_columns).with_columns(
         *(pl.Series(s.name, stats[:, kernels.STATS.index(s.name)]).cast(s.dtype) for s in metrics.SUMS),
         pl.Series("roc_auc", roc_auc).fill_nan(None),
         pl.Series("roc_auc_bound", bound).fill_nan(None),
-    ).filter(pl.col("n_rows") > 0)
-    index = pl.Series(bins[:, 0].astype(np.int64))
-    histogram = keys[index].with_columns(
-        pl.Series("bin", bins[:, 1].astype(np.int32)), pl.Series("n", bins[:, 2]), pl.Series("n_pos", bins[:, 3])
     )
+    histogram = pl.DataFrame(dict(zip(("__cell", "bin", "n", "n_pos"), bins)))
     return records, histogram
 
 

@@ -336,12 +336,9 @@ def test_sum_cells_and_histogram_rows_equal_numpy_per_cell(logit):
     cell = rng.integers(0, n_cells, n).astype(np.int64)
     a, b = np.empty_like(s), np.empty_like(s)
     terms(s, a, b, logit)
-    acc, hist_n, hist_pos = (
-        np.zeros((n_cells, len(STATS))),
-        np.zeros((n_cells, HIST_BINS)),
-        np.zeros((n_cells, HIST_BINS)),
-    )
-    assert sum_cells(s, a, b, y, w, cell, logit, acc, hist_n, hist_pos) == 0.0
+    acc, hist = np.zeros((n_cells, len(STATS))), np.zeros((n_cells, HIST_BINS, 2))
+    assert sum_cells(s, a, b, y, w, cell, logit, acc, hist) == 0.0
+    hist_n, hist_pos = hist[:, :, 0], hist[:, :, 1]
 
     p = expit(z)
     frame = pl.DataFrame({"label": y.astype(np.int64), "z": z, "p": p, "w": w})
@@ -368,8 +365,11 @@ def test_sum_cells_and_histogram_rows_equal_numpy_per_cell(logit):
         assert np.allclose(hist_n[c], np.bincount(by_bin[m], wc, HIST_BINS), rtol=1e-12, atol=0)
         assert np.allclose(hist_pos[c], np.bincount(by_bin[m], wc * yc, HIST_BINS), rtol=1e-12, atol=0)
 
-    out, sums = np.empty((int(np.count_nonzero(hist_n)), 4)), np.zeros((n_cells, 4))
-    n_out = histogram_rows(hist_n, hist_pos, n_cells, out, sums)
+    size = int(np.count_nonzero(hist_n))
+    rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
+    sums = np.zeros((n_cells, 4))
+    n_out = histogram_rows(hist, n_cells, *rows, sums)
+    out = np.column_stack(rows)
     assert n_out == np.count_nonzero(hist_n) and np.array_equal(out[:, :2], np.argwhere(hist_n != 0))
     for c in range(n_cells):
         n_p, n_n, above, ties = sums[c]
@@ -389,7 +389,7 @@ def test_sum_cells_counts_each_bad_score_label_and_weight_in_its_cell():
     a, b = np.empty_like(s), np.empty_like(s)
     terms(s, a, b, False)
     acc = np.zeros((3, len(STATS)))
-    bad = sum_cells(s, a, b, y, w, cell, False, acc, np.zeros((3, HIST_BINS)), np.zeros((3, HIST_BINS)))
+    bad = sum_cells(s, a, b, y, w, cell, False, acc, np.zeros((3, HIST_BINS, 2)))
     got = {name: acc[:, STATS.index(name)].tolist() for name in ("bad_score", "bad_label", "bad_weight")}
     assert got == {"bad_score": [1.0, 1.0, 0.0], "bad_label": [0.0, 1.0, 0.0], "bad_weight": [1.0, 0.0, 2.0]}
     assert bad == 6.0
