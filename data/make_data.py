@@ -6,7 +6,8 @@
 - ``scored/part-0.parquet``: predictions scored elsewhere: the demo's labels ``y`` beside another
   model's probability ``p_model`` (a logistic model with other weights), for ``--score-col``.
 - ``events.parquet``: one file of click events whose partitions are columns inside it (``country``,
-  ``day``), for ``--partition-by``: ``clicked`` from a logistic model of ``a`` and ``b``.
+  ``day``), for ``--partition-by`` and ``--slice``: ``clicked`` from a logistic model of ``a`` and ``b``, and a
+  ``weight`` for ``--weight-col`` (a non-click stands for four, as after subsampling negatives).
 
 Run: ``python data/make_data.py`` (from the repo root).
 """
@@ -79,7 +80,9 @@ def make_events(n: int = 600, seed: int = 8) -> pl.DataFrame:
     clicked = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * a - b)))).astype(np.int64)
     country = rng.choice(["de", "fr", "nl"], size=n)
     day = rng.choice(["2026-11-23", "2026-11-24"], size=n)
-    return pl.DataFrame({"clicked": clicked, "a": a, "b": b, "country": country, "day": day})
+    # as if one in four non-clicks had been kept: each stands for four (--weight-col weight)
+    weight = np.where(clicked == 1, 1.0, 4.0)
+    return pl.DataFrame({"clicked": clicked, "a": a, "b": b, "country": country, "day": day, "weight": weight})
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ tests/test_team_stack.py. A line of a code block this file does not know fails t
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -68,6 +70,13 @@ FLAVOUR_COMPARE = _c(
 SCORED = _c("bce-eval evaluate data/scored --label y --score-col p_model --score-kind probability")
 IN_FILE_KEYS = _c("bce-eval evaluate data/events.parquet --label clicked --features a,b --partition-by country,day")
 CIRCLES = _c("bce-eval circles --epochs 200")
+SLICED = _c(
+    'bce-eval evaluate data/events.parquet --label clicked --features a,b --slice country --slice "country*a:-1,0,1"'
+)
+WEIGHTED = _c(
+    "bce-eval evaluate data/events.parquet --label clicked --features a,b --weight-col weight --slice country "
+    '--gate "bce <= 0.6 per slice"'
+)
 UI = _c("bce-eval ui")
 GATE = _c(
     "bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-partition-bce 0.65 --min-rows "
@@ -109,6 +118,8 @@ RUN_HERE = [
     SCORED,
     IN_FILE_KEYS,
     CIRCLES,
+    SLICED,
+    WEIGHTED,
     GATE,
     ANY_FIGURE,
     REGRESSION,
@@ -273,6 +284,45 @@ class Walk:
         assert run.data.metrics["final_val_loss"] == pytest.approx(val, rel=1e-9)
         assert f"Test: {run.data.metrics['final_val_accuracy']:.3f}" in out
 
+    def _slice_table(self, out: str, key: str) -> pd.DataFrame:
+        logged = json.loads(
+            Path(self.client.download_artifacts(_run_id(out), f"slices/bce_by_{key}.json", str(self.root))).read_text()
+        )
+        return pd.DataFrame(logged["data"], columns=logged["columns"])
+
+    def _events(self) -> tuple[pd.DataFrame, np.ndarray]:
+        from sklearn.linear_model import LogisticRegression
+
+        events = pl.read_parquet(self.root / "data" / "events.parquet").to_pandas()
+        ab = events[["a", "b"]].to_numpy()
+        return events, LogisticRegression().fit(ab, events["clicked"]).predict_proba(ab)[:, 1]
+
+    def sliced(self, code: int, out: str, err: str) -> None:
+        from sklearn.metrics import log_loss
+
+        assert code == 0, err
+        events, p = self._events()
+        events["p"], events["bin"] = p, pd.cut(events["a"], [-np.inf, -1, 0, 1, np.inf], right=False).cat.codes
+        for key, by in (("country", ["country"]), ("country_x_a_-1_0_1_", ["country", "bin"])):
+            table = self._slice_table(out, key)
+            expected = sorted(log_loss(g["clicked"], g["p"], labels=[0, 1]) for _, g in events.groupby(by))
+            assert np.allclose(sorted(table["bce"]), expected, rtol=1e-9), key
+
+    def weighted(self, code: int, out: str, err: str) -> None:
+        from scipy.stats import false_discovery_control, norm
+        from sklearn.metrics import log_loss
+
+        events, p = self._events()
+        events["p"] = p
+        table = self._slice_table(out, "country").set_index("country")
+        for country, g in events.groupby("country"):
+            want = log_loss(g["clicked"], g["p"], sample_weight=g["weight"], labels=[0, 1])
+            assert table.loc[country, "bce"] == pytest.approx(want, rel=1e-9), country
+        # Benjamini–Hochberg on the logged figures, by scipy: the slices it rejects are the failed ones
+        rejected = false_discovery_control(norm.sf((table["bce"] - 0.6) / table["bce_se"]), method="bh") <= 0.05
+        assert set(table.index[rejected]) == set(table.index[table["verdict"] == "failed"])
+        assert code == (3 if rejected.any() else 0), err
+
     def gate(self, code: int, out: str, err: str) -> None:
         # exactly the regions with >= 100 rows whose whole 95% interval is above 0.65 fail
         expected = set()
@@ -341,6 +391,8 @@ class Walk:
             SCORED: self.scored,
             IN_FILE_KEYS: self.in_file_keys,
             CIRCLES: self.circles,
+            SLICED: self.sliced,
+            WEIGHTED: self.weighted,
             GATE: self.gate,
             ANY_FIGURE: self.any_figure,
             REGRESSION: self.regression,
