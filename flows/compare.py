@@ -1,6 +1,6 @@
 """Champion vs challenger: both models scored on the same rows, the paired BCE difference logged."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -23,7 +23,8 @@ from flows.steps import (
     summarize_comparison_task,
 )
 from tasks.data.dataset import Dataset, group_files
-from tasks.judge.paired import check_regression, should_promote
+from tasks.data.slicing import finest_cross
+from tasks.judge.paired import check_regression, should_promote, summarize_paired_slices
 from tasks.models.loading import LoadedModel
 from tasks.models.scoring import Scorer
 from tasks.review.comparison_content import comparison_content
@@ -44,6 +45,7 @@ class Comparison:
     #: partitions (or "overall") where the challenger is surely worse by more than --max-regression
     regressions: tuple[str, ...] = ()
     gate_message: str = ""
+    slices: dict[str, pl.DataFrame] = field(default_factory=dict)  # each slicing's paired table, by its key
 
     @property
     def gate_passed(self) -> bool:
@@ -69,6 +71,7 @@ class PairedTable:
 
     table: pl.DataFrame
     overall: dict[str, Any]
+    slices: dict[str, pl.DataFrame] = field(default_factory=dict)  # each slicing's paired table, by its key
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ def resolve_pair(settings: CompareSettings, tracking_uri: str) -> Pair:
             settings.partition_by,
             model_types=types or None,
             model_name=f"{settings.champion} or {settings.challenger}",
+            cells=finest_cross(settings.slicings),
+            weight=settings.weight_col,
         )
     champion_scorer = champion.scorer(features[champion.uri], dataset.text_features)
     challenger_scorer = challenger.scorer(features[challenger.uri], dataset.text_features)
@@ -146,7 +151,8 @@ def reduce_pairs(settings: CompareSettings, pair: Pair) -> PairedTable:
         for chunk in group_files(dataset, settings.chunk_rows)
     ]
     table, overall = summarize_comparison_task(quote(records), list(dataset.partition_by), settings.min_rows)
-    return PairedTable(with_partition_label(table, dataset.partition_by), overall)
+    slices = summarize_paired_slices(records, settings.slicings, settings.min_rows) if settings.slices else {}
+    return PairedTable(with_partition_label(table, dataset.partition_by), overall, slices)
 
 
 def judge_pair(settings: CompareSettings, paired: PairedTable) -> PairVerdict:
@@ -188,6 +194,7 @@ def log_comparison(
             model_label(pair.champion_info, pair.champion.type_name),
             model_label(pair.challenger_info, pair.challenger.type_name),
         ),
+        paired.slices,
     )
     content.tags["quality_gate"] = (
         "failed" if verdict.regressions else ("passed" if settings.max_regression is not None else "not set")
@@ -205,4 +212,5 @@ def log_comparison(
         verdict.reason,
         verdict.regressions,
         verdict.message,
+        paired.slices,
     )

@@ -18,6 +18,16 @@ def split_commas(v: Any) -> Any:
     return v
 
 
+def check_slice_specs(v: list[str]) -> list[str]:
+    """Each ``--slice`` spec reads (:func:`tasks.data.slicing.parse_slicing`'s one line when one does not)."""
+    for text in v:
+        try:
+            parse_slicing(text)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+    return v
+
+
 class EvaluateSettings(BaseModel):
     """Parameters of one evaluation: what data, which model, where the results go."""
 
@@ -89,6 +99,7 @@ class EvaluateSettings(BaseModel):
     )
 
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
+    _slicings_read = field_validator("slices")(check_slice_specs)
 
     @model_validator(mode="after")
     def _settings_agree(self) -> "EvaluateSettings":
@@ -188,16 +199,6 @@ class EvaluateSettings(BaseModel):
             )
         return None
 
-    @field_validator("slices")
-    @classmethod
-    def _slicings_read(cls, v: list[str]) -> list[str]:
-        for text in v:
-            try:
-                parse_slicing(text)
-            except InputError as exc:
-                raise ValueError(str(exc)) from None
-        return v
-
     @property
     def slicings(self) -> tuple[Slicing, ...]:
         """The declared slicings, parsed (each ``--slice``)."""
@@ -229,6 +230,8 @@ class CompareSettings(BaseModel):
     challenger: str = Field(description="MLflow URI of the challenger (e.g. models:/churn/7).")
     features: list[str] = Field(default_factory=list)
     partition_by: list[str] = Field(default_factory=list)
+    slices: list[str] = Field(default_factory=list, description="Slicings, each with its paired table (see evaluate).")
+    weight_col: str | None = Field(default=None, description="Weigh each row by this numeric column (finite, >= 0).")
     experiment: str = "bce-comparison"
     run_name: str | None = None
     promote: bool = Field(
@@ -248,6 +251,12 @@ class CompareSettings(BaseModel):
     chunk_rows: int = Field(default=4_000_000, gt=0)
 
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
+    _slicings_read = field_validator("slices")(check_slice_specs)
+
+    @property
+    def slicings(self) -> tuple[Slicing, ...]:
+        """The declared slicings, parsed (each ``--slice``)."""
+        return tuple(parse_slicing(text) for text in self.slices)
 
     @model_validator(mode="after")
     def _settings_agree(self) -> "CompareSettings":

@@ -100,6 +100,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             challenger=args.challenger,
             features=args.features,
             partition_by=args.partition_by,
+            slices=args.slice,
+            weight_col=args.weight_col,
             experiment=args.experiment,
             promote=args.promote,
             margin=args.margin,
@@ -131,6 +133,9 @@ def _comparison_summary(args: argparse.Namespace, out: Any) -> str:
                 f"    {r.get('partition', 'all'):<30} {r['bce_diff']:+.5f} [{r['bce_diff_low']:+.5f}, "
                 f"{r['bce_diff_high']:+.5f}] {r['verdict']}"
             )
+    for key, table in out.slices.items():
+        counts = table.group_by("verdict").len().sort("verdict").iter_rows()
+        lines.append(f"  slicing {key}: {table.height} slice(s): " + ", ".join(f"{n} {v}" for v, n in counts))
     lines.append(f"  promotion: {'done' if out.promoted else 'no'} ({out.reason})")
     lines.extend(_run_lines(out.run_id, args.experiment, out.experiment_id))
     return "\n".join(lines)

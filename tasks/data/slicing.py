@@ -23,6 +23,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import polars as pl
+
 from tasks.errors import InputError
 
 _TERM = re.compile(r"^(?P<column>[^:=*]+?)\s*(?::(?P<edges>[^=*]+)|=(?P<value>[^*]*))?$")
@@ -113,6 +115,17 @@ def _parse_edges(text: str, raw: str) -> tuple[float, ...]:
     if not edges or any(not math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
         raise InputError(f"--slice {text!r}: bin edges must be finite and increasing, as in 'age:18,30,45,65'.")
     return edges
+
+
+def cell_expression(cell: CellColumn) -> pl.Expr:
+    """The cell column as an expression over a frame's rows: the value, or its bin's label (null and NaN: "null")."""
+    if not cell.edges:
+        return pl.col(cell.column).alias(cell.name)
+    labels = cell.bin_labels()
+    binned = (
+        pl.col(cell.column).cast(pl.Float64).fill_nan(None).cut(list(cell.edges), labels=labels[:-1], left_closed=True)
+    )
+    return binned.cast(pl.String).fill_null("null").cast(pl.Enum(labels)).alias(cell.name)
 
 
 def finest_cross(slicings: list[Slicing] | tuple[Slicing, ...]) -> tuple[CellColumn, ...]:

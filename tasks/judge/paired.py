@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from tasks.data.dataset import DataFile, Dataset, scan_files
+from tasks.data.slicing import Slicing, cell_expression
 from tasks.metrics.bad_input import check_frame
 from tasks.metrics.loss import frame_losses
 from tasks.metrics.schema import PAIRED_FIGURES, PAIRED_SUMS, derive_figures
@@ -23,27 +24,54 @@ from tasks.models.scoring import Scorer
 
 
 def reduce_paired_chunk(dataset: Dataset, champion: Scorer, challenger: Scorer, files: list[DataFile]) -> pl.DataFrame:
-    """Per-partition paired sums for one chunk of whole partitions."""
-    keys = list(dataset.partition_by)
+    """Paired sums for one chunk of whole partitions: per partition, or per cell (partition × slice values) when the
+    dataset has slice columns; each row weighted by ``dataset.weight`` (1 without)."""
+    parts = list(dataset.partition_by) or ["partition"]
+    keys = [*parts, *(c.name for c in dataset.cells)]
     frame = scan_files(dataset, files).collect()
     check_frame(dataset, champion, files, frame)
     check_frame(dataset, challenger, files, frame)
     a = frame_losses(frame, champion, dataset.label, dataset.text_features)
     b = frame_losses(frame, challenger, dataset.label, dataset.text_features)
-    d = (b - a).alias("d")
-    frame = (
-        frame.select(keys).with_columns(a.alias("la"), b.alias("lb"), d)
-        if keys
-        else pl.DataFrame([a.alias("la"), b.alias("lb"), d])
+    w = frame.get_column(dataset.weight).cast(pl.Float64) if dataset.weight else pl.Series("w", [1.0] * frame.height)
+    losses = pl.DataFrame([a.alias("la"), b.alias("lb"), (b - a).alias("d"), w.alias("w")])
+    frame = pl.concat(
+        [frame.select(*dataset.partition_by, *(cell_expression(c) for c in dataset.cells)), losses], how="horizontal"
     )
+    if not dataset.partition_by:
+        frame = frame.with_columns(pl.lit("all").alias("partition"))
+    weighted = dataset.weight is not None  # else every sum is the plain one, to the bit
     aggs = [
         pl.len().cast(pl.Int64).alias("n_rows"),
-        pl.col("la").sum().alias("sum_loss_champion"),
-        pl.col("lb").sum().alias("sum_loss_challenger"),
-        pl.col("d").sum().alias("sum_d"),
-        (pl.col("d") ** 2).sum().alias("sum_d_sq"),
+        pl.col("w").sum().alias("sum_w"),
+        (pl.col("w") ** 2).sum().alias("sum_w_sq"),
+        *(
+            ((pl.col(c) * pl.col("w")) if weighted else pl.col(c)).sum().alias(name)
+            for c, name in (("la", "sum_loss_champion"), ("lb", "sum_loss_challenger"), ("d", "sum_d"))
+        ),
+        ((pl.col("d") ** 2 * pl.col("w")) if weighted else pl.col("d") ** 2).sum().alias("sum_d_sq"),
     ]
-    out = frame.group_by(keys).agg(aggs) if keys else frame.select(aggs).with_columns(pl.lit("all").alias("partition"))
+    return frame.group_by(keys).agg(aggs)
+
+
+def summarize_paired_slices(
+    records: list[pl.DataFrame], slicings: list[Slicing] | tuple[Slicing, ...], min_rows: int = 30
+) -> dict[str, pl.DataFrame]:
+    """Each slicing's paired table (by its key): the paired figures per slice and each slice's verdict."""
+    merged = pl.concat(records, how="diagonal_relaxed")
+    out = {}
+    for slicing in slicings:
+        keep = [pl.col(t.cell.name).cast(pl.String) == t.value for t in slicing.terms if t.value is not None]
+        rows = merged.filter(*keep) if keep else merged
+        sums = rows.group_by(slicing.columns).agg(pl.col(c).sum() for c in paired_sum_names())
+        table = derive_figures(sums.sort(slicing.columns, nulls_last=True), PAIRED_FIGURES)
+        label = pl.concat_str(
+            [pl.lit(f"{c}=") + pl.col(c).cast(pl.String).fill_null("null") for c in slicing.columns], separator=" × "
+        )
+        verdicts = [_verdict(r, min_rows) for r in table.iter_rows(named=True)]
+        out[slicing.key] = table.select(label.alias("slice"), pl.all()).with_columns(
+            pl.Series("verdict", verdicts, dtype=pl.String)
+        )
     return out
 
 

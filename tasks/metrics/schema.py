@@ -248,32 +248,34 @@ FIGURES: tuple[Figure, ...] = (
 #: and d = loss(challenger) − loss(champion); pairing cancels the difficulty the two models share
 PAIRED_SUMS: tuple[Sum, ...] = (
     Sum("n_rows", pl.Int64, "rows scored by both models", reported=True),
-    Sum("sum_loss_champion", pl.Float64, "Σ loss of the champion"),
-    Sum("sum_loss_challenger", pl.Float64, "Σ loss of the challenger"),
-    Sum("sum_d", pl.Float64, "Σ d, d = loss(challenger) − loss(champion) per row"),
-    Sum("sum_d_sq", pl.Float64, "Σ d², for the standard error of the mean difference"),
+    Sum("sum_w", pl.Float64, "Σ w, the rows' weight (n_rows without weights)"),
+    Sum("sum_w_sq", pl.Float64, "Σ w²"),
+    Sum("sum_loss_champion", pl.Float64, "Σ w·loss of the champion"),
+    Sum("sum_loss_challenger", pl.Float64, "Σ w·loss of the challenger"),
+    Sum("sum_d", pl.Float64, "Σ w·d, d = loss(challenger) − loss(champion) per row"),
+    Sum("sum_d_sq", pl.Float64, "Σ w·d², for the standard error of the mean difference"),
 )
 
 
 def _bce_diff() -> pl.Expr:
-    return pl.col("sum_d") / _c("n_rows")
+    return _per_weight("sum_d")
 
 
 def _bce_diff_se() -> pl.Expr:
-    return standard_error(pl.col("sum_d"), pl.col("sum_d_sq"), _c("n_rows"))
+    return weighted_standard_error(pl.col("sum_d"), pl.col("sum_d_sq"), pl.col("sum_w"), pl.col("sum_w_sq"))
 
 
 PAIRED_FIGURES: tuple[Figure, ...] = (
     Figure(
         "bce_champion",
         "BCE champion",
-        lambda: pl.col("sum_loss_champion") / _c("n_rows"),
+        lambda: _per_weight("sum_loss_champion"),
         "the champion's BCE on these rows",
     ),
     Figure(
         "bce_challenger",
         "BCE challenger",
-        lambda: pl.col("sum_loss_challenger") / _c("n_rows"),
+        lambda: _per_weight("sum_loss_challenger"),
         "the challenger's BCE on these rows",
     ),
     Figure(

@@ -29,6 +29,7 @@ def comparison_content(
     decision: str,
     flow_run_id: str,
     names: tuple[str, str] = ("", ""),
+    slices: dict[str, pl.DataFrame] | None = None,
 ) -> RunContent:
     """What a champion/challenger comparison logs (``names``: the two models' short names,
     :func:`tasks.review.results.model_label`, for the run's default name)."""
@@ -56,10 +57,18 @@ def comparison_content(
         partition_metrics=part_metrics,
         tags=tags,
         description=_comparison_description(overall, decision),
-        tables={"bce_comparison.json": {c: [clean_value(v) for v in out.get_column(c).to_list()] for c in out.columns}},
+        tables={
+            "bce_comparison.json": _as_columns(out),
+            # each slicing's paired difference per slice
+            **{f"slices/bce_diff_by_{key}.json": _as_columns(t) for key, t in (slices or {}).items()},
+        },
         figures=encode_figures(figures),
         text_artifacts={"report.html": report},
     )
+
+
+def _as_columns(table: pl.DataFrame) -> dict[str, list[Any]]:
+    return {c: [clean_value(v) for v in table.get_column(c).to_list()] for c in table.columns}
 
 
 def _difference_metrics(table: pl.DataFrame, keys: tuple[str, ...]) -> dict[str, float]:

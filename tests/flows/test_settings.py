@@ -28,6 +28,12 @@ FEATURES: dict[str, Any] = {**BASE, "features": ["f1", "f2", "f3"]}
 # rule → (settings that break it, the whole message, CLI arguments after
 # `evaluate data/demo --label label` that break it)
 EVALUATE_RULES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
+    "exact AUC with slices": (
+        {**BASE, "score_col": "p", "auc": "exact", "slices": ["region"]},
+        "--auc exact ranks the rows of each partition; with --slice or --weight-col ROC AUC comes from histograms "
+        "within a stated bound: drop --auc exact (settings: auc=exact with slices or weight_col).",
+        ["--score-col", "p", "--auc", "exact", "--slice", "region"],
+    ),
     "score column and model": (
         {**BASE, "score_col": "p", "model_uri": "models:/m/1"},
         "pass either --score-col or --model-uri, not both (settings: score_col or model_uri).",
@@ -159,6 +165,8 @@ VALID_EVALUATE = [
     {**FEATURES, "dask": "local", "dask_workers": 4},
     {**FEATURES, "dask": "tcp://10.0.0.5:8786"},
     {**FEATURES, "verify_cache": True},
+    {**FEATURES, "slices": ["region", "f1:0,1*region", "region=north"], "weight_col": "w"},
+    {**FEATURES, "slices": ["region"], "gates": {"fdr_level": 0.1}},
     {**FEATURES, "full": True, "cache": False},
     {
         **BASE,
@@ -505,3 +513,26 @@ def test_binary_classifiers_of_0_and_1_pass_the_check(labels: list[Any]) -> None
         check_binary_model(model, "model m")  # no error
     with pytest.raises(InputError, match=r"^model m: LogisticRegression was trained on the classes \['a', 'b'\]"):
         check_binary_model(LogisticRegression().fit(X, np.where(X[:, 0] > 0, "b", "a")), "model m")
+
+
+def test_a_bad_slice_is_one_line_from_the_settings_and_the_cli() -> None:
+    with pytest.raises(
+        ValidationError, match=re.escape("--slice 'age:30,20': bin edges must be finite and increasing")
+    ):
+        EvaluateSettings.model_validate({**FEATURES, "slices": ["age:30,20"]})
+    parsed = build_parser().parse_args(
+        ["evaluate", "data/demo", "--label", "label", "--slice", "a*", "--features", "f1"]
+    )
+    with pytest.raises(InputError, match=re.escape("--slice 'a*': cannot read ''")):
+        _evaluate_settings(parsed)
+
+
+def test_a_deployments_parameters_carry_the_slicings_and_the_weight() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.evaluate import evaluate_flow
+
+    schema = parameter_schema(evaluate_flow).model_dump()
+    fields = schema["definitions"]["EvaluateSettings"]["properties"]
+    assert {"slices", "weight_col"} <= set(fields)
+    assert "fdr_level" in schema["definitions"]["GateSettings"]["properties"]

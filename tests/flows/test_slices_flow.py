@@ -150,3 +150,71 @@ def test_a_run_adding_a_slicing_over_cached_columns_reuses_them_and_equals_a_ful
         assert list(reused["slice"]) == list(full["slice"])
         for f in ("n_rows", "bce", "brier", "accuracy", "normalized_entropy"):
             assert np.allclose(reused[f], full[f], rtol=1e-12, atol=0), (key, f)
+
+
+def _night(root: Path, seed: int, mix: tuple[float, float, float], rows: int = 20_000) -> None:
+    """One night of a calibrated model: three segments whose rates it predicts exactly, in proportions ``mix``."""
+    rng = np.random.default_rng(seed)
+    rates = np.array([0.03, 0.5, 0.1])
+    p = rates[rng.choice(3, size=rows, p=mix)]
+    root.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"p": p, "y": (rng.uniform(size=rows) < p).astype(int)}).write_parquet(root / "night.parquet")
+
+
+def test_a_base_rate_shift_moves_raw_bce_out_of_its_band_but_not_normalized_entropy(cli, mlflow_uri, tmp_path):
+    import mlflow
+
+    data = tmp_path / "nightly"
+    base = ["evaluate", str(data), "--label", "y", "--score-col", "p"]
+    for night in range(4):  # the history: the same model, the same population
+        _night(data, night, (0.4, 0.2, 0.4))
+        code, _, err = cli(base)
+        assert code == 0, err
+    # the population shifts (more of the 0.5 segment: base rate 0.152 → 0.199); the model is unchanged
+    _night(data, 99, (0.3, 0.3, 0.4))
+    code, out, err = cli([*base, "--gate", "normalized_entropy drift <= 3"])
+    assert code == 0, err
+    ne_run = mlflow.MlflowClient(mlflow_uri).get_run(out.split("MLflow run ")[1].split()[0])
+    code, out, err = cli([*base, "--max-drift", "3"])
+    assert code == 3 and "left the band of their own history" in err[-1], err
+    bce_run = mlflow.MlflowClient(mlflow_uri).get_run(out.split("MLflow run ")[1].split()[0])
+    # by hand: BCE rose by about 0.056 while NE moved by about 0.001 (H of the segment rates over H of the base rate)
+    h = lambda r: -(r * math.log(r) + (1 - r) * math.log(1 - r))  # noqa: E731
+    before = sum(m * h(r) for m, r in zip((0.4, 0.2, 0.4), (0.03, 0.5, 0.1)))
+    after = sum(m * h(r) for m, r in zip((0.3, 0.3, 0.4), (0.03, 0.5, 0.1)))
+    assert after - before == pytest.approx(0.0558, abs=1e-3)
+    assert bce_run.data.metrics["bce"] == pytest.approx(after, abs=0.02)
+    assert ne_run.data.metrics["normalized_entropy"] == pytest.approx(after / h(0.199), abs=0.03)
+    assert ne_run.data.tags.get("quality_gate") == "passed"
+
+
+def test_compare_reports_the_weighted_paired_difference_per_slice(cli, mlflow_uri, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    import mlflow
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    frame = pd.DataFrame({"x": rng.normal(size=n), "region": rng.choice(["eu", "us"], n), "w": rng.exponential(1, n)})
+    frame["y"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-2 * frame["x"]))).astype(int)
+    (tmp_path / "d").mkdir()
+    pl.from_pandas(frame).write_parquet(tmp_path / "d" / "f.parquet")
+    uris = []
+    for c in (1.0, 0.001):  # the challenger barely learns: worse
+        model = LogisticRegression(C=c).fit(frame[["x"]], frame["y"])
+        with mlflow.start_run() as run:
+            mlflow.sklearn.log_model(model, name="model", input_example=frame[["x"]].head(3))
+        uris.append((f"runs:/{run.info.run_id}/model", model))
+    code, out, err = cli(
+        ["compare", str(tmp_path / "d"), "--label", "y", "--champion", uris[0][0], "--challenger", uris[1][0]]
+        + ["--slice", "region", "--weight-col", "w"]
+    )
+    assert code == 0, err
+    assert "slicing region: 2 slice(s)" in out
+    run_id = out.split("MLflow run ")[1].split()[0]
+    table = _artifact(mlflow.MlflowClient(mlflow_uri), run_id, "slices/bce_diff_by_region.json", tmp_path / "t")
+    for region, g in frame.groupby("region"):
+        a = log_loss(g["y"], uris[0][1].predict_proba(g[["x"]])[:, 1], sample_weight=g["w"], labels=[0, 1])
+        b = log_loss(g["y"], uris[1][1].predict_proba(g[["x"]])[:, 1], sample_weight=g["w"], labels=[0, 1])
+        (row,) = table[table["region"] == region].to_dict("records")
+        assert row["bce_diff"] == pytest.approx(b - a, rel=1e-9) and row["verdict"] == "champion better"
