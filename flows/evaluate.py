@@ -45,6 +45,7 @@ from flows.steps import (
     reduce_chunk_task,
     search_runs_task,
     store_records_task,
+    summarize_audit_slices_task,
     summarize_audit_task,
     summarize_cells_task,
     summarize_records_task,
@@ -279,4 +280,6 @@ def judge(settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, tracki
             logger.info(f"audited {i}/{len(chunks)} chunks")
     sums, bins, tops = (quote([p[i] for p in parts]) for i in range(3))
     audit = summarize_audit_task(sums, bins, tops, list(dataset.partition_by), table)
+    if slices is not None:  # each slicing's audit, rolled up from the cells' audit sums
+        slices.audits.update(summarize_audit_slices_task(sums, bins, settings.slicings, reduced.slices))
     return Judged(table, verdict, audit, series, slices)

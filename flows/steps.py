@@ -15,7 +15,7 @@ from flows.preloaded import load_model_preloaded_first
 from tasks.data.dataset import check_dataset, read_dataset_files
 from tasks.data.training_data import collect_training_data
 from tasks.errors import Stopped, is_transient
-from tasks.judge.audit import audit_chunk, summarize_audit
+from tasks.judge.audit import audit_chunk, summarize_audit, summarize_audit_slices
 from tasks.judge.gates import check_gates
 from tasks.judge.paired import reduce_paired_chunk, summarize_comparison
 from tasks.judge.slice_gates import judge_slices
@@ -144,6 +144,7 @@ store_records_task = as_task(store_records, name="cache-partitions")
 summarize_records_task = as_task(summarize_records, name="merge-records")
 summarize_cells_task = as_task(summarize_cells, name="roll-up-slices")
 judge_slices_task = as_task(judge_slices, name="judge-slices")
+summarize_audit_slices_task = as_task(summarize_audit_slices, name="audit-slices")
 save_results_task = as_task(save_results, name="save-results-locally")
 # judge
 check_gates_task = as_task(check_gates, name="check-gates")

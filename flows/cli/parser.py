@@ -253,9 +253,7 @@ def _add_compare(sub: Any) -> None:
     cmp_.add_argument(
         "--partition-by", type=split_csv, default=[], help="partition columns K1,K2 (default: the hive keys)"
     )
-    cmp_.add_argument(
-        "--slice", action="append", default=[], metavar="SPEC", help="the paired difference per slice (as evaluate's)"
-    )
+    cmp_.add_argument("--slice", action="append", default=[], metavar="SPEC", help="a paired table per slice")
     cmp_.add_argument("--weight-col", help="weigh each row by this numeric column (finite, >= 0)")
     cmp_.add_argument("--experiment", default="bce-comparison", help="MLflow experiment (default: bce-comparison)")
     cmp_.add_argument(

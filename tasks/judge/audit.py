@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from tasks.data.dataset import DataFile, Dataset, scan_files
+from tasks.data.slicing import Slicing, cell_expression
 from tasks.metrics.bad_input import check_frame
 from tasks.metrics.loss import PROBA_EPS, frame_losses, sigmoid
 from tasks.models.scoring import Scorer
@@ -43,8 +44,13 @@ def keras_rule(p: pl.Expr, y: pl.Expr) -> pl.Expr:
 def audit_chunk(
     dataset: Dataset, scorer: Scorer, files: list[DataFile], top_k: int = 20
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(per-partition audit sums, per-partition calibration bins, the chunk's largest losses)."""
-    keys = list(dataset.partition_by) or ["partition"]
+    """(per-partition audit sums, per-partition calibration bins, the chunk's largest losses).
+
+    With slice columns the sums and bins are per cell (partition × slice values), to roll up per slicing; with a
+    weight column each row's terms are weighted (the counts are not).
+    """
+    parts = list(dataset.partition_by) or ["partition"]
+    keys = [*parts, *(c.name for c in dataset.cells)]
     frame = scan_files(dataset, files).collect()
     check_frame(dataset, scorer, files, frame)
     if not dataset.partition_by:
@@ -53,12 +59,22 @@ def audit_chunk(
     y = frame.get_column(dataset.label).cast(pl.Float64)
     score = scorer.score_frame(frame, dataset.text_features)
     p = pl.Series("p", sigmoid(score) if scorer.kind == "logit" else score)
-    df = frame.select(keys).with_columns(loss.alias("loss"), y.alias("y"), p)
+    w = frame.get_column(dataset.weight).cast(pl.Float64) if dataset.weight else None
+    df = frame.select(*parts, *(cell_expression(c) for c in dataset.cells)).with_columns(
+        loss.alias("loss"), y.alias("y"), p
+    )
+
+    def weighted(e: pl.Expr) -> pl.Expr:  # without weights, the plain sum (the same bits as before)
+        return e if w is None else e * pl.col("w")
+
+    if w is not None:
+        df = df.with_columns(w.alias("w"))
     sums = df.group_by(keys).agg(
         pl.len().cast(pl.Int64).alias("n_rows"),
-        pl.col("loss").sum().alias("sum_loss"),
-        sklearn_rule(pl.col("p"), pl.col("y")).sum().alias("sum_loss_sklearn"),
-        keras_rule(pl.col("p"), pl.col("y")).sum().alias("sum_loss_keras"),
+        (pl.len().cast(pl.Float64) if w is None else pl.col("w").sum()).alias("sum_w"),
+        weighted(pl.col("loss")).sum().alias("sum_loss"),
+        weighted(sklearn_rule(pl.col("p"), pl.col("y"))).sum().alias("sum_loss_sklearn"),
+        weighted(keras_rule(pl.col("p"), pl.col("y"))).sum().alias("sum_loss_keras"),
         (pl.col("p") == 0.0).sum().cast(pl.Int64).alias("n_p_zero"),
         (pl.col("p") == 1.0).sum().cast(pl.Int64).alias("n_p_one"),
     )
@@ -67,16 +83,19 @@ def audit_chunk(
             (pl.col("p") * CALIBRATION_BINS).floor().clip(0, CALIBRATION_BINS - 1).cast(pl.Int32).alias("bin")
         )
         .group_by([*keys, "bin"])
-        .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("y").sum().alias("sum_y"))
+        .agg(
+            (pl.len().cast(pl.Int64) if w is None else pl.col("w").sum()).alias("n"),
+            weighted(pl.col("y")).sum().alias("sum_y"),
+        )
     )
     # (a feature may also be a partition key: a model can take the hive key as text)
     extra = [
         c
         for c in (*dataset.features, *([scorer.column] if scorer.column else []))
-        if c in frame.columns and c not in keys
+        if c in frame.columns and c not in parts
     ]
     top = (
-        frame.select([*keys, *extra])
+        frame.select([*parts, *extra])
         .with_columns(y.alias("y"), p, loss.alias("loss"))
         .sort("loss", descending=True)
         .head(top_k)
@@ -91,6 +110,9 @@ def _entropy(rate: np.ndarray) -> np.ndarray:
     return h
 
 
+_AUDIT_SUMS = ("n_rows", "sum_w", "sum_loss", "sum_loss_sklearn", "sum_loss_keras", "n_p_zero", "n_p_one")
+
+
 def summarize_audit(
     sums: list[pl.DataFrame],
     bins: list[pl.DataFrame],
@@ -100,15 +122,37 @@ def summarize_audit(
     top_k: int = 20,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The per-partition audit table and the largest losses overall."""
-    keys = keys or ["partition"]
-    s = pl.concat(sums).group_by(keys).agg(pl.all().sum())
-    b = pl.concat(bins).group_by([*keys, "bin"]).agg(pl.col("n").sum(), pl.col("sum_y").sum())
+    audit = audit_table(
+        pl.concat(sums, how="diagonal_relaxed"), pl.concat(bins, how="diagonal_relaxed"), keys or ["partition"], table
+    )
+    top = pl.concat(tops, how="diagonal_relaxed").sort("loss", descending=True).head(top_k)
+    return audit, top
+
+
+def summarize_audit_slices(
+    sums: list[pl.DataFrame], bins: list[pl.DataFrame], slicings: list[Slicing] | tuple[Slicing, ...], tables: dict
+) -> dict[str, pl.DataFrame]:
+    """Each slicing's audit table (by its key), rolled up from the cells' audit sums and calibration bins."""
+    s, b = pl.concat(sums, how="diagonal_relaxed"), pl.concat(bins, how="diagonal_relaxed")
+    out = {}
+    for slicing in slicings:
+        keep = [pl.col(t.cell.name).cast(pl.String) == t.value for t in slicing.terms if t.value is not None]
+        out[slicing.key] = audit_table(
+            s.filter(*keep) if keep else s, b.filter(*keep) if keep else b, slicing.columns, tables[slicing.key]
+        )
+    return out
+
+
+def audit_table(s: pl.DataFrame, b: pl.DataFrame, keys: list[str], table: pl.DataFrame) -> pl.DataFrame:
+    """The audit's figures per value of ``keys``, from its sums and calibration bins added up (weighted by Σ w)."""
+    s = s.group_by(keys).agg(pl.col(c).sum() for c in _AUDIT_SUMS)
+    b = b.group_by([*keys, "bin"]).agg(pl.col("n").sum(), pl.col("sum_y").sum())
     b = b.with_columns(pl.Series("h", _entropy((b.get_column("sum_y") / b.get_column("n")).to_numpy())))
     recal = b.group_by(keys).agg((pl.col("n") * pl.col("h")).sum().alias("sum_recalibrated"))
-    n = pl.col("n_rows").cast(pl.Float64)
-    audit = (
-        s.join(recal, on=keys, how="left")
-        .join(table.select([*keys, "bce_pos", "bce_neg"]), on=keys, how="left")
+    n = pl.col("sum_w")
+    return (
+        s.join(recal, on=keys, how="left", nulls_equal=True)
+        .join(table.select([*keys, "bce_pos", "bce_neg"]), on=keys, how="left", nulls_equal=True)
         .with_columns(
             (pl.col("sum_loss") / n).alias("bce_exact"),
             (pl.col("sum_loss_sklearn") / n).alias("bce_sklearn_clip"),
@@ -131,7 +175,5 @@ def summarize_audit(
                 "calibration_part",
             ]
         )
-        .sort(keys)
+        .sort(keys, nulls_last=True)
     )
-    top = pl.concat(tops, how="diagonal_relaxed").sort("loss", descending=True).head(top_k)
-    return audit, top

@@ -34,6 +34,7 @@ class SliceJudgement:
     failures: list[str] = field(default_factory=list)
     at_fault: list[str] = field(default_factory=list)
     method: str = ""
+    audits: dict[str, pl.DataFrame] = field(default_factory=dict)  # each slicing's audit (with --audit)
 
 
 def judge_slices(slices: dict[str, pl.DataFrame], overall: dict, gates: GateSettings | None) -> SliceJudgement:

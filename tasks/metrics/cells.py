@@ -38,6 +38,7 @@ class _Codes:
         self.cell = cell
         self.values: list = [None]  # by value: code → value; null is code 0, new values are appended
         self.dtype: pl.DataType | None = None
+        self._of_physical = np.empty(0, np.int64)  # a Categorical's physical code → this column's code (-1: new)
 
     @property
     def cardinality(self) -> int:
@@ -51,6 +52,9 @@ class _Codes:
             return codes
         if series.dtype.is_float():
             series = series.fill_nan(None)  # NaN is not equal to itself: it goes with null, as in bins
+        if isinstance(series.dtype, pl.Categorical):  # text the scan read as categories (see category_expression)
+            self.dtype = pl.String
+            return self._categorical_codes(series)
         self.dtype = self.dtype or series.dtype
         if series.dtype == pl.String:
             try:  # the common case: every value seen before (a strict cast fails on a new one)
@@ -68,6 +72,30 @@ class _Codes:
             physical = physical.cast(pl.Int64).fill_null(-1)
         return physical.to_numpy().astype(np.int64) + 1
 
+    def _categorical_codes(self, series: pl.Series) -> np.ndarray:
+        # the scan's categories are numbered once per process (a named Categories): a lookup array maps
+        # their numbers to this column's codes, and only numbers not seen before are looked at as text
+        physical = series.to_physical()
+        valid = physical.is_not_null().to_numpy() if physical.null_count() else None
+        p = physical.fill_null(0).to_numpy().astype(np.int64)
+        top = int(p.max(initial=-1)) + 1
+        if top > len(self._of_physical):
+            grown = np.full(max(top, 2 * len(self._of_physical)), -1, np.int64)
+            grown[: len(self._of_physical)] = self._of_physical
+            self._of_physical = grown
+        codes = self._of_physical[p]
+        new = codes < 0 if valid is None else (codes < 0) & valid
+        if new.any():
+            rows = np.flatnonzero(new)
+            numbers, first = np.unique(p[rows], return_index=True)
+            text = series.gather(rows[first]).cast(pl.String).to_list()
+            self._learn(pl.Series(text, dtype=pl.String))
+            self._of_physical[numbers] = [self.values.index(t) for t in text]
+            codes = self._of_physical[p]
+        if valid is not None:
+            codes[~valid] = 0
+        return codes
+
     def _learn(self, series: pl.Series) -> None:
         seen = set(self.values)
         self.values += [v for v in series.unique(maintain_order=True).to_list() if v not in seen]
@@ -83,6 +111,12 @@ class _Codes:
             labels = self.cell.bin_labels()  # an Enum: slices sort in bin order, not as text
             return pl.Series(self.cell.name, labels, pl.Enum(labels))
         return pl.Series(self.cell.name, self.values, self.dtype)
+
+
+def category_expression(column: str) -> pl.Expr:
+    """A text slice column read by the scan as categories numbered once per process (on Polars' threads, beside the
+    decode), so each batch's codes are a lookup (:class:`_Codes`), not a pass over its text."""
+    return pl.col(column).cast(pl.Categorical(pl.Categories(f"bce-eval.slice.{column}")))
 
 
 class CellIndex:

@@ -34,7 +34,7 @@ from tasks.metrics.auc import (
     merge_histograms,
 )
 from tasks.metrics.bad_input import raise_bad_input
-from tasks.metrics.cells import CellSink
+from tasks.metrics.cells import CellSink, category_expression
 from tasks.metrics.runs import PartitionRuns
 from tasks.models.scoring import Scorer, model_input
 
@@ -118,7 +118,14 @@ def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.
     taken = {*keys, *(scorer.features if scorer.model is not None else ())}
     # the slice and weight columns, unless a key or the model's input holds them already
     extra = [c for c in (*dataset.cell_sources, *([dataset.weight] if dataset.weight else ())) if c not in taken]
-    return [*score, label, *[pl.col(k) for k in keys], *[pl.col(c) for c in dict.fromkeys(extra)]]
+    by_value = {c.column for c in dataset.cells if not c.edges}
+    text = {
+        c
+        for c in by_value
+        if "string" in dataset.schema.get(c, "") and not any(x.column == c and x.edges for x in dataset.cells)
+    }
+    columns = [category_expression(c) if c in text else pl.col(c) for c in dict.fromkeys(extra)]
+    return [*score, label, *[pl.col(k) for k in keys], *columns]
 
 
 def _reduce_chunk(

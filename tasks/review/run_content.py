@@ -135,8 +135,7 @@ def build_evaluation_log(
     keys = dataset.partition_by
     name = Path(dataset.root).name
     metrics, tables, figures = _evaluation_values(dataset, table, overall, figures, sample, audit, series)
-    if slices is not None:
-        metrics, tables, figures = _with_slices(slices, max_partition_metrics, overall, metrics, tables, figures)
+    metrics, tables, figures = _with_slices(slices, max_partition_metrics, overall, metrics, tables, figures)
     run_name = _with_gate(run_name, metrics, tags)
     X_example, y_example = _model_examples(fitted_model, sample, dataset.features)
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
@@ -146,12 +145,12 @@ def build_evaluation_log(
         description,
         table,
         figures,
-        sample.height,
+        sample,
         overall,
         tags,
         audit,
-        series.band if series is not None and series.has_history else None,
-        slice_report_tables(slices) if slices is not None else {},
+        series,
+        slices,
     )
     return RunContent(
         experiment=experiment,
@@ -159,11 +158,7 @@ def build_evaluation_log(
         params=build_params(dataset, model, overall, {}),
         metrics=metrics,
         partition_metrics=partition_metrics(table, keys, max_partition_metrics),
-        tags={
-            "data_fingerprint": dataset.fingerprint,
-            "bce_eval.kind": "evaluation",
-            **{k: v for k, v in tags.items() if v},
-        },
+        tags=_evaluation_tags(dataset, tags),
         description=description,
         tables=tables,
         figures=encode_figures(figures),
@@ -175,6 +170,14 @@ def build_evaluation_log(
         register=register,
         results_path=results_path,
     )
+
+
+def _evaluation_tags(dataset: Dataset, tags: dict[str, str]) -> dict[str, str]:
+    return {
+        "data_fingerprint": dataset.fingerprint,
+        "bce_eval.kind": "evaluation",
+        **{k: v for k, v in tags.items() if v},
+    }
 
 
 def _evaluation_values(
@@ -204,7 +207,7 @@ def _evaluation_values(
 
 
 def _with_slices(
-    slices: SliceJudgement,
+    slices: SliceJudgement | None,
     limit: int,
     overall: dict[str, Any],
     metrics: dict[str, float],
@@ -212,6 +215,8 @@ def _with_slices(
     figures: dict[str, Any],
 ) -> tuple[dict[str, float], dict[str, dict[str, list[Any]]], dict[str, Any]]:
     """Each slicing's table and gaps, its metrics and its forest plot, beside the run's own."""
+    if slices is None:
+        return metrics, tables, figures
     return (
         {**metrics, **slice_metrics(slices, limit)},
         {**tables, **slice_tables(slices)},
@@ -254,13 +259,14 @@ def _evaluation_report(
     summary: str,
     table: pl.DataFrame,
     figures: dict[str, Any],
-    sampled: int,
+    sample: pl.DataFrame,
     overall: dict[str, Any],
     tags: dict[str, str],
     audit: tuple[pl.DataFrame, pl.DataFrame] | None,
-    band: pl.DataFrame | None,
-    slice_sections: dict[str, pl.DataFrame],
+    series: Series | None,
+    slices: SliceJudgement | None,
 ) -> str:
+    band = series.band if series is not None and series.has_history else None
     extra = (
         {"Audit: BCE three ways, per partition": audit[0], "Audit: the largest per-row losses": audit[1]}
         if audit
@@ -271,13 +277,13 @@ def _evaluation_report(
             "Nightly series: this run against the band of each partition's history (median ± k robust σ)": band,
             **extra,
         }
-    extra = {**slice_sections, **extra}
+    extra = {**(slice_report_tables(slices) if slices is not None else {}), **extra}
     return render_report(
         title=title,
         summary=summary,
         table=table,
         figures=figures,
-        shown=describe_sample(sampled, overall["n_rows"]),
+        shown=describe_sample(sample.height, overall["n_rows"]),
         gate=tags.get("quality_gate"),
         gate_message=tags.get("quality_gate.failures", ""),
         extra_tables=extra,

@@ -47,6 +47,8 @@ def slice_tables(judgement: SliceJudgement) -> dict[str, dict[str, list[Any]]]:
     for key, table in judgement.tables.items():
         out[f"slices/bce_by_{key}.json"] = _as_columns(table.select(_shown_columns(table)))
         out[f"slices/gaps_{key}.json"] = _as_columns(judgement.gaps[key])
+    for key, audit in judgement.audits.items():
+        out[f"slices/audit_by_{key}.json"] = _as_columns(audit)
     return out
 
 
@@ -84,6 +86,8 @@ def slice_report_tables(judgement: SliceJudgement) -> dict[str, pl.DataFrame]:
     for key, table in judgement.tables.items():
         out[f"Slicing {key}: {table.height} slice(s)"] = table.select(_shown_columns(table))
         out[f"Slicing {key}: gaps between slices (Fairlearn's difference and ratio)"] = judgement.gaps[key]
+        if key in judgement.audits:
+            out[f"Slicing {key}: audit (BCE three ways, calibration split)"] = judgement.audits[key]
     if judgement.method:
         out[judgement.method] = pl.DataFrame({"failures": judgement.failures or ["none"]})
     return out

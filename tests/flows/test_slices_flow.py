@@ -218,3 +218,25 @@ def test_compare_reports_the_weighted_paired_difference_per_slice(cli, mlflow_ur
         b = log_loss(g["y"], uris[1][1].predict_proba(g[["x"]])[:, 1], sample_weight=g["w"], labels=[0, 1])
         (row,) = table[table["region"] == region].to_dict("records")
         assert row["bce_diff"] == pytest.approx(b - a, rel=1e-9) and row["verdict"] == "champion better"
+
+
+def test_the_audit_takes_the_slicings_and_the_weights(cli, mlflow_uri, tmp_path):
+    import mlflow
+
+    rows = _write(tmp_path / "data", days=2, rows=2000)
+    code, out, err = cli(
+        ["evaluate", str(tmp_path / "data"), "--label", "y", "--score-col", "p", "--weight-col", "w"]
+        + ["--slice", "region", "--audit"]
+    )
+    assert code == 0, err
+    audit = _artifact(
+        mlflow.MlflowClient(mlflow_uri), out.split("MLflow run ")[1].split()[0], "slices/audit_by_region.json", tmp_path
+    )
+    for region, g in rows.groupby("region"):
+        (row,) = audit[audit["region"] == region].to_dict("records")
+        p = np.clip(g["p"].to_numpy(), 1e-7, 1 - 1e-7)
+        y, w = g["y"].to_numpy(), g["w"].to_numpy()
+        keras = -(y * np.log(p + 1e-7) + (1 - y) * np.log(1 - p + 1e-7))
+        assert row["bce_exact"] == pytest.approx(log_loss(y, g["p"], sample_weight=w), rel=1e-12)
+        assert row["bce_keras_clip"] == pytest.approx(np.average(keras, weights=w), rel=1e-12)
+        assert row["n_rows"] == len(g)
