@@ -144,19 +144,22 @@ class CellIndex:
                 if self._table.size:
                     self._table[self._pack(cell)] = n
         key = self._pack(codes)
+        # new cells are numbered in the order their first rows come: the same numbers (so the same order of
+        # records, and of the roll-ups' additions) however the rows are cut into batches
         if self._table.size:
             ids = self._table[key]
             if (ids < 0).any():
-                for k in np.unique(key[ids < 0]):
+                new, first = np.unique(key[ids < 0], return_index=True)
+                for k in new[np.argsort(first, kind="stable")]:
                     self._table[k] = self._add(self._unpack(int(k)))
                 ids = self._table[key]
             return ids
-        uniq, inverse = np.unique(key, return_inverse=True)
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         lookup = {tuple(c): n for n, c in enumerate(self.cells)}
         numbers = np.array([lookup.get(self._unpack(int(k))) for k in uniq], dtype=object)
-        for i, k in enumerate(uniq):
+        for i in np.argsort(first, kind="stable"):
             if numbers[i] is None:
-                numbers[i] = self._add(self._unpack(int(k)))
+                numbers[i] = self._add(self._unpack(int(uniq[i])))
         return numbers.astype(np.int64)[inverse]
 
     def _caps(self) -> list[int]:

@@ -82,8 +82,14 @@ def roll_up(sums: CellSums, columns: list[str], keep: pl.Expr | None = None) -> 
     )
     group_of_cell = np.full(sums.records.height, -1, np.int64)
     group_of_cell[numbered.get_column("__cell").to_numpy()] = numbered.get_column("__g").to_numpy()
-    added = numbered.group_by("__g").agg(pl.col(s.name).sum().cast(s.dtype) for s in metrics.SUMS)
-    table = groups.join(added, on="__g", how="left").sort("__g")
+    # each group's sums added record by record, in the records' order: the same bits at any thread count
+    # (a parallel group-by would add the floats in an order that depends on how it split the rows)
+    values = sums.records.select(pl.col(s.name).cast(pl.Float64) for s in metrics.SUMS).to_numpy()
+    added = np.zeros((groups.height, len(metrics.SUMS)))
+    add_rows_by_group(np.ascontiguousarray(values), group_of_cell, added)
+    table = groups.with_columns(pl.Series(s.name, added[:, i]).cast(s.dtype) for i, s in enumerate(metrics.SUMS)).sort(
+        "__g"
+    )
     roc_auc, bound = _group_auc(sums, group_of_cell, groups.height)
     table = metrics.derive_figures(table).with_columns(
         pl.Series("roc_auc", roc_auc).fill_nan(None), pl.Series("roc_auc_bound", bound).fill_nan(None)
