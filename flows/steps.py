@@ -15,6 +15,7 @@ from flows.preloaded import load_model_preloaded_first
 from tasks.data.dataset import check_dataset, read_dataset_files
 from tasks.data.training_data import collect_training_data
 from tasks.errors import Stopped, is_transient
+from tasks.extras import require_extra
 from tasks.judge.audit import audit_chunk, summarize_audit, summarize_audit_slices
 from tasks.judge.gates import check_gates
 from tasks.judge.paired import reduce_paired_chunk, summarize_comparison
@@ -114,6 +115,8 @@ def _make_task(fn: Callable[..., Any], name: str, retries: int, kwargs: dict[str
 def dask_task_runner(**kwargs: Any) -> Any:
     """Prefect's ``DaskTaskRunner`` (same arguments), sending ``quote()``d arguments as :class:`Carried`."""
     from prefect.utilities.annotations import quote
+
+    require_extra("dask", "--dask")
     from prefect_dask import DaskTaskRunner
 
     class CarryingDaskTaskRunner(DaskTaskRunner):

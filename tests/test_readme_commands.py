@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 import shutil
@@ -70,6 +71,7 @@ FLAVOUR_COMPARE = _c(
 SCORED = _c("bce-eval evaluate data/scored --label y --score-col p_model --score-kind probability")
 IN_FILE_KEYS = _c("bce-eval evaluate data/events.parquet --label clicked --features a,b --partition-by country,day")
 CIRCLES = _c("bce-eval circles --epochs 200")
+SUBFLOW = _c("python -m flows.pipeline_example")
 SLICED = _c(
     'bce-eval evaluate data/events.parquet --label clicked --features a,b --slice country --slice "country*a:-1,0,1"'
 )
@@ -118,6 +120,7 @@ RUN_HERE = [
     SCORED,
     IN_FILE_KEYS,
     CIRCLES,
+    SUBFLOW,
     SLICED,
     WEIGHTED,
     GATE,
@@ -284,6 +287,11 @@ class Walk:
         assert run.data.metrics["final_val_loss"] == pytest.approx(val, rel=1e-9)
         assert f"Test: {run.data.metrics['final_val_accuracy']:.3f}" in out
 
+    def subflow(self, code: int, out: str, err: str) -> None:
+        # the parent flow's own process, as a user runs it: the child evaluation's figure is the fit's
+        assert code == 0, err
+        assert f"nightly pipeline: BCE {self.fit_bce:.4f}, gate passed" in out
+
     def _slice_table(self, out: str, key: str) -> pd.DataFrame:
         logged = json.loads(
             Path(self.client.download_artifacts(_run_id(out), f"slices/bce_by_{key}.json", str(self.root))).read_text()
@@ -391,6 +399,7 @@ class Walk:
             SCORED: self.scored,
             IN_FILE_KEYS: self.in_file_keys,
             CIRCLES: self.circles,
+            SUBFLOW: self.subflow,
             SLICED: self.sliced,
             WEIGHTED: self.weighted,
             GATE: self.gate,
@@ -416,6 +425,13 @@ def test_the_readme_walked_top_to_bottom_in_a_fresh_clone(prefect_server, mlflow
     checks = walk.checks()
     for command in readme_commands():
         if command not in checks:
+            continue
+        if command.startswith("python "):  # a user's own script: its own process, as written
+            env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+            proc = subprocess.run(
+                [sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, env=env, timeout=600
+            )
+            checks[command](proc.returncode, proc.stdout, proc.stderr.strip().splitlines()[-1] if proc.stderr else "")
             continue
         code, out, err = run_cli(shlex.split(command)[1:], capsys)
         checks[command](code, out, err[-1] if err else "")

@@ -31,6 +31,7 @@ from tasks.errors import (
     StorageUnavailable,
     TrackingError,
 )
+from tasks.extras import require_extra
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -188,6 +189,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 
     home = Path(args.home) if args.home else default_home()
     if args.action == "up":
+        require_extra("stack", "bce-eval stack up")
         start_stack(home.resolve(), StackPorts())
     elif args.action == "down":
         stop_stack(home.resolve())

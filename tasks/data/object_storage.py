@@ -10,6 +10,7 @@ from typing import Any
 
 from tasks.data.file_entry import FileEntry, is_hidden
 from tasks.errors import InputError, StorageUnavailable
+from tasks.extras import require_extra
 
 #: per scheme: S3 connections at once (botocore's default of 10 capped the footer reads of
 #: :meth:`ObjectStorage.read_tails` at 10 requests in flight)
@@ -36,6 +37,9 @@ class ObjectStorage:
     def _fs(self) -> Any:
         if self._client is None:
             import fsspec
+
+            if self.scheme in ("s3", "s3a"):
+                require_extra("s3", f"reading {self.scheme}:// data")
 
             # a client of its own, made from the environment as it is now (fsspec's shared
             # instances would keep an endpoint or credentials that have changed since)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tasks.errors import InputError
+from tasks.extras import require_extra
 from tasks.home import project_home
 from tasks.redact import redact_uri
 
@@ -29,6 +30,8 @@ def check_tracking_access(tracking_uri: str) -> None:
     import urllib.parse
     import urllib.request
 
+    if tracking_uri.startswith("postgresql"):  # MLflow's SQLAlchemy store reaches PostgreSQL through psycopg
+        require_extra("postgres", "a PostgreSQL tracking store (MLFLOW_TRACKING_URI)")
     if not tracking_uri.startswith(("http://", "https://")):
         return
     # credentials in the URI (http://user:password@host) go in the header, as MLflow's client sends them
