@@ -120,4 +120,4 @@ def format_slices(judgement: SliceJudgement, top: int) -> list[str]:
 
 def artifact_key(key: str) -> str:
     """A Prefect artifact key for a slicing (lowercase letters, digits and dashes)."""
-    return "bce-by-" + re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")
+    return "bce-by-" + re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
