@@ -15,7 +15,8 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.system  # builds a wheel in a process of its own
 
 
-def test_the_wheel_holds_every_module_and_the_entry_points(tmp_path):
+def build_wheel(into: Path) -> Path:
+    """The wheel of this checkout, as ``pip wheel`` builds it (with the setuptools of constraints.txt)."""
     subprocess.run(
         [
             sys.executable,
@@ -26,14 +27,19 @@ def test_the_wheel_holds_every_module_and_the_entry_points(tmp_path):
             "--no-deps",
             "--no-build-isolation",
             "-w",
-            str(tmp_path),
+            str(into),
             str(REPO),
         ],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("bce_eval-*.whl")
+    (wheel,) = into.glob("bce_eval-*.whl")
+    return wheel
+
+
+def test_the_wheel_holds_every_module_and_the_entry_points(tmp_path):
+    wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(REPO).as_posix() for pkg in ("flows", "tasks") for p in (REPO / pkg).rglob("*.py")}
     assert modules - names == set(), "modules the wheel leaves out"
@@ -59,24 +65,7 @@ def _pip(venv: Path, *args: str) -> None:
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """A clean virtual environment holding the wheel of this checkout with its declared dependencies only."""
     where = tmp_path_factory.mktemp("installed")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(where),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = where.glob("bce_eval-*.whl")
+    wheel = build_wheel(where)
     subprocess.run([sys.executable, "-m", "venv", str(where / "venv")], check=True, timeout=120)
     _pip(where / "venv", str(wheel))
     return where / "venv", wheel
