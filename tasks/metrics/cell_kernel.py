@@ -13,8 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from tasks.metrics.kernels import HIST_BINS, SATURATED_LOGIT, STATS
-from tasks.metrics.loss import PROBA_EPS
+from tasks.metrics.kernels import HIST_BINS, STATS, row_terms
 
 _N_ROWS, _N_POS, _N_NEG = (STATS.index(c) for c in ("n_rows", "n_pos", "n_neg"))
 _SUM_W, _SUM_W_SQ, _SUM_W_POS = (STATS.index(c) for c in ("sum_w", "sum_w_sq", "sum_w_pos"))
@@ -41,20 +40,7 @@ def sum_cells(s, a, b, y, w, cell, logit, acc, hist):  # pragma: no cover - comp
         wi = w[i]
         fpos = 1.0 if yi == 1.0 else 0.0
         fneg = 1.0 if yi == 0.0 else 0.0
-        if logit:
-            ai = a[i]
-            loss = (si if si > 0.0 else 0.0) - si * yi + b[i]
-            q = 1.0 / (1.0 + ai)
-            p = q if si >= 0.0 else ai * q
-            correct = 1.0 if (si > 0.0) == (yi == 1.0) else 0.0
-            sat = 1.0 if abs(si) >= SATURATED_LOGIT else 0.0
-            bad_s = 0.0 if abs(si) < np.inf else 1.0
-        else:
-            loss = a[i] if yi == 1.0 else b[i]
-            p = si
-            correct = 1.0 if (si > 0.5) == (yi == 1.0) else 0.0
-            sat = 1.0 if (si <= PROBA_EPS) | (si >= 1.0 - PROBA_EPS) else 0.0
-            bad_s = 0.0 if (si >= 0.0) & (si <= 1.0) else 1.0
+        loss, p, correct, sat, bad_s = row_terms(si, a[i], b[i], yi, logit)
         bad_w = 0.0 if (wi >= 0.0) & (wi < np.inf) else 1.0  # NaN fails both
         bad_y = 1.0 - fpos - fneg
         d = p - yi

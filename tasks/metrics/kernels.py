@@ -44,6 +44,26 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 _SUMS_FLAGS = {"reassoc", "contract"}
 
 
+@numba.njit(inline="always", **_JIT)
+def row_terms(si, ai, bi, yi, logit):  # pragma: no cover - compiled
+    """One row's ``(loss, p, correct, saturated, bad score)`` from its score, its terms and its label (see the
+    module's docstring): the one per-row loss of both compiled loops (this module's and the sliced one's)."""
+    if logit:
+        loss = (si if si > 0.0 else 0.0) - si * yi + bi
+        q = 1.0 / (1.0 + ai)
+        p = q if si >= 0.0 else ai * q
+        correct = 1.0 if (si > 0.0) == (yi == 1.0) else 0.0
+        sat = 1.0 if abs(si) >= SATURATED_LOGIT else 0.0
+        bad = 0.0 if abs(si) < np.inf else 1.0
+    else:
+        loss = ai if yi == 1.0 else bi
+        p = si
+        correct = 1.0 if (si > 0.5) == (yi == 1.0) else 0.0
+        sat = 1.0 if (si <= PROBA_EPS) | (si >= 1.0 - PROBA_EPS) else 0.0
+        bad = 0.0 if (si >= 0.0) & (si <= 1.0) else 1.0
+    return loss, p, correct, sat, bad
+
+
 @numba.njit(fastmath=_SUMS_FLAGS, **_JIT)
 def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compiled
     # branch-free figures of rows lo..hi of one partition, added to acc (columns of STATS, by name); each
@@ -59,23 +79,12 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
     n_sat = 0.0
     bad_score = 0.0
     for i in range(lo, hi):
-        si = s[i]
         yi = y[i]
         fpos = 1.0 if yi == 1.0 else 0.0
-        if logit:
-            ai = a[i]
-            loss = (si if si > 0.0 else 0.0) - si * yi + b[i]
-            q = 1.0 / (1.0 + ai)
-            p = q if si >= 0.0 else ai * q
-            n_correct += 1.0 if (si > 0.0) == (yi == 1.0) else 0.0
-            n_sat += 1.0 if abs(si) >= SATURATED_LOGIT else 0.0
-            bad_score += 0.0 if abs(si) < np.inf else 1.0
-        else:
-            loss = a[i] if yi == 1.0 else b[i]
-            p = si
-            n_correct += 1.0 if (si > 0.5) == (yi == 1.0) else 0.0
-            n_sat += 1.0 if (si <= PROBA_EPS) | (si >= 1.0 - PROBA_EPS) else 0.0
-            bad_score += 0.0 if (si >= 0.0) & (si <= 1.0) else 1.0
+        loss, p, correct, sat, bad = row_terms(s[i], a[i], b[i], yi, logit)
+        n_correct += correct
+        n_sat += sat
+        bad_score += bad
         d = p - yi
         n_pos += fpos
         n_neg += 1.0 if yi == 0.0 else 0.0
