@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from functools import cache
 
 import pytest
@@ -298,3 +300,15 @@ def test_every_module_under_tasks_is_imported_by_a_fast_test():
             )
     modules = {_dotted(rel) for rel in _modules() if rel.startswith("tasks/") and not rel.endswith("__init__.py")}
     assert modules - reached == set(), "modules of tasks/ no fast test imports"
+
+
+def test_importing_the_flows_loads_no_compiled_loop_and_no_scipy():
+    """numba and scipy load when a pass, a roll-up or a per-slice gate runs, never at start-up (a flow's import)."""
+    code = (
+        "import sys, flows.evaluate, flows.compare; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'numba', 'scipy'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -128,6 +128,12 @@ def cell_expression(cell: CellColumn) -> pl.Expr:
     return binned.cast(pl.String).fill_null("null").cast(pl.Enum(labels)).alias(cell.name)
 
 
+def category_expression(column: str) -> pl.Expr:
+    """A text slice column read by the scan as categories numbered once per process (on Polars' threads, beside the
+    decode), so each batch's codes are a lookup (:class:`tasks.metrics.cells.CellIndex`), not a pass over its text."""
+    return pl.col(column).cast(pl.Categorical(pl.Categories(f"bce-eval.slice.{column}")))
+
+
 def finest_cross(slicings: list[Slicing] | tuple[Slicing, ...]) -> tuple[CellColumn, ...]:
     """The distinct cell columns of all slicings, in the order they are first named."""
     return tuple(dict.fromkeys(t.cell for s in slicings for t in s.terms))

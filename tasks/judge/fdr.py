@@ -25,7 +25,6 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import ndtr
 
 from tasks.errors import InputError
 
@@ -46,6 +45,8 @@ def one_sided_p_values(value: ArrayLike, se: ArrayLike, bound: ArrayLike, op: st
     testable = np.isfinite(se) & (se > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (value - bound) / np.where(testable, se, np.nan)
+    from scipy.special import ndtr  # scipy loads when a per-slice gate is judged, not when a flow imports this
+
     # the tail beyond the bound, taken directly (not 1 − Φ) so a far-off slice keeps a tiny, exact p
     return ndtr(-z) if op == "<=" else ndtr(z)
 

@@ -14,6 +14,8 @@ import numpy as np
 import polars as pl
 
 _S, _Y = "__score", "__y"
+#: Equal-width bins in probability of every score histogram (the compiled loops and the roll-ups alike)
+HIST_BINS = 4096
 
 
 def exact_auc_by_partition(kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pl.DataFrame:

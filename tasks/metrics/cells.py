@@ -52,7 +52,9 @@ class _Codes:
             return codes
         if series.dtype.is_float():
             series = series.fill_nan(None)  # NaN is not equal to itself: it goes with null, as in bins
-        if isinstance(series.dtype, pl.Categorical):  # text the scan read as categories (see category_expression)
+        if isinstance(
+            series.dtype, pl.Categorical
+        ):  # text the scan read as categories (see tasks.data.slicing.category_expression)
             self.dtype = pl.String
             return self._categorical_codes(series)
         self.dtype = self.dtype or series.dtype
@@ -111,12 +113,6 @@ class _Codes:
             labels = self.cell.bin_labels()  # an Enum: slices sort in bin order, not as text
             return pl.Series(self.cell.name, labels, pl.Enum(labels))
         return pl.Series(self.cell.name, self.values, self.dtype)
-
-
-def category_expression(column: str) -> pl.Expr:
-    """A text slice column read by the scan as categories numbered once per process (on Polars' threads, beside the
-    decode), so each batch's codes are a lookup (:class:`_Codes`), not a pass over its text."""
-    return pl.col(column).cast(pl.Categorical(pl.Categories(f"bce-eval.slice.{column}")))
 
 
 class CellIndex:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tasks.metrics.auc import HIST_BINS
 from tasks.metrics.loss import PROBA_EPS
 from tasks.metrics.schema import KERNEL_COLUMNS
 
@@ -31,7 +32,6 @@ _N_CORRECT, _SUM_BRIER, _SUM_P, _N_SATURATED = (
 )
 _SUM_W, _SUM_W_SQ, _SUM_W_POS = (STATS.index(c) for c in ("sum_w", "sum_w_sq", "sum_w_pos"))
 _BAD_SCORE, _BAD_LABEL = (STATS.index(c) for c in ("bad_score", "bad_label"))
-HIST_BINS = 4096
 #: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
 SATURATED_LOGIT = 36.04365338911715
 

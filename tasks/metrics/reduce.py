@@ -18,12 +18,14 @@ per-partition AUC from average ranks (a chunk always holds whole partitions), at
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from tasks.data.dataset import DataFile, Dataset, scan_files
 from tasks.data.object_storage import is_unreachable, storage_unavailable
+from tasks.data.slicing import category_expression
 from tasks.errors import InputError
 from tasks.metrics import schema as metrics
 from tasks.metrics.auc import (
@@ -34,7 +36,6 @@ from tasks.metrics.auc import (
     merge_histograms,
 )
 from tasks.metrics.bad_input import raise_bad_input
-from tasks.metrics.cells import CellSink, category_expression
 from tasks.metrics.runs import PartitionRuns
 from tasks.models.scoring import Scorer, model_input
 
@@ -44,6 +45,9 @@ SUM_COLUMNS = metrics.SUM_COLUMNS
 METRIC_VERSION = "2"
 
 _S, _Y = "__score", "__y"
+
+if TYPE_CHECKING:
+    from tasks.metrics.cells import CellSink
 
 
 def reduce_chunk(
@@ -131,6 +135,8 @@ def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.
 def _reduce_chunk(
     dataset: Dataset, scorer: Scorer, files: list[DataFile], exact_auc: bool
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    # the compiled loops load (numba) only when a pass runs, not when a flow imports this module
+    from tasks.metrics.cells import CellSink
     from tasks.metrics.lanes import Reducer
 
     parts = PartitionRuns(dataset, files)

@@ -21,9 +21,7 @@ import polars as pl
 from tasks.data.slicing import CellColumn, Slicing
 from tasks.errors import InputError
 from tasks.metrics import schema as metrics
-from tasks.metrics.auc import auc_from_sums
-from tasks.metrics.cell_kernel import add_rows_by_group
-from tasks.metrics.kernels import HIST_BINS
+from tasks.metrics.auc import HIST_BINS, auc_from_sums
 
 #: The column naming each slice in a slicing's table: ``region=eu × age[18,30]=[18, 30)``
 SLICE_LABEL = "slice"
@@ -82,6 +80,8 @@ def roll_up(sums: CellSums, columns: list[str], keep: pl.Expr | None = None) -> 
     )
     group_of_cell = np.full(sums.records.height, -1, np.int64)
     group_of_cell[numbered.get_column("__cell").to_numpy()] = numbered.get_column("__g").to_numpy()
+    from tasks.metrics.cell_kernel import add_rows_by_group  # compiled code loads when a roll-up runs, not on import
+
     # each group's sums added record by record, in the records' order: the same bits at any thread count
     # (a parallel group-by would add the floats in an order that depends on how it split the rows)
     values = sums.records.select(pl.col(s.name).cast(pl.Float64) for s in metrics.SUMS).to_numpy()
@@ -100,6 +100,8 @@ def roll_up(sums: CellSums, columns: list[str], keep: pl.Expr | None = None) -> 
 def _group_auc(sums: CellSums, group_of_cell: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Each group's ROC AUC and bound from its cells' histogram rows, added bin by bin."""
     if sums.dense is not None and n_groups * HIST_BINS <= _DENSE_LIMIT:
+        from tasks.metrics.cell_kernel import add_rows_by_group
+
         hist_n, hist_pos = (np.zeros((n_groups, HIST_BINS)) for _ in range(2))
         add_rows_by_group(sums.dense[0], group_of_cell, hist_n)
         add_rows_by_group(sums.dense[1], group_of_cell, hist_pos)
