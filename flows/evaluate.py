@@ -236,7 +236,7 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
     if cached:
         logger.info(f"reused {len(cached)} cached partition(s); computed {computed}")
     counts = {"partitions_reused": len(cached), "partitions_computed": computed}
-    if dataset.cells or dataset.weight:  # per-cell records: the partitions and every slicing rolled up from them
+    if dataset.per_cell:  # per-cell records: the partitions and every slicing rolled up from them
         table, overall, slices = summarize_cells_task(
             quote(records), quote(hists), list(dataset.partition_by), dataset.cells, settings.slicings
         )

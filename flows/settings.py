@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from tasks.data.slicing import Slicing, parse_slicing
 from tasks.errors import InputError
@@ -277,3 +277,47 @@ class CompareSettings(BaseModel):
                 "contains label)."
             )
         return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# settings whose CLI option is not "--" + the field name with dashes
+_OPTION_OF_SETTING = {
+    "data": "DATA",
+    "register_name": "--register",
+    "register_alias": "--alias",
+    "cache": "--no-cache",
+    "gates.baseline_run_id": "--baseline-run",
+    "model_params.C": "--C",
+}
+
+
+def _option_name(loc: tuple[Any, ...]) -> str:
+    path = ".".join(str(p) for p in loc)
+    return _OPTION_OF_SETTING.get(path) or "--" + str(loc[-1]).replace("_", "-")
+
+
+def settings_error(exc: ValidationError) -> InputError:
+    """The first error of a pydantic ``ValidationError`` as one :class:`InputError` line.
+
+    A rule between settings (a model validator) already words its message for the user; a field
+    error gets the option's name and the value in front of pydantic's message (not its
+    "Value error, ..." prefix, error count or documentation URL).
+    """
+    err = exc.errors(include_url=False)[0]
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return InputError(str(err["ctx"]["error"]))
+    msg = err["msg"].rstrip(".")
+    msg = msg[:1].lower() + msg[1:]
+    if not err["loc"]:
+        return InputError(f"{msg}.")
+    return InputError(f"{_option_name(tuple(err['loc']))} {err['input']!r}: {msg}.")
+
+
+def build_settings(cls: type[M], values: dict[str, Any]) -> M:
+    """``cls(**values)``, with a validation error turned into one :class:`InputError` line."""
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise settings_error(exc) from None

@@ -51,6 +51,29 @@ def readme_commands() -> list[str]:
     return commands
 
 
+def readme_steps() -> list[str]:
+    """The README's steps in document order: each ``sh`` command line, and each ``python`` block whole."""
+    steps = []
+    for kind, block in re.findall(r"^```(sh|python)\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M):
+        if kind == "python":
+            steps.append(block)
+            continue
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                steps.append(shlex.join(words))
+    return steps
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+#: the README's Python blocks, by what their first line says: the notebook API, then MLflow's evaluate
+PY_API = "from flows.api import evaluate"
+PY_MLFLOW = "import mlflow"
+
+
 def _c(text: str) -> str:
     return shlex.join(shlex.split(text))
 
@@ -131,6 +154,10 @@ RUN_HERE = [
 ]
 #: commands checked without running them here (each by its own test below or elsewhere)
 NOT_RUN_HERE = {ACTIVATE, UI, SERVE, *MAKE, *ON_STACK}
+
+
+def test_this_file_knows_every_readme_python_block():
+    assert [block.splitlines()[0] for block in readme_python_blocks()] == [PY_API, PY_MLFLOW]
 
 
 def test_this_file_knows_every_readme_command_and_runs_them_in_the_readmes_order():
@@ -272,9 +299,8 @@ class Walk:
         assert run.data.metrics["bce"] == pytest.approx(log_loss(clicked, p), rel=1e-9)
 
     def circles(self, code: int, out: str, err: str) -> None:
-        from sklearn.metrics import log_loss
-
         import mlflow
+        from sklearn.metrics import log_loss
 
         assert code == 0, err
         run = self.run_of(out)
@@ -388,6 +414,24 @@ class Walk:
         assert ("promotion: done" in out) == promoted
         assert str(self.client.get_model_version_by_alias("churn", "champion").version) == ("2" if promoted else "1")
 
+    def python_block(self, first_line: str, out: str) -> None:
+        """The notebook API's BCE and table; MLflow's evaluate: bce-eval's BCE beside the default log_loss."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import log_loss
+
+        if first_line == PY_API:
+            events = pl.read_parquet(self.root / "data" / "events.parquet")
+            X = events.select("a", "b").to_numpy()
+            p = LogisticRegression().fit(X, events.get_column("clicked").to_numpy()).predict_proba(X)[:, 1]
+            want = log_loss(events.get_column("clicked"), p, sample_weight=events.get_column("weight"))
+            assert float(re.search(r"^BCE (\S+)", out, flags=re.M)[1]) == pytest.approx(want, abs=6e-7), out
+            assert "shape: (3, 5)" in out, out
+            return
+        assert first_line == PY_MLFLOW
+        bce, default_log_loss, clipped = (float(v) for v in out.split()[-3:])
+        assert bce == pytest.approx(default_log_loss, rel=1e-12) and clipped == 0
+        assert bce == pytest.approx(log_loss(self.y, self.fit_p), rel=1e-9)  # churn@champion is the README's fit
+
     def checks(self) -> dict[str, Callable[[int, str, str], None]]:
         return {
             FIT: self.fit,
@@ -411,8 +455,9 @@ class Walk:
 
 
 def test_the_readme_walked_top_to_bottom_in_a_fresh_clone(prefect_server, mlflow_uri, fresh_clone, monkeypatch, capsys):
-    import flows.circles
     import mlflow
+
+    import flows.circles
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     # the circles' split is written under the clone's data/, as in a real clone
@@ -423,7 +468,13 @@ def test_the_readme_walked_top_to_bottom_in_a_fresh_clone(prefect_server, mlflow
     ), "the store is not fresh"
     walk = Walk(client, fresh_clone)
     checks = walk.checks()
-    for command in readme_commands():
+    for command in readme_steps():
+        if command in readme_python_blocks():  # a notebook's or a script's code: its own process, as written
+            env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+            proc = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, env=env, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            walk.python_block(command.splitlines()[0], proc.stdout)
+            continue
         if command not in checks:
             continue
         if command.startswith("python "):  # a user's own script: its own process, as written

@@ -29,13 +29,14 @@ MAX_FLOW_LINES = 40
 #: who may import what: each library, the modules allowed to (the seams of docs/architecture.md)
 SEAMS = {
     # the tracking adapter and its helpers; a flavour loads from a local copy; the example models
-    # log themselves; the UI app is MLflow's own server app
+    # log themselves; the UI app is MLflow's own server app, the evaluator MLflow's own plugin
     "mlflow": (
         "tasks/tracking/",
         "tasks/models/loading.py",
         "tasks/models/flavors.py",
         "tasks/models/examples.py",
         "flows/cli/ui_app.py",
+        "flows/api/mlflow_evaluator.py",
     ),
     # the flows and their steps, the CLI's process set-up, the benchmark's flow timings; never tasks/
     "prefect": ("flows/",),

@@ -107,7 +107,7 @@ def sliced_pass(dataset: object, slicings: tuple[str, ...], weight: str | None) 
     ds = dataclasses.replace(dataset, cells=finest_cross(parsed), weight=weight)
     scorer = stored_scorer("z", "logit")
     records, hists = zip(*(reduce_chunk(ds, scorer, chunk) for chunk in group_files(ds, 64_000_000)))
-    if not ds.cells and ds.weight is None:
+    if not ds.per_cell:
         table, overall = summarize_records(list(records), list(hists), list(ds.partition_by))
         return table, overall, {}
     return summarize_cells(list(records), list(hists), ds.partition_by, ds.cells, parsed)

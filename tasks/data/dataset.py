@@ -1,8 +1,5 @@
-"""Find, check and scan a Parquet dataset: one file, a folder of files, or a hive tree.
-
-Everything here reads only Parquet footers (schemas, row counts) until :func:`scan_files`
-builds the lazy query, so bad files and columns are reported before any work is done.
-"""
+"""Find, check and scan a Parquet dataset (a file, a folder, a hive tree). Only footers are read until
+:func:`scan_files` builds the lazy query: bad files and columns are reported before any work is done."""
 
 from __future__ import annotations
 
@@ -72,6 +69,12 @@ class Dataset:
     cells: tuple[CellColumn, ...] = ()
     #: the column of the rows' weights (``--weight-col``), or None: every row weighs 1
     weight: str | None = None
+    #: slicings were declared (perhaps only on partition keys, which ``cells`` leaves out)
+    sliced: bool = False
+
+    @property
+    def per_cell(self) -> bool:  # slicings or weights: a record per cell (partition × slice values), weighted
+        return bool(self.cells or self.weight or self.sliced)
 
     @property
     def num_rows(self) -> int:
@@ -265,6 +268,7 @@ def check_dataset(
     )
     check_slice_columns(listing.ref_file, ref_schema, listing.hive_keys, cells, weight)
     _check_binned_hive_keys(listing, cells)
+    sliced = bool(cells)
     cells = tuple(c for c in cells if c.edges or c.column not in parts)  # a partition key is in every record already
     widened = {name: unified_type(name, seen, roles[name]) for name, seen in types.items()}
     if sum(f.num_rows for f in listing.files) == 0:
@@ -287,6 +291,7 @@ def check_dataset(
         text_features=text_features,
         cells=tuple(cells),
         weight=weight,
+        sliced=sliced,
     )
 
 

@@ -114,12 +114,12 @@ def metric_code_identity(sources: tuple[Path, ...] | None = None) -> str:
 def partition_keys(dataset: Dataset, scorer: Scorer, exact_auc: bool) -> dict[tuple[str | None, ...], str]:
     """The cache key of every partition (hive partitions only; otherwise one key for the data)."""
     storage = storage_for(dataset.root)
+    # records per cell, weighted: other records than a plain run's. Not the slice columns themselves:
+    # records cut by more columns roll up exactly to fewer (load_cached keeps those that hold them all)
+    cells = f"|cells|{dataset.weight}" if dataset.per_cell else ""
     base = (
         f"{scorer.identity}|{dataset.label}|{dataset.features}|{dataset.partition_by}|"
-        f"{exact_auc}|{metric_code_identity()}"
-        # records per cell, weighted: other records than a plain run's. Not the slice columns themselves:
-        # records cut by more columns roll up exactly to fewer (load_cached keeps those that hold them all)
-        + (f"|cells|{dataset.weight}" if dataset.cells or dataset.weight else "")
+        f"{exact_auc}|{metric_code_identity()}{cells}"
     )
     out = {}
     for part, files in files_by_partition(dataset).items():

@@ -146,7 +146,7 @@ def _reduce_chunk(
     # the per-row pass on as many threads as Polars has (POLARS_MAX_THREADS): the same sums whatever that is
     threads = pl.thread_pool_size()
     # slices or weights: each row to its cell (partition × slice values), weighted; else runs of partitions
-    cells = CellSink(dataset.cells, dataset.weight, threads) if dataset.cells or dataset.weight else None
+    cells = CellSink(dataset.cells, dataset.weight, threads) if dataset.per_cell else None
     reducer = cells or Reducer(threads)
     query = scan_files(dataset, files).select(_scan_columns(dataset, scorer, parts.columns))
     # Polars' own batches (whole morsels, no copy) unless files are small: then one batch per file

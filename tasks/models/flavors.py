@@ -15,9 +15,8 @@ catboost       ``predict(prediction_type="RawFormulaVal")``     exact from the r
 python_function ``predict``: P(y=1), or a logit (``--score-kind``) clipped as ``log_loss`` / exact
 ============== ================================================ ==========================
 
-The margin of a binary logistic booster is the logit: σ(margin) is its ``predict_proba``, so the
-stable loss ``softplus(z) − y·z`` applies with no clipping, even beyond ±36 where a probability
-rounds to 0 or 1. Tree libraries score a batch on all cores by themselves.
+A binary logistic booster's margin is the logit (σ(margin) is its ``predict_proba``): the loss
+``softplus(z) − y·z`` needs no clipping, even where a probability rounds to 0 or 1.
 """
 
 from __future__ import annotations
@@ -47,8 +46,10 @@ class ModelFlavor(Protocol):
     name: str
 
     def load(self, local_path: str, model_uri: str, score_kind: ScoreKind) -> Any:
-        """The checked model from its local copy; :class:`InputError` naming ``model_uri`` if it is not
-        a binary 0/1 classifier bce-eval can score."""
+        """The checked model from its local copy (:meth:`checked`)."""
+
+    def checked(self, model: Any, source: str, score_kind: ScoreKind) -> Any:
+        """``model`` if bce-eval can score it (a binary 0/1 classifier), else :class:`InputError` naming ``source``."""
 
     def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
         """The :class:`Scorer` of the loaded ``model`` on ``features`` (``identity`` keys the cache)."""
@@ -82,7 +83,19 @@ def _check_names(model_uri: str, what: str, names: list[str] | None, n: int | No
         )
 
 
-class _BatchFlavor:
+class _Loads:
+    """``load`` as every flavour loads: MLflow's flavour ``module`` reads the copy, then :meth:`checked`."""
+
+    module = ""
+
+    def load(self, local_path: str, model_uri: str, score_kind: ScoreKind) -> Any:
+        import importlib
+
+        model = _load_with(importlib.import_module(self.module), local_path, model_uri)
+        return self.checked(model, model_uri, score_kind)  # type: ignore[attr-defined]
+
+
+class _BatchFlavor(_Loads):
     """A flavour whose ``load`` returns a batch model that makes its own :class:`Scorer`."""
 
     def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
@@ -92,18 +105,16 @@ class _BatchFlavor:
 # --- scikit-learn -----------------------------------------------------------------------------
 
 
-class SklearnFlavor:
+class SklearnFlavor(_Loads):
     """``mlflow.sklearn``: a fitted binary classifier or ``Pipeline`` of 0/1 (XGBoost and LightGBM
     estimators logged this way are still scored by their margin)."""
 
     name = "sklearn"
+    module = "mlflow.sklearn"
 
-    def load(self, local_path: str, model_uri: str, score_kind: ScoreKind) -> Any:
-        import mlflow.sklearn
-
-        model = _load_with(mlflow.sklearn, local_path, model_uri)
-        check_binary_model(model, f"model {model_uri}")
-        margin = _margin_model(model, model_uri)
+    def checked(self, model: Any, source: str, score_kind: ScoreKind) -> Any:
+        check_binary_model(model, f"model {source}")
+        margin = _margin_model(model, source)
         return margin if margin is not None else model
 
     def scorer(self, model: Any, features: tuple[str, ...], identity: str, takes_frame: bool) -> Scorer:
@@ -178,12 +189,10 @@ class XGBoostFlavor(_BatchFlavor):
     """``mlflow.xgboost``: an ``XGBClassifier`` or a raw ``Booster``."""
 
     name = "xgboost"
+    module = "mlflow.xgboost"
 
-    def load(self, local_path: str, model_uri: str, score_kind: ScoreKind) -> Any:
-        import mlflow.xgboost
-
-        model = _load_with(mlflow.xgboost, local_path, model_uri)
-        return XGBoostMargin.of(_booster(model, model_uri, lambda m: m.get_booster()), model_uri)
+    def checked(self, model: Any, source: str, score_kind: ScoreKind) -> Any:
+        return XGBoostMargin.of(_booster(model, source, lambda m: m.get_booster()), source)
 
 
 def _booster(model: Any, model_uri: str, booster_of: Any) -> Any:
@@ -256,12 +265,10 @@ class LightGBMFlavor(_BatchFlavor):
     """``mlflow.lightgbm``: an ``LGBMClassifier`` or a raw ``Booster``."""
 
     name = "lightgbm"
+    module = "mlflow.lightgbm"
 
-    def load(self, local_path: str, model_uri: str, score_kind: ScoreKind) -> Any:
-        import mlflow.lightgbm
-
-        model = _load_with(mlflow.lightgbm, local_path, model_uri)
-        return LightGBMRaw.of(_booster(model, model_uri, lambda m: m.booster_), model_uri)
+    def checked(self, model: Any, source: str, score_kind: ScoreKind) -> Any:
+        return LightGBMRaw.of(_booster(model, source, lambda m: m.booster_), source)
 
 
 # --- CatBoost ---------------------------------------------------------------------------------
@@ -292,11 +299,10 @@ class CatBoostFlavor(_BatchFlavor):
     """``mlflow.catboost``: a ``CatBoostClassifier`` trained with ``Logloss``."""
 
     name = "catboost"
+    module = "mlflow.catboost"
 
-    def load(self, local_path: str, model_uri: str, score_kind: ScoreKind) -> Any:
-        import mlflow.catboost
-
-        model = _load_with(mlflow.catboost, local_path, model_uri)
+    def checked(self, model: Any, source: str, score_kind: ScoreKind) -> Any:
+        model_uri = source
         loss = str(model.get_all_params().get("loss_function", ""))
         if loss not in _CATBOOST_BINARY:
             what = (
@@ -378,11 +384,10 @@ class PyfuncFlavor(_BatchFlavor):
     """``python_function``: any MLflow model, through its generic ``predict``."""
 
     name = "python_function"
+    module = "mlflow.pyfunc"
 
-    def load(self, local_path: str, model_uri: str, score_kind: ScoreKind) -> Any:
-        import mlflow.pyfunc
-
-        return PyfuncOutput(_load_with(mlflow.pyfunc, local_path, model_uri), score_kind, model_uri)
+    def checked(self, model: Any, source: str, score_kind: ScoreKind) -> Any:
+        return PyfuncOutput(model, score_kind, source)
 
 
 #: The flavours bce-eval loads, in order of preference (the generic pyfunc last: every model has it)

@@ -21,12 +21,12 @@ _NEG, _POS = "#d62728", "#2ca02c"  # the seed's red and green
 
 
 def new_figure(**kw: Any):
-    import matplotlib
+    """A figure and its axes, as ``plt.subplots`` makes them, outside pyplot: a notebook's own backend and
+    figures are left as they were (no ``matplotlib.use``), and nothing needs closing."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(**kw)
+    fig = Figure(**{k: kw.pop(k) for k in ("figsize", "layout") if k in kw})
+    return fig, fig.subplots(**kw)
 
 
 def plot_sigmoid(x: np.ndarray, y: np.ndarray, coef: float, intercept: float, feature: str):

@@ -32,7 +32,7 @@ def slice_columns(table: pl.DataFrame) -> list[str]:
     return cols[1 : cols.index("n_rows")]
 
 
-def _shown_columns(table: pl.DataFrame) -> list[str]:
+def shown_columns(table: pl.DataFrame) -> list[str]:
     wanted = ["slice", *slice_columns(table), *metric_schema.table_value_columns(), "sum_w", "verdict", "p_value"]
     return [c for c in dict.fromkeys(wanted) if c in table.columns]
 
@@ -45,7 +45,7 @@ def slice_tables(judgement: SliceJudgement) -> dict[str, dict[str, list[Any]]]:
     """Each slicing's table and gaps as MLflow table artifacts."""
     out = {}
     for key, table in judgement.tables.items():
-        out[f"slices/bce_by_{key}.json"] = _as_columns(table.select(_shown_columns(table)))
+        out[f"slices/bce_by_{key}.json"] = _as_columns(table.select(shown_columns(table)))
         out[f"slices/gaps_{key}.json"] = _as_columns(judgement.gaps[key])
     for key, audit in judgement.audits.items():
         out[f"slices/audit_by_{key}.json"] = _as_columns(audit)
@@ -84,7 +84,7 @@ def slice_report_tables(judgement: SliceJudgement) -> dict[str, pl.DataFrame]:
     """The report's sections: per slicing, its slices, then its gaps."""
     out = {}
     for key, table in judgement.tables.items():
-        out[f"Slicing {key}: {table.height} slice(s)"] = table.select(_shown_columns(table))
+        out[f"Slicing {key}: {table.height} slice(s)"] = table.select(shown_columns(table))
         out[f"Slicing {key}: gaps between slices (Fairlearn's difference and ratio)"] = judgement.gaps[key]
         if key in judgement.audits:
             out[f"Slicing {key}: audit (BCE three ways, calibration split)"] = judgement.audits[key]

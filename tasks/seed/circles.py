@@ -118,13 +118,11 @@ def train_mlp(
 
 def plot_learning_curves(history: dict[str, list[float]]):
     """The seed's Figure 12: cross-entropy loss and accuracy against epoch, train and test."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # outside pyplot: no backend switched, nothing to close
 
     epochs = np.arange(1, len(history["train_loss"]) + 1)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    fig = Figure(figsize=(7, 7))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
     ax1.plot(epochs, history["train_loss"], label="train")
     ax1.plot(epochs, history["val_loss"], label="test")
     ax1.set(title="Cross-Entropy Loss", ylabel="BCE")

@@ -1,11 +1,6 @@
-"""The tracking adapter: everything bce-eval asks of MLflow, against the tracking URI it is given.
-
-:class:`MlflowTracker` is the one door to MLflow for tracking (experiments, runs and what they hold,
-the registry, a run's artifacts, where a logged model's files are); :mod:`tasks.tracking.registry` and
-:mod:`tasks.tracking.lifecycle` run on the client it hands them; :mod:`tasks.tracking.operations` makes
-one for each call of the flows' steps. No module-level state; MLflow's
-process-wide URI is set only in :meth:`MlflowTracker._fluent_scope`, around a registration and the
-example models' ``log_model``.
+"""The tracking adapter: :class:`MlflowTracker`, the one door to MLflow (runs, the registry, artifacts), on the
+tracking URI it is given; :mod:`tasks.tracking.registry` and :mod:`tasks.tracking.lifecycle` run on its client.
+MLflow's process-wide URI is set only in :meth:`MlflowTracker._fluent_scope`, around ``log_model``.
 
 A run is created only once every figure is computed, and ends FINISHED only when everything was
 logged; if logging fails half-way it is ended FAILED, so a FINISHED run is always complete.
@@ -36,6 +31,7 @@ from tasks.tracking.lifecycle import (
     sqlite_path,
     store_lock,
 )
+from tasks.tracking.metric_stream import MetricStream
 from tasks.tracking.registry import (
     describe_model_uri,
     model_location,
@@ -127,6 +123,33 @@ class MlflowTracker:
         """Log ``content`` into an open run, then end it FINISHED; on any error end it FAILED and re-raise."""
         with store_lock(self.tracking_uri), files_written(content) as files:
             self._log_content(run_id, experiment_id, content, files)
+
+    def log_into_run(self, run_id: str, content: "RunContent", prefix: str = "") -> None:
+        """Log ``content`` into a run someone else opened (MLflow's ``evaluate``, a notebook's ``start_run``) and
+        leave it open: no model, no status, no description over theirs; its tables join those the run lists;
+        ``prefix`` before every metric key."""
+        import dataclasses
+
+        with store_lock(self.tracking_uri):
+            run = self.client.get_run(run_id)
+            listed = json.loads(run.data.tags.get("mlflow.loggedArtifacts", "[]"))
+            keep = "" if run.data.tags.get("mlflow.note.content") else content.description
+            content = dataclasses.replace(
+                content,
+                model=None,
+                metrics={prefix + k: v for k, v in {**content.metrics, **content.partition_metrics}.items()},
+                partition_metrics={},
+                description=keep,
+            )
+            with files_written(content) as files:
+                calls = [
+                    partial(
+                        self._log_values, run_id, content, None, [t for t in listed if t["path"] not in content.tables]
+                    )
+                ]
+                run_all(
+                    calls + self._uploads(run.info.artifact_uri, files[0].result()), request_workers(self.tracking_uri)
+                )
 
     def log_evaluation(self, content: "RunContent") -> tuple[str, str]:
         """Log one evaluation as one MLflow run; returns its run id and experiment id.
@@ -247,7 +270,9 @@ class MlflowTracker:
         ]
         run_all(calls + self._uploads(model.artifact_location, folder), request_workers(self.tracking_uri))
 
-    def _log_values(self, run_id: str, content: "RunContent", model_id: str | None) -> None:
+    def _log_values(
+        self, run_id: str, content: "RunContent", model_id: str | None, listed: list[dict[str, str]] | None = None
+    ) -> None:
         """Metrics (of the run's model too), params and tags: one ``log_batch`` (MLflow's client
         splits it only past 1000 metrics, 100 params or 100 tags)."""
         from mlflow.entities import Metric, Param, RunTag
@@ -260,7 +285,9 @@ class MlflowTracker:
         ]
         tags = {**content.tags, **({"mlflow.note.content": content.description} if content.description else {})}
         if content.tables:  # the tag log_table sets: the UI lists them as the run's tables
-            tags["mlflow.loggedArtifacts"] = json.dumps([{"path": name, "type": "table"} for name in content.tables])
+            tags["mlflow.loggedArtifacts"] = json.dumps(
+                [*(listed or []), *({"path": name, "type": "table"} for name in content.tables)]
+            )
         self.client.log_batch(run_id, metrics=metrics, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _uploads(self, artifact_uri: str, folder: Path) -> list[Callable[[], Any]]:
@@ -306,9 +333,8 @@ class MlflowTracker:
         """``log_model`` (it needs an active run), its registration and the SQLite registry's lookup
         of a logged model read the process-wide tracking URI and MLflow 3.17 takes none there: set
         it for this block only, then put back what was there (``MLFLOW_TRACKING_URI`` too)."""
-        from mlflow.tracking._tracking_service import utils
-
         import mlflow
+        from mlflow.tracking._tracking_service import utils
 
         previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -371,24 +397,3 @@ class MlflowTracker:
         champion = self.describe_model(champion_uri)
         challenger = self.describe_model(challenger_uri)
         return move_registry_alias(self.client, champion, challenger, alias, run_id)
-
-
-class MetricStream:
-    """An epoch callback that logs metrics with ``step`` = epoch, a batch every ``every`` epochs."""
-
-    def __init__(self, tracker: MlflowTracker, run_id: str, every: int = 25) -> None:
-        self.tracker, self.run_id, self.every = tracker, run_id, every
-        self._pending: list[Any] = []
-
-    def __call__(self, step: int, values: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in values.items())
-        if step % self.every == 0:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            self.tracker.log_metrics(self.run_id, self._pending)
-            self._pending = []

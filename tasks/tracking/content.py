@@ -54,11 +54,5 @@ def png_bytes(fig: Any) -> bytes:
 
 
 def encode_figures(figures: dict[str, Any]) -> dict[str, bytes]:
-    """Each figure's PNG (:func:`png_bytes`: the bytes the report embeds), by artifact path; the
-    figures are closed (matplotlib keeps every open figure otherwise)."""
-    import matplotlib.pyplot as plt
-
-    encoded = {name: png_bytes(fig) for name, fig in figures.items()}
-    for fig in figures.values():
-        plt.close(fig)
-    return encoded
+    """Each figure's PNG (:func:`png_bytes`: the bytes the report embeds), by artifact path."""
+    return {name: png_bytes(fig) for name, fig in figures.items()}

@@ -18,6 +18,23 @@ def log_run_content(run_id: str, experiment_id: str, content: "RunContent", trac
     MlflowTracker(tracking_uri).log_run_content(run_id, experiment_id, content)
 
 
+def log_into_run(run_id: str, content: "RunContent", tracking_uri: str, prefix: str = "") -> None:
+    MlflowTracker(tracking_uri).log_into_run(run_id, content, prefix)
+
+
+def log_into_active_run(content: "RunContent") -> str:
+    """Log ``content`` into the process's active MLflow run (a notebook's ``start_run``), left open; its run id."""
+    import mlflow
+
+    from tasks.errors import InputError
+
+    run = mlflow.active_run()
+    if run is None:
+        raise InputError("log_to='active' needs an active MLflow run: call it inside `with mlflow.start_run():`.")
+    log_into_run(run.info.run_id, content, mlflow.get_tracking_uri())
+    return run.info.run_id
+
+
 def log_evaluation(content: "RunContent", tracking_uri: str) -> tuple[str, str]:
     return MlflowTracker(tracking_uri).log_evaluation(content)
 

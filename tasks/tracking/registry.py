@@ -14,10 +14,11 @@ from tasks.errors import InputError
 
 
 def registered_version(client: Any, model_uri: str) -> Any | None:
-    """The model version a ``models:/name/N`` or ``models:/name@alias`` URI names; None for other URIs."""
-    if not model_uri.startswith("models:/"):
+    """The model version a ``models:/name/N`` or ``models:/name@alias`` URI names; None for other URIs (a
+    ``models:/<logged model id>``, as MLflow 3's ``log_model`` returns, names no registered version)."""
+    ref = _models_ref(model_uri)
+    if not ref or _is_logged_model_id(ref):
         return None
-    ref = model_uri[len("models:/") :].strip("/")
     if "@" in ref:
         name, alias = ref.split("@", 1)
         return client.get_model_version_by_alias(name, alias)
@@ -39,17 +40,31 @@ def describe_model_uri(client: Any, model_uri: str) -> dict[str, str]:
         info.update(model_name=mv.name, model_version=str(mv.version))
         if mv.run_id:
             info["model_source_run_id"] = mv.run_id
+    elif _is_logged_model_id(_models_ref(model_uri)):
+        logged = client.get_logged_model(_models_ref(model_uri))
+        info["model_id"] = logged.model_id
+        if logged.source_run_id:
+            info["model_source_run_id"] = logged.source_run_id
     elif model_uri.startswith("runs:/"):
         info["model_source_run_id"] = model_uri[len("runs:/") :].split("/", 1)[0]
     return info
+
+
+def _models_ref(model_uri: str) -> str:
+    """What follows ``models:/`` (``name/N``, ``name@alias``, a logged model's id); "" for other URIs."""
+    return model_uri[len("models:/") :].strip("/") if model_uri.startswith("models:/") else ""
+
+
+def _is_logged_model_id(ref: str) -> bool:
+    return bool(ref) and "/" not in ref and "@" not in ref
 
 
 def model_location(client: Any, model_uri: str) -> str:
     """Where a model's files are (``runs:/…``, ``models:/name/N``, ``models:/name@alias``, ``models:/<id>``),
     looked up through ``client``: MLflow's own resolution of such a URI reads a run's logged model from
     the process-wide URI."""
-    ref = model_uri[len("models:/") :].strip("/") if model_uri.startswith("models:/") else ""
-    if ref and "/" not in ref and "@" not in ref:  # models:/<logged model id>
+    ref = _models_ref(model_uri)
+    if _is_logged_model_id(ref):  # models:/<logged model id>
         location = client.get_logged_model(ref).artifact_location
     elif ref:
         mv = registered_version(client, model_uri)

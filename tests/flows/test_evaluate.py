@@ -7,13 +7,13 @@ import re
 from datetime import UTC
 from pathlib import Path
 
+import mlflow
 import mlflow.sklearn
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import log_loss
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
 from tasks.errors import InputError

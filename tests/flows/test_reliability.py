@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
 from tests.conftest import REPO, make_frame, write_hive

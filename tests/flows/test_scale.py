@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-import mlflow
 from flows.evaluate import evaluate_flow, with_dask
 from flows.settings import EvaluateSettings
 from tasks.data.dataset import discover_dataset

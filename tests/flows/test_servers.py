@@ -12,9 +12,9 @@ import sys
 import time
 
 import httpx
+import mlflow
 import pytest
 
-import mlflow
 from tests.conftest import REPO
 from tests.conftest import free_port as _free_port
 from tests.conftest import wait_http as _wait_http

@@ -189,9 +189,8 @@ def test_a_base_rate_shift_moves_raw_bce_out_of_its_band_but_not_normalized_entr
 
 
 def test_compare_reports_the_weighted_paired_difference_per_slice(cli, mlflow_uri, tmp_path):
-    from sklearn.linear_model import LogisticRegression
-
     import mlflow
+    from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(11)
     n = 3000

@@ -150,11 +150,11 @@ def test_reviewer_lands_on_the_runs_sees_the_failed_gate_and_reads_the_report(
 ):
     """Screenshots of each step go to this test's folder (tmp_path): experiments.png, experiment.png,
     columns_kept.png, report.png, run.png, plot.png."""
+    from mlflow import MlflowClient
     from playwright.sync_api import sync_playwright
 
     from flows.evaluate import evaluate_flow
     from flows.settings import EvaluateSettings
-    from mlflow import MlflowClient
 
     base = dict(data=str(hive_data), label="label", features=["a", "b", "c"])
     ok = evaluate_flow(

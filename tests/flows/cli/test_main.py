@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import polars as pl
 import pytest
 
-import mlflow
 from tests.conftest import REPO
 
 #: real processes (the CLI, servers, a terminal or a browser): part of make test, not make test-fast

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import mlflow.sklearn
 import numpy as np
 import polars as pl
@@ -16,7 +17,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
-import mlflow
 from flows.cli import model_preload
 from tasks.models.loading import load_model
 from tasks.models.scoring import LinearModel

@@ -12,10 +12,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import mlflow
 import polars as pl
 import pytest
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
 from tests.conftest import SECRET, make_frame, write_hive

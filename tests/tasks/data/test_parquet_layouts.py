@@ -115,10 +115,10 @@ def check_against_sklearn(out: str, ref: pd.DataFrame, keys: tuple[str, ...]) ->
 
     Returns the logged ``bce_by_partition.json`` as ``{partition key tuple: row}`` and the run.
     """
+    import mlflow
     import mlflow.sklearn
     from sklearn.metrics import log_loss
 
-    import mlflow
     from tasks.data.naming import metric_key_suffix
 
     run_id = out.split("MLflow run ")[1].split()[0]

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
 from tasks.judge.drift import (

@@ -116,6 +116,7 @@ def test_min_class_rows_marks_one_sided_partitions_too_small():
 
 def test_regression_gate_against_a_baseline_model_uses_paired_differences(prefect_server, mlflow_uri, hive_data):
     import mlflow
+
     from flows.compare import compare_flow
     from flows.settings import CompareSettings
 
@@ -187,9 +188,8 @@ def test_regression_gate_against_a_baseline_run_fails_only_the_partition_that_re
     import json
     import shutil
 
-    from sklearn.metrics import log_loss
-
     import mlflow
+    from sklearn.metrics import log_loss
 
     code, out, err = cli(["evaluate", str(hive_data), "--label", "label", "--features", "a,b,c"])
     assert code == 0, err
@@ -307,6 +307,7 @@ def _sklearn_figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def test_any_figure_is_gated_overall_and_per_partition_and_scikit_learns_value_decides(cli, mlflow_uri, tmp_path):
     import mlflow
+
     from tasks.metrics.schema import gate_targets
 
     rng = np.random.default_rng(21)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.settings import EvaluateSettings
 from tests.conftest import make_frame, write_hive

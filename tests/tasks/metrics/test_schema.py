@@ -7,11 +7,11 @@ import json
 import math
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
 
-import mlflow
 from tasks.data.dataset import discover_dataset, group_files
 from tasks.metrics import kernels
 from tasks.metrics import schema as metrics

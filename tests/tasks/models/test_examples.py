@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow.dataset as pads
 import pytest
 
-import mlflow
 from tasks.models.examples import EXAMPLES, FEATURES, _loggers, _training_frame
 from tasks.tracking.adapter import MlflowTracker
 

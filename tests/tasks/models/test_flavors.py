@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
 from sklearn.metrics import log_loss
 
-import mlflow
 from flows.evaluate import PASS_STARTED, evaluate_flow
 from flows.settings import EvaluateSettings
 from tests.conftest import run_cli_in_process as run_cli

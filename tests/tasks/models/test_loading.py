@@ -12,9 +12,8 @@ from tasks.tracking.operations import describe_model
 
 
 def test_a_model_loads_from_the_store_it_is_given(mlflow_uri, tmp_path, monkeypatch):
-    import pandas as pd
-
     import mlflow
+    import pandas as pd
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(200, 2)), columns=["u", "v"])
@@ -40,6 +39,7 @@ def test_registered_and_run_models_load_without_the_process_wide_uri(mlflow_uri,
     """Logged and registered through the adapter; runs:/, models:/name/N and models:/name@alias then
     load from the store given while the process-wide URI points elsewhere and may not be set."""
     import mlflow
+
     from tasks.tracking.adapter import MlflowTracker
     from tasks.tracking.content import RunContent
 
@@ -73,9 +73,9 @@ def test_a_missing_model_is_one_clear_error(mlflow_uri):
 
 
 def test_model_inputs_name_and_type_each_column(mlflow_uri, tmp_path):
+    import mlflow
     import pandas as pd
 
-    import mlflow
     from tasks.models.loading import model_inputs
 
     X = pd.DataFrame({"u": [0.1, 0.2, 0.3, 0.4], "n": [1, 2, 3, 4]})

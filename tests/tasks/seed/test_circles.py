@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import mlflow
 import mlflow.sklearn
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import accuracy_score, log_loss
 
-import mlflow
 from flows.circles import circles_flow
 from flows.evaluate import evaluate_flow
 from flows.settings import CirclesSettings, EvaluateSettings

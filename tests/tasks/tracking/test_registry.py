@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlflow import MlflowClient
 from tasks.errors import InputError
 from tasks.tracking.registry import (
     describe_model_uri,
