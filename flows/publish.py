@@ -103,6 +103,7 @@ def _draw_figures(
         bool(dataset.partition_by),
         reduced.overall["n_rows"],
         settings.gates.partition_bound(),
+        reduced.overall,
     )
 
 

@@ -102,6 +102,7 @@ class BceEvaluation:
                 bool(dataset.partition_by),
                 self.overall["n_rows"],
                 parts.bound,
+                self.overall,
             )
         return self._drawn["figures"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tasks.metrics.calibration import CAL_BINS
 from tasks.metrics.kernels import HIST_BINS, STATS, row_terms
 
 _N_ROWS, _N_POS, _N_NEG = (STATS.index(c) for c in ("n_rows", "n_pos", "n_neg"))
@@ -21,6 +22,8 @@ _SUM_LOSS, _SUM_LOSS_SQ, _SUM_LOSS_POS = (STATS.index(c) for c in ("sum_loss", "
 _SUM_CORRECT, _SUM_BRIER, _SUM_P, _N_SATURATED = (
     STATS.index(c) for c in ("sum_correct", "sum_brier", "sum_p", "n_saturated")
 )
+_SUM_ENTROPY, _SUM_EXCESS_SQ = (STATS.index(c) for c in ("sum_entropy", "sum_excess_sq"))
+_CAL_W, _CAL_P, _CAL_Y = (STATS.index(f"cal_{k}_0") for k in ("w", "p", "y"))
 _BAD_SCORE, _BAD_LABEL, _BAD_WEIGHT = (STATS.index(c) for c in ("bad_score", "bad_label", "bad_weight"))
 
 
@@ -40,7 +43,7 @@ def sum_cells(s, a, b, y, w, cell, logit, acc, hist):  # pragma: no cover - comp
         wi = w[i]
         fpos = 1.0 if yi == 1.0 else 0.0
         fneg = 1.0 if yi == 0.0 else 0.0
-        loss, p, correct, sat, bad_s = row_terms(si, a[i], b[i], yi, logit)
+        loss, p, excess, correct, sat, bad_s = row_terms(si, a[i], b[i], yi, logit)
         bad_w = 0.0 if (wi >= 0.0) & (wi < np.inf) else 1.0  # NaN fails both
         bad_y = 1.0 - fpos - fneg
         d = p - yi
@@ -57,12 +60,19 @@ def sum_cells(s, a, b, y, w, cell, logit, acc, hist):  # pragma: no cover - comp
         row[_SUM_CORRECT] += wi * correct
         row[_SUM_BRIER] += wi * d * d
         row[_SUM_P] += wi * p
+        row[_SUM_ENTROPY] += wi * (loss - excess)
+        row[_SUM_EXCESS_SQ] += wi * excess * excess
         row[_N_SATURATED] += sat
         row[_BAD_SCORE] += bad_s
         row[_BAD_LABEL] += bad_y
         row[_BAD_WEIGHT] += bad_w
         bad += bad_s + bad_y + bad_w
-        bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if (p >= 0.0) & (p <= 1.0) else 0
+        valid = (p >= 0.0) & (p <= 1.0)
+        cal = min(int(p * CAL_BINS), CAL_BINS - 1) if valid else 0
+        row[_CAL_W + cal] += wi
+        row[_CAL_P + cal] += wi * p
+        row[_CAL_Y + cal] += wi * yi
+        bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if valid else 0
         hist[c, bin_, 0] += wi
         hist[c, bin_, 1] += wi * fpos
     return bad

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from tasks.metrics.auc import HIST_BINS
+from tasks.metrics.calibration import CAL_BINS
 from tasks.metrics.loss import PROBA_EPS
 from tasks.metrics.schema import KERNEL_COLUMNS
 
@@ -31,6 +32,9 @@ _N_CORRECT, _SUM_BRIER, _SUM_P, _N_SATURATED = (
     STATS.index(c) for c in ("sum_correct", "sum_brier", "sum_p", "n_saturated")
 )
 _SUM_W, _SUM_W_SQ, _SUM_W_POS = (STATS.index(c) for c in ("sum_w", "sum_w_sq", "sum_w_pos"))
+_SUM_ENTROPY, _SUM_EXCESS_SQ = (STATS.index(c) for c in ("sum_entropy", "sum_excess_sq"))
+# the calibration bins' Σ w, Σ w·p, Σ w·y: CAL_BINS consecutive columns each
+_CAL_W, _CAL_P, _CAL_Y = (STATS.index(f"cal_{k}_0") for k in ("w", "p", "y"))
 _BAD_SCORE, _BAD_LABEL = (STATS.index(c) for c in ("bad_score", "bad_label"))
 #: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
 SATURATED_LOGIT = 36.04365338911715
@@ -46,22 +50,28 @@ _SUMS_FLAGS = {"reassoc", "contract"}
 
 @numba.njit(inline="always", **_JIT)
 def row_terms(si, ai, bi, yi, logit):  # pragma: no cover - compiled
-    """One row's ``(loss, p, correct, saturated, bad score)`` from its score, its terms and its label (see the
-    module's docstring): the one per-row loss of both compiled loops (this module's and the sliced one's)."""
+    """One row's ``(loss, p, excess, correct, saturated, bad score)`` from its score, its terms and its label (see
+    the module's docstring): the one per-row loss of both compiled loops (this module's and the sliced one's).
+
+    ``excess`` = loss − H(p), H(p) = −p·ln p − (1 − p)·ln(1 − p) the loss the model expects of the row; it is
+    (p − y)·logit(p) exactly (logit(p) = s, or ln p − ln(1 − p) = b − a from the clipped terms), with no
+    cancellation between two large logs, and its mean is 0 when y is drawn with probability p."""
     if logit:
         loss = (si if si > 0.0 else 0.0) - si * yi + bi
         q = 1.0 / (1.0 + ai)
         p = q if si >= 0.0 else ai * q
+        excess = (p - yi) * si
         correct = 1.0 if (si > 0.0) == (yi == 1.0) else 0.0
         sat = 1.0 if abs(si) >= SATURATED_LOGIT else 0.0
         bad = 0.0 if abs(si) < np.inf else 1.0
     else:
         loss = ai if yi == 1.0 else bi
         p = si
+        excess = (p - yi) * (bi - ai)
         correct = 1.0 if (si > 0.5) == (yi == 1.0) else 0.0
         sat = 1.0 if (si <= PROBA_EPS) | (si >= 1.0 - PROBA_EPS) else 0.0
         bad = 0.0 if (si >= 0.0) & (si <= 1.0) else 1.0
-    return loss, p, correct, sat, bad
+    return loss, p, excess, correct, sat, bad
 
 
 @numba.njit(fastmath=_SUMS_FLAGS, **_JIT)
@@ -76,12 +86,16 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
     n_correct = 0.0
     s_brier = 0.0
     s_p = 0.0
+    s_ent = 0.0
+    s_ex2 = 0.0
     n_sat = 0.0
     bad_score = 0.0
     for i in range(lo, hi):
         yi = y[i]
         fpos = 1.0 if yi == 1.0 else 0.0
-        loss, p, correct, sat, bad = row_terms(s[i], a[i], b[i], yi, logit)
+        loss, p, excess, correct, sat, bad = row_terms(s[i], a[i], b[i], yi, logit)
+        s_ent += loss - excess
+        s_ex2 += excess * excess
         n_correct += correct
         n_sat += sat
         bad_score += bad
@@ -107,6 +121,8 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
     acc[_N_CORRECT] += n_correct
     acc[_SUM_BRIER] += s_brier
     acc[_SUM_P] += s_p
+    acc[_SUM_ENTROPY] += s_ent
+    acc[_SUM_EXCESS_SQ] += s_ex2
     acc[_N_SATURATED] += n_sat
     acc[_BAD_SCORE] += bad_score
     acc[_BAD_LABEL] += (hi - lo) - n_pos - n_neg
@@ -280,18 +296,30 @@ def sum_segments(
         cur = k
         seg_stats[g, :] = 0.0
         _run_sums(s, a, b, y, lo, hi, logit, seg_stats[g], ps)
-        for i in range(lo, hi):
-            p = ps[i]
-            # a bad score (NaN or outside [0, 1]) is counted as such; the caller raises
-            bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if (p >= 0.0) & (p <= 1.0) else 0
-            if hist_n[bin_] == 0:  # _add_to_bin, written out: this loop runs per row
-                touched[n_touched] = bin_
-                n_touched += 1
-            hist_n[bin_] += 1
-            hist_pos[bin_] += 1 if y[i] == 1.0 else 0
+        n_touched = _bin_rows(ps, y, lo, hi, seg_stats[g], hist_n, hist_pos, touched, n_touched)
     state[0] = cur
     state[1] = n_touched
     return n_out, n_flush
+
+
+@numba.njit(inline="always", **_JIT)
+def _bin_rows(ps, y, lo, hi, row, hist_n, hist_pos, touched, n_touched):  # pragma: no cover - compiled
+    # rows lo..hi to their calibration bin (row's Σ w, Σ w·p, Σ w·y of it) and their score histogram bin;
+    # returns the histogram's bins touched. A bad score (NaN or outside [0, 1]) goes to bin 0: the caller raises
+    for i in range(lo, hi):
+        p = ps[i]
+        valid = (p >= 0.0) & (p <= 1.0)
+        cal = min(int(p * CAL_BINS), CAL_BINS - 1) if valid else 0
+        row[_CAL_W + cal] += 1.0
+        row[_CAL_P + cal] += p
+        row[_CAL_Y + cal] += y[i]
+        bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if valid else 0
+        if hist_n[bin_] == 0:  # _add_to_bin, written out: this loop runs per row
+            touched[n_touched] = bin_
+            n_touched += 1
+        hist_n[bin_] += 1
+        hist_pos[bin_] += 1 if y[i] == 1.0 else 0
+    return n_touched
 
 
 @numba.njit(**_JIT)

@@ -1,66 +1,31 @@
 """The metric schema: every per-partition sum and every figure derived from the sums, declared once.
 
-A partition's *record* holds sums that add up exactly across files, chunks, Dask workers and
-nightly runs (:data:`SUMS`); every figure a reviewer reads is a formula over those sums
-(:data:`FIGURES`). Everything that lays out, merges, derives, stores or reads them takes them from
-here: the compiled loop's statistics array (:data:`KERNEL_COLUMNS`), the merge (each sum adds), the
-per-partition table and the overall row (the *same* formulas applied to the summed row, so the
-overall BCE is Σ loss / Σ n, never a mean of partition means), the cache's record columns, the
-table logged to MLflow and the baseline reader.
-
-Adding a metric derived from the sums is one :class:`Figure` entry here (and its test). A new
-per-row sum is one :class:`Sum` entry plus its line in :func:`tasks.metrics.kernels._run_sums`.
+A partition's *record* holds sums that add up exactly across files, chunks, workers and nightly runs
+(:data:`SUMS`); every figure is a formula over those sums (:data:`FIGURES`), applied alike to a
+partition, a slice and the summed overall row (Σ loss / Σ n, never a mean of means). The compiled
+loops' arrays, the merge, the tables, the cache, MLflow and the baseline reader all take them from here.
+A figure is one :class:`Figure` entry; a per-row sum one :class:`Sum` entry plus its line in each loop.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Iterable
 
 import polars as pl
 
-#: The 97.5% quantile of the standard normal: a two-sided 95% interval is mean ± Z95·se
-Z95 = 1.959963984540054
+from tasks.metrics.calibration import CALIBRATION_FIGURES, CALIBRATION_SUMS
+from tasks.metrics.formulas import (
+    Z95,
+    Figure,
+    HistogramFigure,
+    Sum,
+    normal_interval,
+    per_weight,
+    standard_error,
+    weighted_standard_error,
+)
 
-Number = TypeVar("Number", float, pl.Expr)
-
-
-@dataclass(frozen=True)
-class Sum:
-    """A per-partition statistic that merges by addition (counts are exact below 2**53)."""
-
-    name: str
-    dtype: type[pl.DataType]
-    doc: str
-    #: shown among the overall figures (the other sums are bookkeeping for the formulas)
-    reported: bool = False
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A figure derived from the sums: its formula (a Polars expression over the sum columns)."""
-
-    name: str
-    display: str
-    formula: Callable[[], pl.Expr]
-    doc: str
-    #: the names of its 95% interval's ends among the figures, where it has one (a gate may judge the interval)
-    interval: tuple[str, str] | None = None
-    #: which way is better ("lower" or "higher"), for the worst slice and gaps between slices; None: neither
-    better: str | None = None
-
-
-@dataclass(frozen=True)
-class HistogramFigure:
-    """A figure that does not add up, computed from per-partition score histograms (ROC AUC)."""
-
-    name: str
-    display: str
-    doc: str
-    better: str | None = None
-
+__all__ = ["Z95", "Figure", "HistogramFigure", "Sum", "normal_interval", "standard_error", "weighted_standard_error"]
 
 SUMS: tuple[Sum, ...] = (
     Sum("n_rows", pl.Int64, "rows", reported=True),
@@ -78,6 +43,7 @@ SUMS: tuple[Sum, ...] = (
     Sum("sum_brier", pl.Float64, "Σ w·(p − y)²"),
     Sum("sum_p", pl.Float64, "Σ w·p, p the predicted probability of class 1"),
     Sum("n_saturated", pl.Int64, "rows whose probability is within machine epsilon of 0 or 1", reported=True),
+    *CALIBRATION_SUMS,
 )
 
 #: Bad-input counters the compiled loop keeps after the sums (never stored: the run stops instead)
@@ -89,50 +55,8 @@ KERNEL_COLUMNS: tuple[str, ...] = (*(s.name for s in SUMS), *CHECKS)
 SUM_COLUMNS: tuple[str, ...] = tuple(s.name for s in SUMS)
 
 
-def standard_error(sum_x: Number, sum_x_sq: Number, n: Number) -> Number:
-    """Standard error of the mean of n values from their sum and sum of squares.
-
-    se = s / √n with the *sample* variance s² = (Σx² − (Σx)²/n) / (n − 1), clipped at 0 (rounding
-    can take it just below). Works on floats and on Polars expressions alike; NaN (null) for n < 2.
-    """
-    if isinstance(n, pl.Expr):
-        var = ((sum_x_sq - sum_x * sum_x / n) / (n - 1)).clip(lower_bound=0.0)
-        return pl.when(n > 1).then(var.sqrt() / n.sqrt()).otherwise(None)
-    if n < 2:
-        return float("nan")
-    var = max((sum_x_sq - sum_x * sum_x / n) / (n - 1), 0.0)
-    return math.sqrt(var) / math.sqrt(n)
-
-
-def normal_interval(mean: Number, se: Number) -> tuple[Number, Number]:
-    """The two-sided 95% normal interval ``(mean − Z95·se, mean + Z95·se)``."""
-    return mean - Z95 * se, mean + Z95 * se
-
-
-def _c(name: str) -> pl.Expr:
-    return pl.col(name).cast(pl.Float64)
-
-
-def _per_weight(name: str) -> pl.Expr:
-    """A weighted mean: the sum ``name`` over Σ w; null where every row weighs 0 (not 0/0)."""
-    return pl.when(pl.col("sum_w") > 0).then(pl.col(name) / pl.col("sum_w")).otherwise(None)
-
-
 def _bce() -> pl.Expr:
-    return _per_weight("sum_loss")
-
-
-def weighted_standard_error(sum_wx: pl.Expr, sum_wx_sq: pl.Expr, sum_w: pl.Expr, sum_w_sq: pl.Expr) -> pl.Expr:
-    """Standard error of a weighted mean: se² = s²_w / n_eff, with n_eff = (Σw)² / Σw².
-
-    s²_w = (Σwx² − (Σwx)²/Σw) / (Σw − Σw²/Σw) is the unbiased variance with reliability weights;
-    when every weight is 0 or 1 (Σw² = Σw, unweighted rows included) it is the sample variance of
-    the weighted-in rows and the formula is :func:`standard_error`'s, evaluated the same way.
-    """
-    plain = standard_error(sum_wx, sum_wx_sq, sum_w)
-    var = ((sum_wx_sq - sum_wx * sum_wx / sum_w) / (sum_w - sum_w_sq / sum_w)).clip(lower_bound=0.0)
-    weighted = pl.when(sum_w - sum_w_sq / sum_w > 0).then((var * sum_w_sq).sqrt() / sum_w).otherwise(None)
-    return pl.when(sum_w_sq == sum_w).then(plain).otherwise(weighted)
+    return per_weight("sum_loss")
 
 
 def _bce_se() -> pl.Expr:
@@ -140,7 +64,7 @@ def _bce_se() -> pl.Expr:
 
 
 def _base_rate() -> pl.Expr:
-    return _per_weight("sum_w_pos")
+    return per_weight("sum_w_pos")
 
 
 def _base_rate_entropy() -> pl.Expr:
@@ -154,13 +78,8 @@ def _over_entropy(expr: pl.Expr) -> pl.Expr:
 
 
 def _note() -> pl.Expr:
-    return (
-        pl.when(pl.col("n_pos") == 0)
-        .then(pl.lit("single class (all 0)"))
-        .when(pl.col("n_pos") == pl.col("n_rows"))
-        .then(pl.lit("single class (all 1)"))
-        .otherwise(pl.lit(""))
-    )
+    single = pl.when(pl.col("n_pos") == 0).then(pl.lit("single class (all 0)"))
+    return single.when(pl.col("n_pos") == pl.col("n_rows")).then(pl.lit("single class (all 1)")).otherwise(pl.lit(""))
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -206,11 +125,11 @@ FIGURES: tuple[Figure, ...] = (
     Figure(
         "accuracy",
         "accuracy",
-        lambda: _per_weight("sum_correct"),
+        lambda: per_weight("sum_correct"),
         "share of rows whose p > 0.5 matches the label",
         better="higher",
     ),
-    Figure("brier", "Brier", lambda: _per_weight("sum_brier"), "mean (p − y)²", better="lower"),
+    Figure("brier", "Brier", lambda: per_weight("sum_brier"), "mean (p − y)²", better="lower"),
     Figure(
         "d2_brier",
         "D² Brier",
@@ -222,7 +141,7 @@ FIGURES: tuple[Figure, ...] = (
         "1 − Brier / Brier of predicting the base rate p̄(1 − p̄) (scikit-learn's d2_brier_score)",
         better="higher",
     ),
-    Figure("mean_predicted", "mean p", lambda: _per_weight("sum_p"), "mean predicted probability of class 1"),
+    Figure("mean_predicted", "mean p", lambda: per_weight("sum_p"), "mean predicted probability of class 1"),
     Figure(
         "bce_pos",
         "BCE (y=1)",
@@ -241,6 +160,7 @@ FIGURES: tuple[Figure, ...] = (
         "BCE over rows whose label is 0 (null without any)",
         better="lower",
     ),
+    *CALIBRATION_FIGURES,
     Figure("note", "note", _note, "'single class (all 0/1)' where ROC AUC is undefined"),
 )
 
@@ -258,7 +178,7 @@ PAIRED_SUMS: tuple[Sum, ...] = (
 
 
 def _bce_diff() -> pl.Expr:
-    return _per_weight("sum_d")
+    return per_weight("sum_d")
 
 
 def _bce_diff_se() -> pl.Expr:
@@ -269,13 +189,13 @@ PAIRED_FIGURES: tuple[Figure, ...] = (
     Figure(
         "bce_champion",
         "BCE champion",
-        lambda: _per_weight("sum_loss_champion"),
+        lambda: per_weight("sum_loss_champion"),
         "the champion's BCE on these rows",
     ),
     Figure(
         "bce_challenger",
         "BCE challenger",
-        lambda: _per_weight("sum_loss_challenger"),
+        lambda: per_weight("sum_loss_challenger"),
         "the challenger's BCE on these rows",
     ),
     Figure(

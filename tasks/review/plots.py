@@ -200,8 +200,9 @@ def plot_paired_differences(table: pl.DataFrame, label_col: str, overall: dict[s
     return fig
 
 
-def plot_reliability(sample: pl.DataFrame, n_bins: int = 10, shown: str = ""):
-    """Reliability diagram: mean predicted probability against observed positive rate per bin."""
+def plot_reliability(sample: pl.DataFrame, n_bins: int = 10, shown: str = "", calibration: str = ""):
+    """Reliability diagram: mean predicted probability against observed positive rate per bin (``calibration``:
+    the run's ECE and expected-against-realized BCE over every row, in words, drawn on it)."""
     y = sample.get_column("y").to_numpy()
     p = sample.get_column("p").to_numpy()
     edges = np.linspace(0, 1, n_bins + 1)
@@ -217,7 +218,9 @@ def plot_reliability(sample: pl.DataFrame, n_bins: int = 10, shown: str = ""):
     ax.set_title(
         f"Reliability diagram\n{textwrap.fill(shown or f'{len(y):,} rows', 80)}", fontsize=9
     )  # wrapped: the figure is narrow
-    ax.legend()
+    ax.legend(loc="upper left")
+    if calibration:
+        ax.text(0.98, 0.02, calibration, transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     ax2.bar(edges[:-1], counts, width=1 / n_bins, align="edge", color="0.6")
     ax2.set(xlabel="predicted probability", ylabel="rows")
     fig.tight_layout()
@@ -233,14 +236,17 @@ def make_figures(
     by_partition: bool,
     total_rows: int = 0,
     bound: float | None = None,
+    overall: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """All evaluation figures by artifact name (``linear`` = (w, b) of a one-feature logit model; ``bound``
-    the gate's ``--max-partition-bce``, drawn on the forest plot)."""
+    the gate's ``--max-partition-bce``, drawn on the forest plot; ``overall`` the overall row, whose calibration
+    figures the reliability diagram shows)."""
     shown = describe_sample(sample.height, total_rows)
+    calibration = _calibration_words(overall or {}, total_rows)
     figs: dict[str, Any] = {
         "plots/true_class_probability.png": plot_true_class_probability(sample, shown),
         "plots/log_loss_curve.png": plot_log_loss_curve(sample, shown),
-        "plots/reliability.png": plot_reliability(sample, shown=shown),
+        "plots/reliability.png": plot_reliability(sample, shown=shown, calibration=calibration),
     }
     if by_partition:
         figs["plots/bce_by_partition.png"] = plot_partition_bce(table, "partition", overall_bce, bound=bound)
@@ -250,6 +256,15 @@ def make_figures(
             x, sample.get_column("y").to_numpy(), linear[0], linear[1], features[0]
         )
     return figs
+
+
+def _calibration_words(overall: dict[str, Any], total_rows: int) -> str:
+    if overall.get("ece") is None:
+        return ""
+    gap = overall.get("calibration_gap")
+    return f"ECE {overall['ece']:.4f} (10 bins, all {total_rows:,} rows)" + (
+        f"\nrealized − expected BCE {gap:+.4f}" if gap is not None else ""
+    )
 
 
 def plot_series(history: pl.DataFrame, band: pl.DataFrame, max_lines: int = 12, figure: str = "bce"):

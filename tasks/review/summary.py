@@ -46,6 +46,24 @@ def format_table(table: pl.DataFrame, limit: int) -> str:
     return "\n".join("  ".join(c[:40].ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def calibration_line(o: dict) -> str:
+    """Realized against expected BCE in words: the gap, its 95% interval, and what it says of the probabilities."""
+    gap, low, high = (o.get(k) for k in ("calibration_gap", "calibration_gap_low", "calibration_gap_high"))
+    if gap is None or low is None or high is None:
+        return ""
+    verdict = (
+        "over-confident (more loss than its probabilities promise)"
+        if low > 0
+        else "under-confident (less loss than its probabilities promise)"
+        if high < 0
+        else "consistent with calibrated probabilities"
+    )
+    return (
+        f"calibration: realized BCE − expected (mean H(p) {o['expected_bce']:.4f}) = {gap:+.4f} "
+        f"(95% {low:+.4f} to {high:+.4f}): {verdict}"
+    )
+
+
 def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str, experiment: str = "") -> str:
     """The terminal summary: overall figures, the worst partitions, where to look in MLflow."""
     o = ev.overall
@@ -55,6 +73,7 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str,
         *([f"  model: {ev.model}"] if ev.model else []),
         f"  overall BCE {o['bce']:.4f} (± {Z95 * o['bce_se']:.4f})   accuracy {o['accuracy']:.4f}   "
         f"ROC AUC {auc}   Brier {o['brier']:.4f}",
+        *([f"  {calibration_line(o)}"] if calibration_line(o) else []),
         *([f"  drift: {ev.drift}"] if ev.drift else []),
     ]
     if ev.partition_by and top:

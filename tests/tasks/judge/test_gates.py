@@ -302,6 +302,23 @@ def _sklearn_figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "d2_brier": d2_brier_score(y, p),
         # He et al. 2014: BCE over the entropy of the base rate, by hand
         "normalized_entropy": bce / -(y.mean() * math.log(y.mean()) + (1 - y.mean()) * math.log(1 - y.mean())),
+        **_numpy_calibration(y, p, losses),
+    }
+
+
+def _numpy_calibration(y: np.ndarray, p: np.ndarray, losses: np.ndarray) -> dict[str, float]:
+    """Expected BCE (mean H(p)), realized − expected with its interval, and ECE over 10 bins, by numpy."""
+    entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p))
+    excess = losses - entropy
+    se = excess.std(ddof=1) / math.sqrt(len(y))
+    bins = np.minimum((p * 10).astype(int), 9)
+    ece = sum(abs(p[bins == b].sum() - y[bins == b].sum()) for b in range(10)) / len(y)
+    return {
+        "expected_bce": float(entropy.mean()),
+        "calibration_gap": float(excess.mean()),
+        "calibration_gap_low": float(excess.mean() - 1.959963984540054 * se),
+        "calibration_gap_high": float(excess.mean() + 1.959963984540054 * se),
+        "ece": float(ece),
     }
 
 

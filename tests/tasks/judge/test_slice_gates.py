@@ -10,6 +10,7 @@ from scipy.stats import false_discovery_control, norm
 from tasks.judge.gates import GateResult, GateSettings, parse_gate
 from tasks.judge.slice_gates import judge_slices, with_slice_failures
 from tasks.metrics import schema
+from tests.tasks.metrics.test_calibration_gap import calibration_sums
 
 
 def _slicing_table(rng: np.random.Generator, n_slices: int, rows: int, worse: int) -> pl.DataFrame:
@@ -37,6 +38,7 @@ def _slicing_table(rng: np.random.Generator, n_slices: int, rows: int, worse: in
                 "sum_brier": float(((p - y) ** 2).sum()),
                 "sum_p": float(p.sum()),
                 "n_saturated": 0,
+                **calibration_sums(p, y, loss),
             }
         )
     table = schema.derive_figures(pl.DataFrame(out))

@@ -19,6 +19,7 @@ from tasks.metrics.reduce import reduce_chunk
 from tasks.models.fitting import fit_logistic
 from tasks.models.scoring import make_scorer
 from tests.conftest import make_frame, write_hive
+from tests.tasks.metrics.test_calibration_gap import calibration_sums
 
 
 def _stable_losses(z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -50,6 +51,7 @@ def test_kernel_layout_is_the_schema_and_each_sum_lands_in_its_named_column(tmp_
         "sum_brier": ((p - y) ** 2).sum(),
         "sum_p": p.sum(),
         "n_saturated": (np.abs(z) >= kernels.SATURATED_LOGIT).sum(),
+        **calibration_sums(p, y, loss),
     }
     assert set(expected) == set(metrics.SUM_COLUMNS)
     row = rec.row(0, named=True)
