@@ -238,10 +238,17 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
     counts = {"partitions_reused": len(cached), "partitions_computed": computed}
     if dataset.per_cell:  # per-cell records: the partitions and every slicing rolled up from them
         table, overall, slices = summarize_cells_task(
-            quote(records), quote(hists), list(dataset.partition_by), dataset.cells, settings.slicings
+            quote(records),
+            quote(hists),
+            list(dataset.partition_by),
+            dataset.cells,
+            settings.slicings,
+            settings.decisions,
         )
         return Reduced(with_partition_label(table, dataset.partition_by), {**overall, **counts}, slices)
-    table, overall = summarize_records_task(quote(records), quote(hists), list(dataset.partition_by))
+    table, overall = summarize_records_task(
+        quote(records), quote(hists), list(dataset.partition_by), settings.decisions
+    )
     return Reduced(with_partition_label(table, dataset.partition_by), {**overall, **counts})
 
 

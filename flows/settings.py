@@ -9,12 +9,28 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from tasks.data.slicing import Slicing, parse_slicing
 from tasks.errors import InputError
 from tasks.judge.gates import GateSettings
+from tasks.metrics.decisions import Decisions
 
 
 def split_commas(v: Any) -> Any:
     """``"a,b"`` → ``["a", "b"]``, so a deployment's parameters may spell column lists either way."""
     if isinstance(v, str):
         return [c.strip() for c in v.split(",") if c.strip()]
+    return v
+
+
+def parse_costs(v: Any) -> Any:
+    """``"fp=1,fn=5"`` → ``{"fp": 1.0, "fn": 5.0}``: the cost of a false positive and of a false negative."""
+    if isinstance(v, str):
+        pairs = [p.partition("=") for p in v.split(",") if p.strip()]
+        try:
+            v = {k.strip(): float(x) for k, sep, x in pairs if sep}
+        except ValueError:
+            v = None
+        if v is None or set(v) != {"fp", "fn"} or len(pairs) != 2:
+            raise ValueError("--costs: expected fp=COST,fn=COST (e.g. fp=1,fn=5), the cost of each kind of error.")
+    if v and (set(v) != {"fp", "fn"} or min(v.values()) < 0):
+        raise ValueError("--costs: give both fp and fn, each a cost ≥ 0 (e.g. fp=1,fn=5).")
     return v
 
 
@@ -80,6 +96,11 @@ class EvaluateSettings(BaseModel):
         "per partition). Overall AUC is always binned.",
     )
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="Decide p ≥ this: precision, recall, F1, FPR.")
+    at_fpr: float = Field(default=0.1, gt=0, lt=1, description="Report the recall at this false-positive rate.")
+    costs: dict[str, float] = Field(
+        default_factory=dict, description="Costs of errors, 'fp=1,fn=5': the expected cost and the best threshold."
+    )
     max_partition_metrics: int = Field(
         default=1000, ge=0, description="Per-partition MLflow metrics up to this many partitions."
     )
@@ -100,6 +121,7 @@ class EvaluateSettings(BaseModel):
 
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
     _slicings_read = field_validator("slices")(check_slice_specs)
+    _costs_read = field_validator("costs", mode="before")(parse_costs)
 
     @model_validator(mode="after")
     def _settings_agree(self) -> "EvaluateSettings":
@@ -203,6 +225,11 @@ class EvaluateSettings(BaseModel):
     def slicings(self) -> tuple[Slicing, ...]:
         """The declared slicings, parsed (each ``--slice``)."""
         return tuple(parse_slicing(text) for text in self.slices)
+
+    @property
+    def decisions(self) -> Decisions:
+        """The threshold, the FPR recall is read at and the costs, for the decision figures."""
+        return Decisions(self.threshold, self.at_fpr, self.costs.get("fp"), self.costs.get("fn"))
 
     def rows_per_task(self, holds_rows: bool) -> int:
         """``chunk_rows``, or its default: small when a task holds its rows or Dask spreads the work."""

@@ -41,6 +41,7 @@ def evaluate(
     gates: Sequence[str] = (),
     fdr: float = 0.05,
     min_rows: int = 1,
+    decide: dict[str, Any] | None = None,
     sample_rows: int = 5000,
     log_to: str | None = None,
     experiment: str = "bce-evaluation",
@@ -58,7 +59,8 @@ def evaluate(
     estimator or booster (scikit-learn, XGBoost, LightGBM, CatBoost, an MLflow ``PyFuncModel``;
     ``features`` default to its own names). ``slices`` and ``gates`` are spelled as ``--slice`` and
     ``--gate`` spell them (``"region*age:30,60"``, ``"bce <= 0.5 per slice"``); ``weights`` names a
-    column of sample weights; ``fdr`` is the false discovery rate of per-slice gates. ``log_to``: None
+    column of sample weights; ``fdr`` is the false discovery rate of per-slice gates; ``decide`` takes
+    ``threshold`` (0.5), ``at_fpr`` (0.1) and ``costs`` (``"fp=1,fn=5"``), as the CLI's options. ``log_to``: None
     (log nothing), a tracking URI (a new run in ``experiment``) or ``"active"`` (the active MLflow run).
 
     Returns a :class:`BceEvaluation` (in Jupyter: the report). Raises :class:`tasks.errors.InputError`,
@@ -72,7 +74,7 @@ def evaluate(
         features = features or object_features(choice.value)
     with parquet_path(data, name) as path:
         settings = _settings(path, label, choice, features, partition_by, slices, weights, score_kind, gates)
-        settings = settings.model_copy(update={"sample_rows": sample_rows})
+        settings = _with_decisions(settings.model_copy(update={"sample_rows": sample_rows}), decide or {})
         settings.gates.fdr_level, settings.gates.min_rows = _checked_level(fdr), min_rows
         dataset, scorer, info, fitted = _scoring(settings, choice)
         table, overall, sliced = _reduce(settings, dataset, scorer)
@@ -83,6 +85,14 @@ def evaluate(
     parts = ReportParts(dataset, scorer, info, sample, fitted, settings.gates.partition_bound(), experiment, run_name)
     result = BceEvaluation(overall, with_verdicts(table, verdict), judged, verdict, info.description, parts)
     return result.logged(log_to) if log_to else result
+
+
+def _with_decisions(settings: EvaluateSettings, decide: dict[str, Any]) -> EvaluateSettings:
+    """The settings with the decision's threshold, FPR and costs, checked by the settings' own rules."""
+    unknown = sorted(set(decide) - {"threshold", "at_fpr", "costs"})
+    if unknown:
+        raise InputError(f"decide: unknown key(s) {unknown}; it takes threshold, at_fpr and costs.")
+    return build_settings(EvaluateSettings, {**settings.model_dump(), **decide}) if decide else settings
 
 
 def _checked_level(fdr: float) -> float:
@@ -186,8 +196,8 @@ def _reduce(settings: EvaluateSettings, dataset: Dataset, scorer: Scorer) -> tup
         from tasks.metrics.rollup import summarize_cells
 
         table, overall, sliced = summarize_cells(
-            records, hists, list(dataset.partition_by), dataset.cells, settings.slicings
+            records, hists, list(dataset.partition_by), dataset.cells, settings.slicings, settings.decisions
         )
     else:
-        (table, overall), sliced = summarize_records(records, hists, list(dataset.partition_by)), {}
+        (table, overall), sliced = summarize_records(records, hists, list(dataset.partition_by), settings.decisions), {}
     return with_partition_label(table, dataset.partition_by), overall, sliced

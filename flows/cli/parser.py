@@ -188,6 +188,11 @@ def _add_gate_options(p: Any) -> None:
         help="fail a partition when its whole 95%% interval is above the threshold (default), or its point BCE",
     )
     gate.add_argument(
+        "--threshold", type=float, default=0.5, help="decide p >= this: precision, recall, F1, FPR (default 0.5)"
+    )
+    gate.add_argument("--at-fpr", type=float, default=0.1, help="report the recall at this false-positive rate")
+    gate.add_argument("--costs", default=None, metavar="fp=C,fn=C", help="the expected cost and the best threshold")
+    gate.add_argument(
         "--fdr",
         type=float,
         default=0.05,
@@ -334,6 +339,9 @@ def evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
         experiment=args.experiment,
         run_name=args.run_name,
         chunk_rows=args.chunk_rows,
+        threshold=args.threshold,
+        at_fpr=args.at_fpr,
+        costs=args.costs or {},
         auc=args.auc,
         full=args.full,
         audit=args.audit,

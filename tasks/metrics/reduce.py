@@ -36,6 +36,7 @@ from tasks.metrics.auc import (
     merge_histograms,
 )
 from tasks.metrics.bad_input import raise_bad_input
+from tasks.metrics.decisions import DEFAULT_DECISIONS, Decisions, overall_decisions, with_decisions
 from tasks.metrics.runs import PartitionRuns
 from tasks.models.scoring import Scorer, model_input
 
@@ -341,17 +342,24 @@ def finalize_table(merged: pl.DataFrame) -> pl.DataFrame:
     return df
 
 
-def overall_row(merged: pl.DataFrame, hist: pl.DataFrame) -> dict[str, float | int | None]:
+def overall_row(
+    merged: pl.DataFrame, hist: pl.DataFrame, decisions: Decisions = DEFAULT_DECISIONS
+) -> dict[str, float | int | None]:
     """Overall figures: each sum over all rows, then the same formulas as per partition."""
     overall = metrics.overall_figures(merged)
     overall["roc_auc"], overall["roc_auc_bound"] = auc_from_histogram(hist)
+    overall |= overall_decisions(hist, decisions)
     overall["n_partitions"] = merged.height
     return overall
 
 
 def summarize_records(
-    records: list[pl.DataFrame], histograms: list[pl.DataFrame], keys: list[str]
+    records: list[pl.DataFrame],
+    histograms: list[pl.DataFrame],
+    keys: list[str],
+    decisions: Decisions = DEFAULT_DECISIONS,
 ) -> tuple[pl.DataFrame, dict[str, float | int | None]]:
-    """Merge chunk records into the per-partition table and the overall row."""
+    """Merge chunk records into the per-partition table and the overall row (``decisions``: the threshold's)."""
     merged = merge_records(records, keys)
-    return finalize_table(merged), overall_row(merged, merge_histograms(histograms))
+    table = with_decisions(finalize_table(merged), histograms, keys or ["partition"], decisions)
+    return table, overall_row(merged, merge_histograms(histograms), decisions)

@@ -22,6 +22,13 @@ from tasks.data.slicing import CellColumn, Slicing
 from tasks.errors import InputError
 from tasks.metrics import schema as metrics
 from tasks.metrics.auc import HIST_BINS, auc_from_sums
+from tasks.metrics.decisions import (
+    DEFAULT_DECISIONS,
+    Decisions,
+    decide_dense,
+    decision_columns,
+    overall_decisions,
+)
 
 #: The column naming each slice in a slicing's table: ``region=eu × age[18,30]=[18, 30)``
 SLICE_LABEL = "slice"
@@ -64,8 +71,11 @@ def gather_cells(records: list[pl.DataFrame], histograms: list[pl.DataFrame]) ->
     return CellSums(merged, cell, bins, n, n_pos, dense)
 
 
-def roll_up(sums: CellSums, columns: list[str], keep: pl.Expr | None = None) -> pl.DataFrame:
-    """One row per value of ``columns`` (one row when empty): the sums added, every figure, ROC AUC and its bound.
+def roll_up(
+    sums: CellSums, columns: list[str], keep: pl.Expr | None = None, decisions: Decisions = DEFAULT_DECISIONS
+) -> pl.DataFrame:
+    """One row per value of ``columns`` (one row when empty): the sums added, every figure, ROC AUC and its bound,
+    the decision figures at the threshold.
 
     ``keep`` selects the records (a slicing's filters) first.
     """
@@ -90,23 +100,34 @@ def roll_up(sums: CellSums, columns: list[str], keep: pl.Expr | None = None) -> 
     table = groups.with_columns(pl.Series(s.name, added[:, i]).cast(s.dtype) for i, s in enumerate(metrics.SUMS)).sort(
         "__g"
     )
-    roc_auc, bound = _group_auc(sums, group_of_cell, groups.height)
+    roc_auc, bound, decided = _group_figures(sums, group_of_cell, groups.height, decisions)
     table = metrics.derive_figures(table).with_columns(
-        pl.Series("roc_auc", roc_auc).fill_nan(None), pl.Series("roc_auc_bound", bound).fill_nan(None)
+        pl.Series("roc_auc", roc_auc).fill_nan(None),
+        pl.Series("roc_auc_bound", bound).fill_nan(None),
+        *(pl.Series(k, v).fill_nan(None) for k, v in decided.items()),
     )
     return table.drop("__g", "__all", strict=False)
 
 
-def _group_auc(sums: CellSums, group_of_cell: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each group's ROC AUC and bound from its cells' histogram rows, added bin by bin."""
+def _group_figures(
+    sums: CellSums, group_of_cell: np.ndarray, n_groups: int, decisions: Decisions
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Each group's ROC AUC, its bound and the decision figures, from its cells' histograms added bin by bin."""
     if sums.dense is not None and n_groups * HIST_BINS <= _DENSE_LIMIT:
         from tasks.metrics.cell_kernel import add_rows_by_group
 
         hist_n, hist_pos = (np.zeros((n_groups, HIST_BINS)) for _ in range(2))
         add_rows_by_group(sums.dense[0], group_of_cell, hist_n)
         add_rows_by_group(sums.dense[1], group_of_cell, hist_pos)
-        return _auc_of(hist_n, hist_pos)
+        return (*_auc_of(hist_n, hist_pos), decide_dense(hist_n, hist_pos, decisions))
     group = group_of_cell[sums.cell] if len(sums.cell) else np.empty(0, np.int64)
+    kept = group >= 0
+    decided = decision_columns(group[kept], sums.bin[kept], sums.n[kept], sums.n_pos[kept], n_groups, decisions)
+    return (*_group_auc(sums, group, n_groups), decided)
+
+
+def _group_auc(sums: CellSums, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's ROC AUC and bound from its cells' histogram rows (``group``: each row's group, or −1)."""
     kept = group >= 0
     flat = group[kept] * HIST_BINS + sums.bin[kept]
     n, pos = sums.n[kept], sums.n_pos[kept]
@@ -164,7 +185,7 @@ def _filters(slicing: Slicing, schema: pl.Schema) -> list[pl.Expr]:
     return out
 
 
-def slicing_table(sums: CellSums, slicing: Slicing) -> pl.DataFrame:
+def slicing_table(sums: CellSums, slicing: Slicing, decisions: Decisions = DEFAULT_DECISIONS) -> pl.DataFrame:
     """One row per slice of ``slicing``: its columns, a readable :data:`SLICE_LABEL`, the sums and every figure.
 
     Raises :class:`InputError` naming the spec when a filter keeps no row (a value not in the data).
@@ -176,7 +197,7 @@ def slicing_table(sums: CellSums, slicing: Slicing) -> pl.DataFrame:
             f"--slice {slicing.spec!r}: no row has that value; check the spelling against the column's values."
         )
     columns = slicing.columns
-    table = roll_up(sums, columns, keep_expr).sort(columns, nulls_last=True)
+    table = roll_up(sums, columns, keep_expr, decisions).sort(columns, nulls_last=True)
     label = pl.concat_str(
         [pl.lit(f"{c}=") + pl.col(c).cast(pl.String).fill_null("null") for c in columns], separator=" × "
     )
@@ -189,6 +210,7 @@ def summarize_cells(
     partition_by: list[str] | tuple[str, ...],
     cells: tuple[CellColumn, ...],
     slicings: list[Slicing] | tuple[Slicing, ...],
+    decisions: Decisions = DEFAULT_DECISIONS,
 ) -> tuple[pl.DataFrame, dict[str, float | int | None], dict[str, pl.DataFrame]]:
     """The per-partition table, the overall row and each slicing's table (by its key), from per-cell records.
 
@@ -198,10 +220,11 @@ def summarize_cells(
     if sums.records.height and sums.records.get_column("sum_w").sum() == 0:
         raise InputError("--weight-col: every selected row weighs 0, so no figure can be computed; check the weights.")
     part_keys = list(partition_by) or ["partition"]
-    table = roll_up(sums, part_keys).sort(part_keys, nulls_last=True)
-    whole = roll_up(sums, [])
+    table = roll_up(sums, part_keys, None, decisions).sort(part_keys, nulls_last=True)
+    whole = roll_up(sums, [], None, decisions)
     overall = {s.name: whole.item(0, s.name) for s in metrics.SUMS if s.reported}
     overall |= {f.name: whole.item(0, f.name) for f in metrics.FIGURES if f.name != "note"}
-    overall |= {"roc_auc": whole.item(0, "roc_auc"), "roc_auc_bound": whole.item(0, "roc_auc_bound")}
+    overall |= {name: whole.item(0, name) for name in metrics.figure_names(metrics.HISTOGRAM_FIGURES)}
+    overall |= overall_decisions(pl.DataFrame({"bin": sums.bin, "n": sums.n, "n_pos": sums.n_pos}), decisions)
     overall["n_partitions"] = table.height
-    return table, overall, {s.key: slicing_table(sums, s) for s in slicings}
+    return table, overall, {s.key: slicing_table(sums, s, decisions) for s in slicings}

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import polars as pl
 
 from tasks.metrics.calibration import CALIBRATION_FIGURES, CALIBRATION_SUMS
+from tasks.metrics.decisions import DECISION_FIGURES
 from tasks.metrics.formulas import (
     Z95,
     Figure,
@@ -228,6 +229,7 @@ HISTOGRAM_FIGURES: tuple[HistogramFigure, ...] = (
     HistogramFigure(
         "roc_auc_bound", "AUC bound", "largest error of the binned ROC AUC (ties within a bin counted as one half)"
     ),
+    *DECISION_FIGURES,
 )
 
 

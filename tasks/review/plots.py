@@ -250,12 +250,29 @@ def make_figures(
     }
     if by_partition:
         figs["plots/bce_by_partition.png"] = plot_partition_bce(table, "partition", overall_bce, bound=bound)
+    if (overall or {}).get("cost_curve"):
+        figs["plots/cost_curve.png"] = plot_cost_curve(overall or {})
     if linear is not None and len(features) == 1:
         x = sample.get_column(features[0]).cast(pl.Float64).to_numpy()
         figs["plots/fitted_sigmoid.png"] = plot_sigmoid(
             x, sample.get_column("y").to_numpy(), linear[0], linear[1], features[0]
         )
     return figs
+
+
+def plot_cost_curve(overall: dict[str, Any]):
+    """The expected cost per row against the threshold (every row: from the merged histogram), the declared
+    threshold and the lowest cost marked."""
+    t, cost = (np.asarray(v) for v in overall["cost_curve"])
+    c = overall["costs"]
+    fig, ax = new_figure(figsize=(7, 4))
+    ax.plot(t, cost, color="#1f77b4", label=f"cost a row (fp={c['fp']:g}, fn={c['fn']:g})")
+    ax.axvline(overall["threshold"], color="0.4", ls=":", label=f"threshold {overall['threshold']:g}")
+    ax.plot([overall["best_threshold"]], [overall["best_cost"]], "o", color="#d62728", label="lowest cost")
+    ax.set(xlabel="threshold t (p ≥ t is predicted positive)", ylabel="expected cost a row", title="Cost curve")
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def _calibration_words(overall: dict[str, Any], total_rows: int) -> str:

@@ -63,6 +63,10 @@ _FIGURES = (
     ("plots/log_loss_curve.png", "Each row's loss −log(p) on the curve, one panel per class."),
     ("plots/reliability.png", "Reliability diagram: predicted probability against the observed positive rate."),
     ("plots/fitted_sigmoid.png", "The fitted sigmoid; each line is the probability of the point's true class."),
+    (
+        "plots/cost_curve.png",
+        "Decisions: the expected cost a row at each threshold (--costs), every row; dotted, the declared threshold.",
+    ),
 )
 # the figures drawn from sampled rows (the others, like the table, use every row)
 _ROW_LEVEL = frozenset(

@@ -23,7 +23,7 @@ from tasks.review.report import render_report
 from tasks.review.results import ModelInfo, clean_value, table_columns
 from tasks.review.sample import describe_sample
 from tasks.review.slices import slice_figures, slice_metrics, slice_report_tables, slice_tables
-from tasks.review.summary import calibration_line
+from tasks.review.summary import calibration_line, decisions_line
 from tasks.tracking.content import DatasetRef, RunContent, encode_figures
 
 
@@ -62,11 +62,7 @@ def describe(
         + (f", ROC AUC {overall['roc_auc']:.3f}" if overall.get("roc_auc") is not None else "")
         + ".",
         *([f"**Drift:** {drift}."] if drift else []),
-        *(
-            [f"Calibration{calibration_line(overall).removeprefix('calibration')}."]
-            if calibration_line(overall)
-            else []
-        ),
+        *(f"{line[:1].upper()}{line[1:]}." for line in (calibration_line(overall), decisions_line(overall)) if line),
         f"Model: {model.description}.",
     ]
     if keys and table.height > 1:

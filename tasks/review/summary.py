@@ -64,6 +64,27 @@ def calibration_line(o: dict) -> str:
     )
 
 
+def decisions_line(o: dict) -> str:
+    """The decision at the threshold in words: precision, recall, F1, FPR, recall at an FPR, and the costs."""
+    if o.get("threshold") is None:
+        return ""
+
+    def f(name: str) -> str:
+        return "n/a" if o.get(name) is None else f"{o[name]:.3f}"
+
+    line = (
+        f"decisions at p ≥ {o['threshold']:g}: precision {f('precision')}, recall {f('recall')}, F1 {f('f1')}, "
+        f"FPR {f('fpr')}; recall {f('recall_at_fpr')} at FPR ≤ {o['at_fpr']:g}"
+    )
+    if o.get("costs") and o.get("expected_cost") is not None:
+        c = o["costs"]
+        line += (
+            f"; cost (fp={c['fp']:g}, fn={c['fn']:g}) {o['expected_cost']:.4f} a row, lowest "
+            f"{o['best_cost']:.4f} at p ≥ {o['best_threshold']:.4f}"
+        )
+    return line
+
+
 def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str, experiment: str = "") -> str:
     """The terminal summary: overall figures, the worst partitions, where to look in MLflow."""
     o = ev.overall
@@ -74,6 +95,7 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str,
         f"  overall BCE {o['bce']:.4f} (± {Z95 * o['bce_se']:.4f})   accuracy {o['accuracy']:.4f}   "
         f"ROC AUC {auc}   Brier {o['brier']:.4f}",
         *([f"  {calibration_line(o)}"] if calibration_line(o) else []),
+        *([f"  {decisions_line(o)}"] if decisions_line(o) else []),
         *([f"  drift: {ev.drift}"] if ev.drift else []),
     ]
     if ev.partition_by and top:

@@ -536,3 +536,16 @@ def test_a_deployments_parameters_carry_the_slicings_and_the_weight() -> None:
     fields = schema["definitions"]["EvaluateSettings"]["properties"]
     assert {"slices", "weight_col"} <= set(fields)
     assert "fdr_level" in schema["definitions"]["GateSettings"]["properties"]
+
+
+def test_costs_read_as_the_cli_spells_them_and_make_the_decision():
+    from flows.settings import EvaluateSettings
+
+    s = EvaluateSettings(data="d", label="y", features=["a"], threshold=0.25, at_fpr=0.05, costs="fp=1,fn=5")
+    assert s.costs == {"fp": 1.0, "fn": 5.0}
+    d = s.decisions
+    assert (d.threshold, d.at_fpr, d.cost_fp, d.cost_fn, d.costs) == (0.25, 0.05, 1.0, 5.0, True)
+    assert not EvaluateSettings(data="d", label="y", features=["a"]).decisions.costs
+    for bad in ("fp=1", "fp=1,fn=x", "fp=1,fn=2,tp=3", "fp=-1,fn=2"):
+        with pytest.raises(ValueError, match="--costs"):
+            EvaluateSettings(data="d", label="y", features=["a"], costs=bad)

@@ -303,7 +303,28 @@ def _sklearn_figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         # He et al. 2014: BCE over the entropy of the base rate, by hand
         "normalized_entropy": bce / -(y.mean() * math.log(y.mean()) + (1 - y.mean()) * math.log(1 - y.mean())),
         **_numpy_calibration(y, p, losses),
+        **_sklearn_decisions(y, p),
     }
+
+
+def _sklearn_decisions(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The decision at p ≥ 0.5 by scikit-learn, and the recall at FPR ≤ 0.1 on the histogram's bin edges."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_curve
+
+    tn, fp, fn, tp = confusion_matrix(y, p >= 0.5, labels=[0, 1]).ravel()
+    precision, recall, f1, _ = precision_recall_fscore_support(y, p >= 0.5, average="binary")
+    fpr, tpr, _ = roc_curve(y, np.minimum((p * 4096).astype(int), 4095))
+    return dict(
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        tn=tn,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        fpr=fp / (fp + tn),
+        recall_at_fpr=tpr[fpr <= 0.1].max(),
+    )
 
 
 def _numpy_calibration(y: np.ndarray, p: np.ndarray, losses: np.ndarray) -> dict[str, float]:
@@ -338,7 +359,8 @@ def test_any_figure_is_gated_overall_and_per_partition_and_scikit_learns_value_d
     overall = _sklearn_figures(every["y"].to_numpy(), every["p"].to_numpy())
     per = {f"seg={k}": _sklearn_figures(v["y"].to_numpy(), v["p"].to_numpy()) for k, v in parts.items()}
     gated = [f for f in overall if f in gate_targets()]
-    assert set(gate_targets()) - set(gated) == {"roc_auc_bound"}  # every figure but the AUC's own bound is checked here
+    # every figure but the AUC's own bound and the costs' (none without --costs: tests/tasks/metrics/test_decisions.py)
+    assert set(gate_targets()) - set(gated) == {"roc_auc_bound", "expected_cost", "best_threshold", "best_cost"}
 
     rules, overall_bounds, partition_bounds = [], {}, {}
     for f in gated:

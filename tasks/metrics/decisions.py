@@ -1,0 +1,197 @@
+"""Decisions at a threshold, from the score histograms that already merge exactly: the confusion counts,
+precision, recall, F1 and false-positive rate at the declared threshold, recall at a false-positive rate,
+and, given a cost matrix, the expected cost and the threshold that minimises it on this data.
+
+A row is predicted positive when p ≥ t. The histograms count rows in bins [b/4096, (b + 1)/4096), so every
+figure here is exact at a threshold on that grid (0.5, 0.25, 0.1 → 410/4096): a declared threshold is taken
+at its nearest bin edge, and :attr:`Decisions.grid_threshold` says which. Recall at a false-positive rate f is the
+highest recall at a bin edge whose false-positive rate is ≤ f; the lowest-cost threshold is searched over
+every bin edge (between two edges the counts, and so the cost, do not change). Counts are weighted where
+the rows are (``--weight-col``). Computed after the merge: changing them needs no new pass, and the cache
+holds the same records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks.metrics.auc import HIST_BINS
+from tasks.metrics.formulas import HistogramFigure
+
+#: groups whose histograms are made dense at once (32 KiB a group and an array)
+_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The declared decision: the threshold, the false-positive rate recall is read at, and the costs of errors."""
+
+    threshold: float = 0.5
+    at_fpr: float = 0.1
+    cost_fp: float | None = None
+    cost_fn: float | None = None
+
+    @property
+    def edge(self) -> int:
+        """The bin edge the threshold is taken at: rows in bins ≥ it are predicted positive."""
+        return min(max(round(self.threshold * HIST_BINS), 0), HIST_BINS)
+
+    @property
+    def grid_threshold(self) -> float:
+        return self.edge / HIST_BINS
+
+    @property
+    def costs(self) -> bool:
+        return self.cost_fp is not None and self.cost_fn is not None
+
+
+#: the decision every run makes unless told otherwise: p ≥ 0.5, recall at FPR ≤ 0.1, no costs
+DEFAULT_DECISIONS = Decisions()
+
+#: the columns :func:`decision_columns` returns, in order (the schema's histogram figures)
+COUNTS = ("tp", "fp", "fn", "tn")
+RATES = ("precision", "recall", "f1", "fpr", "recall_at_fpr")
+COSTS = ("expected_cost", "best_threshold", "best_cost")
+
+DECISION_FIGURES: tuple[HistogramFigure, ...] = (
+    HistogramFigure("precision", "precision", "TP / (TP + FP) at the threshold (p ≥ t)", better="higher"),
+    HistogramFigure("recall", "recall", "TP / (TP + FN) at the threshold", better="higher"),
+    HistogramFigure("f1", "F1", "2·TP / (2·TP + FP + FN) at the threshold", better="higher"),
+    HistogramFigure("fpr", "FPR", "FP / (FP + TN): the false-positive rate at the threshold", better="lower"),
+    HistogramFigure("tp", "TP", "true positives at the threshold (weighted)"),
+    HistogramFigure("fp", "FP", "false positives at the threshold (weighted)"),
+    HistogramFigure("fn", "FN", "false negatives at the threshold (weighted)"),
+    HistogramFigure("tn", "TN", "true negatives at the threshold (weighted)"),
+    HistogramFigure("recall_at_fpr", "recall at FPR", "the highest recall whose FPR is ≤ --at-fpr", better="higher"),
+    HistogramFigure("expected_cost", "cost", "(c_fp·FP + c_fn·FN) / rows at the threshold (--costs)", better="lower"),
+    HistogramFigure("best_threshold", "best t", "the threshold of the lowest cost on these rows (--costs)"),
+    HistogramFigure("best_cost", "lowest cost", "the cost per row at best_threshold (--costs)", better="lower"),
+)
+
+
+def decision_columns(
+    group: np.ndarray, bins: np.ndarray, n: np.ndarray, n_pos: np.ndarray, n_groups: int, d: Decisions
+) -> dict[str, np.ndarray]:
+    """Each group's decision figures from its histogram rows ``(group, bin, n, n_pos)`` (a group's rows may repeat
+    a bin: they add up), one walk down its bins; NaN where a figure is undefined (no predicted positive, one
+    class). The same sums, in the same order, as :func:`decide_dense` on the dense histograms."""
+    from tasks.metrics.decision_kernel import decide_sorted  # compiled code loads when a summary runs
+
+    kept = group >= 0  # rows of no group (a partition the table does not hold) are left out
+    if not kept.all():
+        group, bins, n, n_pos = group[kept], bins[kept], n[kept], n_pos[kept]
+    out = np.zeros((n_groups, 8))
+    costs = (d.cost_fp, d.cost_fn) if d.costs else (0.0, 0.0)
+    # a chunk writes each partition's bins as one run in bin order: most rows need no sort
+    if not decide_sorted(group, bins, n, n_pos, d.edge, d.at_fpr, *costs, out):
+        # stable: a bin's repeated rows keep their order, as bincount adds them
+        order = np.argsort(group.astype(np.int64) * HIST_BINS + bins, kind="stable")
+        out[:] = 0.0
+        decide_sorted(group[order], bins[order], n[order], n_pos[order], d.edge, d.at_fpr, *costs, out)
+    return _figures(*out.T, d)
+
+
+def decide_dense(hist_n: np.ndarray, hist_pos: np.ndarray, d: Decisions) -> dict[str, np.ndarray]:
+    """The decision figures of each row of dense histograms (groups × bins), :data:`_BLOCK` rows at a time."""
+    if hist_n.shape[0] > _BLOCK:
+        parts = [
+            decide_dense(hist_n[i : i + _BLOCK], hist_pos[i : i + _BLOCK], d) for i in range(0, len(hist_n), _BLOCK)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    # tails[:, j]: the weight of rows in bins ≥ j, for every edge j = 0..HIST_BINS (the last: none)
+    zeros = np.zeros((hist_n.shape[0], 1))
+    tail_n = np.hstack([np.cumsum(hist_n[:, ::-1], axis=1)[:, ::-1], zeros])
+    tail_pos = np.hstack([np.cumsum(hist_pos[:, ::-1], axis=1)[:, ::-1], zeros])
+    P, W = tail_pos[:, 0], tail_n[:, 0]
+    N = W - P
+    with np.errstate(all="ignore"):
+        fpr_at = (tail_n - tail_pos) / N[:, None]
+        best_tp = np.where(fpr_at <= d.at_fpr, tail_pos, -np.inf).max(axis=1)  # the empty edge always qualifies
+        fp_c, fn_c = (d.cost_fp, d.cost_fn) if d.costs else (0.0, 0.0)
+        cost = (fp_c * (tail_n - tail_pos) + fn_c * (P[:, None] - tail_pos)) / W[:, None]
+        best = HIST_BINS - np.argmin(cost[:, ::-1], axis=1)  # the highest edge of the lowest cost
+        rows = np.arange(len(best))
+        return _figures(
+            tail_pos[:, d.edge], tail_n[:, d.edge], P, W, best_tp, cost[:, d.edge], cost[rows, best], best, d
+        )
+
+
+def _figures(tp, pp, P, W, best_tp, cost_at, best_cost, best_edge, d: Decisions) -> dict[str, np.ndarray]:
+    """Every decision figure from a group's counts at the threshold, its totals and its walk's best points."""
+    fp = pp - tp
+    fn, N = P - tp, W - P
+    tn = N - fp
+    with np.errstate(all="ignore"):
+        out = {
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "tn": tn,
+            "precision": np.where(pp > 0, tp / pp, np.nan),
+            "recall": np.where(P > 0, tp / P, np.nan),
+            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+            "fpr": np.where(N > 0, fp / N, np.nan),
+            "recall_at_fpr": np.where((P > 0) & (N > 0), best_tp / P, np.nan),
+        }
+    none = np.full(len(tp), np.nan)
+    if not d.costs:
+        return out | dict.fromkeys(COSTS, none)
+    return out | {
+        "expected_cost": np.where(W > 0, cost_at, np.nan),
+        "best_threshold": np.where(W > 0, best_edge / HIST_BINS, np.nan),
+        "best_cost": np.where(W > 0, best_cost, np.nan),
+    }
+
+
+def cost_curve(hist_n: np.ndarray, hist_pos: np.ndarray, d: Decisions) -> tuple[np.ndarray, np.ndarray]:
+    """The expected cost per row at every bin edge (thresholds 0, 1/4096, …, 1) of one merged histogram."""
+    tail_n = np.append(np.cumsum(hist_n[::-1])[::-1], 0.0)
+    tail_pos = np.append(np.cumsum(hist_pos[::-1])[::-1], 0.0)
+    P, W = tail_pos[0], tail_n[0]
+    cost = (d.cost_fp * (tail_n - tail_pos) + d.cost_fn * (P - tail_pos)) / W
+    return np.arange(HIST_BINS + 1) / HIST_BINS, cost
+
+
+def with_decisions(table: pl.DataFrame, histograms: list[pl.DataFrame], group: list[str], d: Decisions) -> pl.DataFrame:
+    """``table`` (one row per value of ``group``) with each row's decision figures, from the histogram rows
+    ``(*group, bin, n, n_pos)`` of its partitions."""
+    frames = [h for h in histograms if h.height]
+    if not frames or not table.height:
+        return table
+    index = {key: g for g, key in enumerate(table.select(group).iter_rows())}
+    groups = np.concatenate([_group_of_rows(h, group, index) for h in frames])
+    # the columns as they are (counts stay integers: the compiled walk adds them as floats, exactly)
+    bins, n, n_pos = (np.concatenate([h.get_column(c).to_numpy() for h in frames]) for c in ("bin", "n", "n_pos"))
+    cols = decision_columns(groups, bins, n, n_pos, table.height, d)
+    return table.with_columns(pl.Series(k, v, nan_to_null=True) for k, v in cols.items())
+
+
+def _group_of_rows(h: pl.DataFrame, group: list[str], index: dict[tuple, int]) -> np.ndarray:
+    """Each histogram row's table row: looked up once a run of equal keys (a partition's rows come together)."""
+    keys = h.select(group)
+    changed = keys.select(pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in group)).to_series()
+    starts = np.flatnonzero(changed.fill_null(True).to_numpy())
+    starts = starts if len(starts) and starts[0] == 0 else np.r_[0, starts]
+    ids = np.array([index.get(k, -1) for k in keys[starts].iter_rows()], np.int64)
+    return np.repeat(ids, np.diff(np.r_[starts, h.height]))
+
+
+def overall_decisions(hist: pl.DataFrame, d: Decisions) -> dict[str, Any]:
+    """The decision figures of one merged histogram ``(bin, n, n_pos)`` (its rows may repeat a bin), the
+    threshold and FPR they were taken at, and with costs the cost curve (every 8th bin edge, for the report)."""
+    bins, n, n_pos = (hist.get_column(c).to_numpy() for c in ("bin", "n", "n_pos"))
+    cols = decision_columns(
+        np.zeros(len(bins), np.int64), bins.astype(np.int64), n.astype(float), n_pos.astype(float), 1, d
+    )
+    out: dict[str, Any] = {k: None if np.isnan(v[0]) else float(v[0]) for k, v in cols.items()}
+    out |= {"threshold": d.grid_threshold, "at_fpr": d.at_fpr}
+    if d.costs and len(bins):
+        dense_n = np.bincount(bins.astype(np.int64), weights=n.astype(float), minlength=HIST_BINS)
+        dense_pos = np.bincount(bins.astype(np.int64), weights=n_pos.astype(float), minlength=HIST_BINS)
+        t, c = cost_curve(dense_n, dense_pos, d)
+        out |= {"costs": {"fp": d.cost_fp, "fn": d.cost_fn}, "cost_curve": [t[::8].tolist(), c[::8].tolist()]}
+    return out
