@@ -130,7 +130,6 @@ def test_the_table_marks_failed_rows_whatever_the_verdict_column_holds():
 def test_a_figure_is_encoded_once_the_report_embeds_the_bytes_the_run_logs_outside_pyplot():
     import base64
 
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     from tasks.review.plots import plot_reliability
@@ -148,4 +147,6 @@ def test_a_figure_is_encoded_once_the_report_embeds_the_bytes_the_run_logs_outsi
     assert embedded.startswith(b"\x89PNG\r\n\x1a\n")
     assert encode_figures({"plots/reliability.png": fig}) == {"plots/reliability.png": embedded}
     # drawn outside pyplot: nothing for matplotlib to keep open, and a notebook's backend is left as it was
-    assert plt.get_fignums() == [] and getattr(fig, "number", None) is None
+    from matplotlib._pylab_helpers import Gcf
+
+    assert not any(m.canvas.figure is fig for m in Gcf.get_all_fig_managers()) and getattr(fig, "number", None) is None
