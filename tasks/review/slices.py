@@ -52,6 +52,25 @@ def slice_tables(judgement: SliceJudgement) -> dict[str, dict[str, list[Any]]]:
     return out
 
 
+_BIN = re.compile(r"^(?:< (?P<lt>\S+)|\[(?P<lo>\S+), (?P<hi>\S+)\)|>= (?P<ge>\S+))$")
+
+
+def readable_slice(values: dict[str, Any]) -> dict[str, Any]:
+    """A slice's key columns as its metric key reads them: a binned column (``age[18,30]``) by its own name,
+    its bin as ``lt_18``, ``18_to_30`` or ``ge_30`` (no bracket or sign to sanitise and hash); others as they are.
+    A column whose own name another key column holds already keeps its bracketed name (no two read the same)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        m = _BIN.match(value) if isinstance(value, str) and "[" in name else None
+        if m is None:
+            out[name] = value
+            continue
+        column = name.split("[", 1)[0]
+        column = name if column in values or column in out else column
+        out[column] = f"lt_{m['lt']}" if m["lt"] else f"ge_{m['ge']}" if m["ge"] else f"{m['lo']}_to_{m['hi']}"
+    return out
+
+
 def slice_metrics(judgement: SliceJudgement, limit: int) -> dict[str, float]:
     """``slice.<slicing>.<slice>.<figure>`` for slicings of at most ``limit`` slices, and every slicing's gaps."""
     out: dict[str, float] = {}
@@ -59,7 +78,7 @@ def slice_metrics(judgement: SliceJudgement, limit: int) -> dict[str, float]:
         keys = slice_columns(table)
         if table.height <= limit:
             for row in table.iter_rows(named=True):
-                where = metric_key_suffix({k: row[k] for k in keys})
+                where = metric_key_suffix(readable_slice({k: row[k] for k in keys}))
                 out.update({f"slice.{key}.{where}.{f}": float(row[f]) for f in SLICE_METRICS if row.get(f) is not None})
         for row in judgement.gaps[key].iter_rows(named=True):
             out.update(

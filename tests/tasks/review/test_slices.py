@@ -49,3 +49,19 @@ def test_tables_report_and_terminal_name_every_slicing():
     assert lines[0].startswith("  slicing s_x_t: 5 slice(s)") and worst in lines[1]
     assert any("Benjamini–Hochberg" in line for line in lines)
     assert artifact_key("Region_x_Age_18_30_") == "bce-by-region-x-age-18-30"
+
+
+def test_a_binned_slice_reads_as_its_column_and_bounds_in_its_metric_key():
+    from tasks.data.naming import metric_key_suffix
+    from tasks.data.slicing import parse_slicing
+    from tasks.review.slices import readable_slice
+
+    (term,) = parse_slicing("age:18,30.5,65").terms
+    name = term.cell.name
+    keys = [metric_key_suffix(readable_slice({"region": "eu", name: label})) for label in term.cell.bin_labels()[:-1]]
+    assert keys[0] == "region_eu.age_lt_18" and keys[-1] == "region_eu.age_ge_65"
+    assert keys[1].startswith("region_eu.age_18_to_30.5")  # a "." in a value of two keys: hashed, still readable
+    assert len(set(keys)) == len(keys) and all(_MLFLOW_KEY.match(f"slice.x.{k}.bce") for k in keys)
+    # the same column raw and binned in one cross: the binned one keeps its bracketed name, no two keys merge
+    both = readable_slice({"age": 40, name: "[30.5, 65)"})
+    assert set(both) == {"age", name}
