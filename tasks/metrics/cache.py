@@ -95,6 +95,12 @@ _METRIC_MODULES = (
     "tasks.data.slicing",
     "tasks.metrics.auc",
     "tasks.metrics.schema",
+    # what the schema is made of: the calibration sums a record holds, the parts, the figures it lists
+    "tasks.metrics.calibration",
+    "tasks.metrics.formulas",
+    "tasks.metrics.decisions",
+    "tasks.metrics.decision_kernel",
+    "tasks.metrics.bad_input",  # which rows are refused: a record exists only when none is
     "tasks.data.dataset",
     "tasks.data.column_types",
     "tasks.models.loading",
