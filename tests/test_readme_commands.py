@@ -40,19 +40,9 @@ README = REPO / "README.md"
 Z = 1.959963984540054
 
 
-def readme_commands() -> list[str]:
-    """Every command line of the README's ``sh`` code blocks, in order, comments dropped."""
-    commands = []
-    for block in re.findall(r"^```sh\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M):
-        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                commands.append(shlex.join(words))
-    return commands
-
-
 def readme_steps() -> list[str]:
-    """The README's steps in document order: each ``sh`` command line, and each ``python`` block whole."""
+    """The README's steps in document order: each ``sh`` command line (comments dropped), and each ``python``
+    block whole."""
     steps = []
     for kind, block in re.findall(r"^```(sh|python)\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M):
         if kind == "python":
@@ -67,6 +57,12 @@ def readme_steps() -> list[str]:
 
 def readme_python_blocks() -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+def readme_commands() -> list[str]:
+    """Every command line of the README's ``sh`` code blocks, in order."""
+    blocks = readme_python_blocks()
+    return [step for step in readme_steps() if step not in blocks]
 
 
 #: the README's Python blocks, by what their first line says: the notebook API, then MLflow's evaluate
