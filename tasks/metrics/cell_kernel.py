@@ -28,13 +28,16 @@ _BAD_SCORE, _BAD_LABEL, _BAD_WEIGHT = (STATS.index(c) for c in ("bad_score", "ba
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def sum_cells(s, a, b, y, w, cell, logit, acc, hist):  # pragma: no cover - compiled
+def sum_cells(s, a, b, y, w, cell, logit, acc, hist, keys):  # pragma: no cover - compiled
     """Add rows of a batch to their cells: ``acc[cell[i]]`` (columns :data:`STATS`) and the cell's histogram.
 
     ``hist[c, bin, 0]`` holds the weight of cell c's rows in a score bin, ``hist[c, bin, 1]`` that of
-    its positive rows (side by side: one cache line a row, whichever cell). Returns the bad rows
-    (score, label or weight) seen.
+    its positive rows (side by side: one cache line a row, whichever cell). With many cells, dense
+    histograms outgrow the caches (and memory: 64 KiB a cell and thread): then ``keys`` is as long as
+    the batch and gets each row's ``cell · HIST_BINS + bin``, for :func:`rows_from_keys` after the pass,
+    and ``hist`` is not touched. Returns the bad rows (score, label or weight) seen.
     """
+    sparse = keys.shape[0] > 0
     bad = 0.0
     for i in range(s.shape[0]):
         c = cell[i]
@@ -73,9 +76,67 @@ def sum_cells(s, a, b, y, w, cell, logit, acc, hist):  # pragma: no cover - comp
         row[_CAL_P + cal] += wi * p
         row[_CAL_Y + cal] += wi * yi
         bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if valid else 0
-        hist[c, bin_, 0] += wi
-        hist[c, bin_, 1] += wi * fpos
+        if sparse:
+            keys[i] = bin_
+        else:
+            hist[c, bin_, 0] += wi
+            hist[c, bin_, 1] += wi * fpos
     return bad
+
+
+@numba.njit(nogil=True, cache=True)
+def sort_by_cell(cell, bins, w, y, start, o_bin, o_n, o_pos):  # pragma: no cover - compiled
+    """A batch's rows ordered by cell (stable), as their bins, weights and positive weights: cell c's rows are
+    ``start[c]:start[c + 1]`` (``start``: zeros, one longer than the batch's cells). A counting sort on the
+    thread that summed the batch, in cache: :func:`rows_from_segments` then reads each cell's rows in runs."""
+    for i in range(cell.shape[0]):
+        start[cell[i] + 1] += 1
+    for c in range(start.shape[0] - 1):
+        start[c + 1] += start[c]
+    at = start[:-1].copy()
+    for i in range(cell.shape[0]):
+        c = cell[i]
+        j = at[c]
+        at[c] = j + 1
+        o_bin[j] = bins[i]
+        o_n[j] = w[i]
+        o_pos[j] = w[i] * (1.0 if y[i] == 1.0 else 0.0)
+
+
+@numba.njit(nogil=True, cache=True)
+def rows_from_segments(starts, o_bin, o_n, o_pos, cell, bin_, n_out, pos_out, sums):  # pragma: no cover - compiled
+    """:func:`histogram_rows` from segments of rows sorted by cell (:func:`sort_by_cell`, concatenated): cell c's
+    rows of segment k are ``starts[c, k]:starts[c + 1, k]``. Each cell's rows are added segment by segment (so
+    a bin's weights in segment order, whatever the threads did) in a dense row that stays in cache, whose
+    nonzero bins are then written in bin order. Returns the rows written."""
+    hn = np.zeros(HIST_BINS)
+    hp = np.zeros(HIST_BINS)
+    k = 0
+    for c in range(starts.shape[0] - 1):
+        rows = 0
+        for g in range(starts.shape[1]):
+            for j in range(starts[c, g], starts[c + 1, g]):
+                hn[o_bin[j]] += o_n[j]
+                hp[o_bin[j]] += o_pos[j]
+            rows += starts[c + 1, g] - starts[c, g]
+        n_p, n_n, above, ties = 0.0, 0.0, 0.0, 0.0
+        if rows > 0:
+            for b in range(HIST_BINS):  # as histogram_rows: bins in order, empty ones skipped
+                nb = hn[b]
+                if nb == 0.0:
+                    continue
+                pb = hp[b]
+                neg = nb - pb
+                above += pb * n_n
+                ties += pb * neg
+                n_p += pb
+                n_n += neg
+                cell[k], bin_[k], n_out[k], pos_out[k] = c, b, nb, pb
+                k += 1
+                hn[b] = 0.0
+                hp[b] = 0.0
+        sums[c, 0], sums[c, 1], sums[c, 2], sums[c, 3] = n_p, n_n, above, ties
+    return k
 
 
 @numba.njit(nogil=True, cache=True)
@@ -134,3 +195,14 @@ def add_rows_by_group(rows, group, out):  # pragma: no cover - compiled
         if g >= 0:
             for b in range(rows.shape[1]):
                 out[g, b] += rows[c, b]
+
+
+@numba.njit(nogil=True, cache=True)
+def add_hist_rows_by_group(group_of_cell, cell, bins, n, pos, out_n, out_pos):  # pragma: no cover - compiled
+    """``out_n[g, bin] += n`` and ``out_pos[g, bin] += pos`` for each histogram row of a cell in group g (cells of
+    group −1 are left out), in row order: one pass over the rows, as two ``numpy.bincount`` would add them."""
+    for r in range(cell.shape[0]):
+        g = group_of_cell[cell[r]]
+        if g >= 0:
+            out_n[g, bins[r]] += n[r]
+            out_pos[g, bins[r]] += pos[r]

@@ -20,7 +20,7 @@ import polars as pl
 
 from tasks.data.slicing import CellColumn
 from tasks.errors import InputError
-from tasks.metrics.cell_kernel import bin_codes, histogram_rows, sum_cells
+from tasks.metrics.cell_kernel import bin_codes, histogram_rows, rows_from_segments, sort_by_cell, sum_cells
 from tasks.metrics.kernels import HIST_BINS, STATS
 from tasks.metrics.lanes import terms
 from tasks.metrics.schema import CHECKS
@@ -29,6 +29,9 @@ from tasks.metrics.schema import CHECKS
 MAX_CELLS = 16_384
 #: Bits of a packed cell key below which a lookup table maps keys to numbers (else a sort)
 _TABLE_BITS = 22
+#: Cells up to which each thread keeps dense histograms (64 KiB a cell: they stay in its caches); above, rows'
+#: (cell, bin) keys are kept and added after the pass (:func:`tasks.metrics.cell_kernel.rows_from_segments`)
+_DENSE_CELLS = 64
 
 
 class _Codes:
@@ -194,13 +197,19 @@ class CellIndex:
 
 
 class CellReducer:
-    """Sum batches into cells on ``threads`` threads; sums added in batch order (see the module docstring)."""
+    """Sum batches into cells on ``threads`` threads; sums added in batch order (see the module docstring).
+
+    Histograms are dense per thread while cells are few (:data:`_DENSE_CELLS`); from the round where they
+    are more, each batch's rows are kept sorted by cell instead (on the thread that summed them), and
+    :meth:`finish` adds each cell's rows, the dense rounds' bins first.
+    """
 
     def __init__(self, threads: int) -> None:
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-cells")
         self.stats = np.zeros((0, len(STATS)))
         self.hists = [np.zeros((0, HIST_BINS, 2)) for _ in range(self.threads)]
+        self.keyed: list[tuple[np.ndarray, ...]] = []  # each batch's rows by cell: start, bin, n, n_pos
         self.bad = 0.0
         self._pending: list[tuple] = []
         self._running: list = []
@@ -216,18 +225,20 @@ class CellReducer:
         self._wait_round()
         batches, self._pending = self._pending, []
         n_cells = max(b[-1] for b in batches)
-        self._grow(n_cells)
+        if self.keyed or n_cells > _DENSE_CELLS:
+            keys = [_by_cell(len(b[0]), b[-1]) for b in batches]
+            self.keyed += keys
+        else:
+            self._grow(n_cells)
+            keys = [()] * len(batches)
         per = -(-len(batches) // self.threads)
-        shares = [batches[i : i + per] for i in range(0, len(batches), per)]
+        shares = [list(zip(batches[i : i + per], keys[i : i + per])) for i in range(0, len(batches), per)]
         self._running = [self.pool.submit(_run_share, share, h) for share, h in zip(shares, self.hists)]
 
     def _grow(self, n_cells: int) -> None:
-        if n_cells <= self.stats.shape[0]:
+        if n_cells <= self.hists[0].shape[0]:
             return
-        size = max(n_cells, 2 * self.stats.shape[0], 16)
-        grown = np.zeros((size, len(STATS)))
-        grown[: self.stats.shape[0]] = self.stats
-        self.stats = grown
+        size = max(n_cells, 2 * self.hists[0].shape[0], 16)
         for i, hist in enumerate(self.hists):
             new = np.zeros((size, HIST_BINS, 2))
             new[: hist.shape[0]] = hist
@@ -237,6 +248,10 @@ class CellReducer:
         running, self._running = self._running, []
         for future in running:
             for acc in future.result():  # each batch's sums, in batch order
+                if acc.shape[0] > self.stats.shape[0]:
+                    grown = np.zeros((max(acc.shape[0], 2 * self.stats.shape[0]), len(STATS)))
+                    grown[: self.stats.shape[0]] = self.stats
+                    self.stats = grown
                 self.stats[: acc.shape[0]] += acc
                 self.bad += float(acc[:, len(STATS) - len(CHECKS) :].sum())
 
@@ -255,25 +270,62 @@ class CellReducer:
             self._wait_round()
         finally:
             self.pool.shutdown()
-        self._grow(n_cells)
+        stats = np.zeros((n_cells, len(STATS)))
+        stats[: min(n_cells, self.stats.shape[0])] = self.stats[:n_cells]
         hist = self.hists[0]
         for other in self.hists[1:]:  # in lane order
             hist += other
-        size = int(np.count_nonzero(hist[:n_cells, :, 0]))
-        rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
         sums = np.zeros((n_cells, 4))
-        histogram_rows(hist, n_cells, *rows, sums)
-        return self.stats[:n_cells], rows, sums
+        if not self.keyed:
+            hist = hist[:n_cells] if hist.shape[0] >= n_cells else np.zeros((n_cells, HIST_BINS, 2))
+            size = int(np.count_nonzero(hist[:, :, 0]))
+            rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
+            histogram_rows(hist, n_cells, *rows, sums)
+            return stats, rows, sums
+        # the dense rounds' bins first (they came first), then every batch's rows in batch order
+        dense_cell, dense_bin = np.nonzero(hist[:, :, 0])
+        dense = (
+            np.r_[0, np.cumsum(np.bincount(dense_cell, minlength=n_cells))],
+            dense_bin.astype(np.int32),
+            hist[dense_cell, dense_bin, 0],
+            hist[dense_cell, dense_bin, 1],
+        )
+        segments, self.keyed = [dense, *self.keyed], []
+        base = np.cumsum([0, *(len(seg[1]) for seg in segments)])
+        starts = np.empty((n_cells + 1, len(segments)), np.int64)
+        for g, seg in enumerate(segments):  # a batch that saw fewer cells has none of the later ones
+            starts[:, g] = base[g] + seg[0][np.minimum(np.arange(n_cells + 1), len(seg[0]) - 1)]
+        o_bin, o_n, o_pos = (np.concatenate([seg[i] for seg in segments]) for i in (1, 2, 3))
+        rows = (
+            np.empty(len(o_bin), np.int32),
+            np.empty(len(o_bin), np.int32),
+            np.empty(len(o_bin)),
+            np.empty(len(o_bin)),
+        )
+        size = rows_from_segments(starts, o_bin, o_n, o_pos, *rows, sums)
+        return stats, tuple(r[:size] for r in rows), sums
+
+
+def _by_cell(rows: int, n_cells: int) -> tuple[np.ndarray, ...]:
+    """Room for a batch's rows sorted by cell (:func:`tasks.metrics.cell_kernel.sort_by_cell`)."""
+    return np.zeros(n_cells + 1, np.int64), np.empty(rows, np.int32), np.empty(rows), np.empty(rows)
+
+
+#: a batch summed into dense histograms keeps no rows: it writes no bins
+_NO_BINS = np.empty(0, np.int32)
 
 
 def _run_share(batches: list[tuple], hist: np.ndarray) -> list[np.ndarray]:
     """Sum a lane's batches, each into sums of its own (added in batch order by the caller)."""
     accs = []
-    for s, y, w, cells, logit, n_cells in batches:
+    for (s, y, w, cells, logit, n_cells), by_cell in batches:
         a, b = np.empty_like(s), np.empty_like(s)
         terms(s, a, b, logit)
         acc = np.zeros((n_cells, len(STATS)))
-        sum_cells(s, a, b, y, w, cells, logit, acc, hist)
+        bins = np.empty(len(s), np.int32) if by_cell else _NO_BINS  # each row's score bin, when rows are kept
+        sum_cells(s, a, b, y, w, cells, logit, acc, hist, bins)
+        if by_cell:
+            sort_by_cell(cells, bins, w, y, *by_cell)
         accs.append(acc)
     return accs
 

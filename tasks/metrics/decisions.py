@@ -181,14 +181,20 @@ def _group_of_rows(h: pl.DataFrame, group: list[str], index: dict[tuple, int]) -
 
 
 def overall_decisions(hist: pl.DataFrame, d: Decisions) -> dict[str, Any]:
-    """The decision figures of one merged histogram ``(bin, n, n_pos)`` (its rows may repeat a bin), the
-    threshold and FPR they were taken at, and with costs the cost curve (every 8th bin edge, for the report)."""
+    """The decision figures of one merged histogram ``(bin, n, n_pos)`` (its rows may repeat a bin) and their
+    context (:func:`decision_context`)."""
     bins, n, n_pos = (hist.get_column(c).to_numpy() for c in ("bin", "n", "n_pos"))
     cols = decision_columns(
         np.zeros(len(bins), np.int64), bins.astype(np.int64), n.astype(float), n_pos.astype(float), 1, d
     )
     out: dict[str, Any] = {k: None if np.isnan(v[0]) else float(v[0]) for k, v in cols.items()}
-    out |= {"threshold": d.grid_threshold, "at_fpr": d.at_fpr}
+    return out | decision_context(bins, n, n_pos, d)
+
+
+def decision_context(bins: np.ndarray, n: np.ndarray, n_pos: np.ndarray, d: Decisions) -> dict[str, Any]:
+    """The threshold and FPR the figures were taken at, and with costs the cost curve of the histogram rows
+    ``(bins, n, n_pos)`` (every 8th bin edge, for the report)."""
+    out: dict[str, Any] = {"threshold": d.grid_threshold, "at_fpr": d.at_fpr}
     if d.costs and len(bins):
         dense_n = np.bincount(bins.astype(np.int64), weights=n.astype(float), minlength=HIST_BINS)
         dense_pos = np.bincount(bins.astype(np.int64), weights=n_pos.astype(float), minlength=HIST_BINS)

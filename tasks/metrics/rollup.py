@@ -27,13 +27,15 @@ from tasks.metrics.decisions import (
     Decisions,
     decide_dense,
     decision_columns,
-    overall_decisions,
+    decision_context,
 )
 
 #: The column naming each slice in a slicing's table: ``region=eu × age[18,30]=[18, 30)``
 SLICE_LABEL = "slice"
 #: Groups × bins above which a group's histogram is added by sorting instead of in one dense array
 _DENSE_LIMIT = 1 << 24
+#: Records are made dense (records × bins) when that is at most this many times their histogram rows
+_DENSE_OVER_ROWS = 4
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ def gather_cells(records: list[pl.DataFrame], histograms: list[pl.DataFrame]) ->
     merged = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=metrics.record_schema())
     cell, bins, n, n_pos = cell.astype(np.int64), column("bin", np.int64), column("n", float), column("n_pos", float)
     dense = None
-    if merged.height * HIST_BINS <= _DENSE_LIMIT:  # every roll-up then adds records' rows of bins, not data-sized lists
+    # dense rows when they are few beside the histogram rows: every roll-up then adds records' rows of bins, not
+    # data-sized lists (with many records of few rows each, most of a dense row is zeros: the rows are cheaper)
+    if merged.height * HIST_BINS <= min(_DENSE_LIMIT, _DENSE_OVER_ROWS * len(bins)):
         flat, size = cell * HIST_BINS + bins, merged.height * HIST_BINS
         dense = tuple(
             np.bincount(flat, weights=w, minlength=size).reshape(merged.height, HIST_BINS) for w in (n, n_pos)
@@ -113,17 +117,27 @@ def _group_figures(
     sums: CellSums, group_of_cell: np.ndarray, n_groups: int, decisions: Decisions
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Each group's ROC AUC, its bound and the decision figures, from its cells' histograms added bin by bin."""
-    if sums.dense is not None and n_groups * HIST_BINS <= _DENSE_LIMIT:
-        from tasks.metrics.cell_kernel import add_rows_by_group
-
-        hist_n, hist_pos = (np.zeros((n_groups, HIST_BINS)) for _ in range(2))
-        add_rows_by_group(sums.dense[0], group_of_cell, hist_n)
-        add_rows_by_group(sums.dense[1], group_of_cell, hist_pos)
+    if n_groups * HIST_BINS <= _DENSE_LIMIT:
+        hist_n, hist_pos = _dense_groups(sums, group_of_cell, n_groups)
         return (*_auc_of(hist_n, hist_pos), decide_dense(hist_n, hist_pos, decisions))
     group = group_of_cell[sums.cell] if len(sums.cell) else np.empty(0, np.int64)
     kept = group >= 0
     decided = decision_columns(group[kept], sums.bin[kept], sums.n[kept], sums.n_pos[kept], n_groups, decisions)
     return (*_group_auc(sums, group, n_groups), decided)
+
+
+def _dense_groups(sums: CellSums, group_of_cell: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's histogram (groups × bins, for n and n_pos): its records' dense rows added when the records
+    were made dense, else its histogram rows added by bin."""
+    from tasks.metrics.cell_kernel import add_hist_rows_by_group, add_rows_by_group
+
+    hist_n, hist_pos = (np.zeros((n_groups, HIST_BINS)) for _ in range(2))
+    if sums.dense is not None:
+        add_rows_by_group(sums.dense[0], group_of_cell, hist_n)
+        add_rows_by_group(sums.dense[1], group_of_cell, hist_pos)
+    else:
+        add_hist_rows_by_group(group_of_cell, sums.cell, sums.bin, sums.n, sums.n_pos, hist_n, hist_pos)
+    return hist_n, hist_pos
 
 
 def _group_auc(sums: CellSums, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,6 +239,7 @@ def summarize_cells(
     overall = {s.name: whole.item(0, s.name) for s in metrics.SUMS if s.reported}
     overall |= {f.name: whole.item(0, f.name) for f in metrics.FIGURES if f.name != "note"}
     overall |= {name: whole.item(0, name) for name in metrics.figure_names(metrics.HISTOGRAM_FIGURES)}
-    overall |= overall_decisions(pl.DataFrame({"bin": sums.bin, "n": sums.n, "n_pos": sums.n_pos}), decisions)
+    # the decision figures came with the whole roll-up (its histogram added once): only their context here
+    overall |= decision_context(sums.bin, sums.n, sums.n_pos, decisions)
     overall["n_partitions"] = table.height
     return table, overall, {s.key: slicing_table(sums, s, decisions) for s in slicings}

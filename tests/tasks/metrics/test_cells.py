@@ -338,7 +338,7 @@ def test_sum_cells_and_histogram_rows_equal_numpy_per_cell(logit):
     a, b = np.empty_like(s), np.empty_like(s)
     terms(s, a, b, logit)
     acc, hist = np.zeros((n_cells, len(STATS))), np.zeros((n_cells, HIST_BINS, 2))
-    assert sum_cells(s, a, b, y, w, cell, logit, acc, hist) == 0.0
+    assert sum_cells(s, a, b, y, w, cell, logit, acc, hist, np.empty(0, np.int32)) == 0.0
     hist_n, hist_pos = hist[:, :, 0], hist[:, :, 1]
 
     p = expit(z)
@@ -382,6 +382,45 @@ def test_sum_cells_and_histogram_rows_equal_numpy_per_cell(logit):
         assert 0 <= bound < 0.01 and abs(auc - roc_auc_score(y[m], p[m], sample_weight=w[m])) <= bound + 1e-12
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("weighted", [False, True], ids=["counts", "weights"])
+def test_many_cells_kept_as_rows_give_the_dense_histograms_numpy_adds(weighted, threads):
+    # batches of a few cells first (dense histograms per thread), then of many (each batch's rows kept sorted by
+    # cell): every cell's histogram rows and AUC sums equal numpy's bincount of its rows, counts to the bit
+    rng = np.random.default_rng(41)
+    sizes, caps = [900, 1100, 700, 1300, 1000, 800, 1200, 600, 1000, 500], [3, 5, 5, 9, 300, 300, 150, 400, 80, 400]
+    reducer = cells_module.CellReducer(threads)
+    every = []
+    for n, cap in zip(sizes, caps):
+        z = rng.normal(size=n) * 2.0
+        y = (rng.random(n) < expit(z)).astype(np.float64)
+        w = rng.gamma(2.0, 1.0, n) if weighted else np.ones(n)
+        cell = rng.integers(0, cap, n).astype(np.int64)
+        reducer.add(z, y, w, cell, True, cap)
+        every.append((expit(z), y, w, cell))
+    n_cells = max(caps)
+    assert reducer.keyed  # the rounds of many cells kept their rows
+    stats, rows, sums = reducer.finish(n_cells)
+    assert reducer.keyed == [] and stats.shape == (n_cells, len(STATS))
+    p, y, w, cell = (np.concatenate(col) for col in zip(*every))
+    flat = cell * HIST_BINS + np.minimum((p * HIST_BINS).astype(np.int64), HIST_BINS - 1)
+    want_n = np.bincount(flat, w, n_cells * HIST_BINS).reshape(n_cells, HIST_BINS)
+    want_pos = np.bincount(flat, w * y, n_cells * HIST_BINS).reshape(n_cells, HIST_BINS)
+    got_cell, got_bin, got_n, got_pos = rows
+    assert np.array_equal(np.column_stack([got_cell, got_bin]), np.argwhere(want_n != 0))
+    tol = 1e-12 if weighted else 0.0
+    assert np.allclose(got_n, want_n[want_n != 0], rtol=tol, atol=0)
+    assert np.allclose(got_pos, want_pos[want_n != 0], rtol=tol, atol=0)
+    assert np.array_equal(stats[:, STATS.index("n_rows")], np.bincount(cell, minlength=n_cells))
+    for c in range(n_cells):
+        m = cell == c
+        if m.sum() < 2 or len(set(y[m])) < 2:
+            continue
+        n_p, n_n, above, ties = sums[c]
+        auc = (above + 0.5 * ties) / (n_p * n_n)
+        assert abs(auc - roc_auc_score(y[m], p[m], sample_weight=w[m])) <= 0.5 * ties / (n_p * n_n) + 1e-12
+
+
 def test_sum_cells_counts_each_bad_score_label_and_weight_in_its_cell():
     s = np.array([0.2, 1.5, 0.7, 0.4, 0.9, -0.1, 0.3])
     y = np.array([1.0, 0.0, 2.0, 0.0, 1.0, 1.0, 0.0])
@@ -390,7 +429,7 @@ def test_sum_cells_counts_each_bad_score_label_and_weight_in_its_cell():
     a, b = np.empty_like(s), np.empty_like(s)
     terms(s, a, b, False)
     acc = np.zeros((3, len(STATS)))
-    bad = sum_cells(s, a, b, y, w, cell, False, acc, np.zeros((3, HIST_BINS, 2)))
+    bad = sum_cells(s, a, b, y, w, cell, False, acc, np.zeros((3, HIST_BINS, 2)), np.empty(0, np.int32))
     got = {name: acc[:, STATS.index(name)].tolist() for name in ("bad_score", "bad_label", "bad_weight")}
     assert got == {"bad_score": [1.0, 1.0, 0.0], "bad_label": [0.0, 1.0, 0.0], "bad_weight": [1.0, 0.0, 2.0]}
     assert bad == 6.0
