@@ -241,7 +241,6 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
             quote(records),
             quote(hists),
             list(dataset.partition_by),
-            dataset.cells,
             settings.slicings,
             settings.decisions,
         )

@@ -196,7 +196,7 @@ def _reduce(settings: EvaluateSettings, dataset: Dataset, scorer: Scorer) -> tup
         from tasks.metrics.rollup import summarize_cells
 
         table, overall, sliced = summarize_cells(
-            records, hists, list(dataset.partition_by), dataset.cells, settings.slicings, settings.decisions
+            records, hists, list(dataset.partition_by), settings.slicings, settings.decisions
         )
     else:
         (table, overall), sliced = summarize_records(records, hists, list(dataset.partition_by), settings.decisions), {}

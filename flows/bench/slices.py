@@ -110,7 +110,7 @@ def sliced_pass(dataset: object, slicings: tuple[str, ...], weight: str | None) 
     if not ds.per_cell:
         table, overall = summarize_records(list(records), list(hists), list(ds.partition_by))
         return table, overall, {}
-    return summarize_cells(list(records), list(hists), ds.partition_by, ds.cells, parsed)
+    return summarize_cells(list(records), list(hists), ds.partition_by, parsed)
 
 
 def decode_pass(dataset: object, slicings: tuple[str, ...], weight: str | None) -> int:
@@ -175,8 +175,11 @@ def measure_slices(root: Path, repeats: int = 5) -> dict[str, object]:
         "rows_per_s": {k: round(rows / v) for k, v in seconds.items()},
         "ratios": {num: round(seconds[num] / seconds[den], 3) for _, num, den, _ in RATIOS},
         "decode_seconds": {k: round(v, 4) for k, v in decode.items()},
-        # the floor: the same ratio of Polars' decode alone (more columns read cost more to decode)
-        "decode_ratios": {num: round(decode[num] / decode[den], 3) for _, num, den, _ in RATIOS},
+        # the floor: the denominator's pass plus decoding the columns only the numerator reads (a ratio below
+        # it would need the pass beyond the decode to cost less with more slices or a weight)
+        "floor_ratios": {
+            num: round((seconds[den] + decode[num] - decode[den]) / seconds[den], 3) for _, num, den, _ in RATIOS
+        },
         # the pass's own work: each wall time less its decode
         "beyond_decode_ratios": {
             num: round((seconds[num] - decode[num]) / (seconds[den] - decode[den]), 3) for _, num, den, _ in RATIOS
@@ -204,9 +207,9 @@ def target_rows(r: dict[str, object]) -> list[tuple[str, str, str, bool | None]]
         )
         rows.append(
             (
-                f"    floor: Polars' decode of the columns read alone ({dec[num]:.3f} s vs {dec[den]:.3f} s); "
-                "the pass beyond it",
-                f"{r['decode_ratios'][num]:.2f}x / {r['beyond_decode_ratios'][num]:.2f}x",
+                f"    floor, with the decode of the columns only it reads ({dec[num]:.3f} s vs {dec[den]:.3f} s "
+                "decoding alone); the pass beyond decoding",
+                f"{r['floor_ratios'][num]:.2f}x / {r['beyond_decode_ratios'][num]:.2f}x",
                 "—",
                 None,
             )

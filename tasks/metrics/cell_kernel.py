@@ -104,38 +104,54 @@ def sort_by_cell(cell, bins, w, y, start, o_bin, o_n, o_pos):  # pragma: no cove
 
 
 @numba.njit(nogil=True, cache=True)
-def rows_from_segments(starts, o_bin, o_n, o_pos, cell, bin_, n_out, pos_out, sums):  # pragma: no cover - compiled
-    """:func:`histogram_rows` from segments of rows sorted by cell (:func:`sort_by_cell`, concatenated): cell c's
-    rows of segment k are ``starts[c, k]:starts[c + 1, k]``. Each cell's rows are added segment by segment (so
-    a bin's weights in segment order, whatever the threads did) in a dense row that stays in cache, whose
+def rows_from_segments(hist, starts, o_bin, o_n, o_pos, cell, bin_, n_out, pos_out, sums):  # pragma: no cover
+    """:func:`histogram_rows` from dense histograms ``hist`` (cells × bins × 2: the first rounds', maybe no cells)
+    and segments of rows sorted by cell (:func:`sort_by_cell`, end to end): cell c's rows of segment k are
+    ``starts[c, k]:starts[c + 1, k]``. Each cell's dense bins, then its rows segment by segment (so a bin's
+    weights in segment order, whatever the threads did) are added in a dense row that stays in cache, whose
     nonzero bins are then written in bin order. Returns the rows written."""
     hn = np.zeros(HIST_BINS)
     hp = np.zeros(HIST_BINS)
     k = 0
     for c in range(starts.shape[0] - 1):
         rows = 0
+        if c < hist.shape[0]:
+            for b in range(HIST_BINS):
+                hn[b] += hist[c, b, 0]
+                hp[b] += hist[c, b, 1]
+            rows = 1
         for g in range(starts.shape[1]):
             for j in range(starts[c, g], starts[c + 1, g]):
                 hn[o_bin[j]] += o_n[j]
                 hp[o_bin[j]] += o_pos[j]
             rows += starts[c + 1, g] - starts[c, g]
-        n_p, n_n, above, ties = 0.0, 0.0, 0.0, 0.0
         if rows > 0:
-            for b in range(HIST_BINS):  # as histogram_rows: bins in order, empty ones skipped
-                nb = hn[b]
-                if nb == 0.0:
-                    continue
-                pb = hp[b]
-                neg = nb - pb
-                above += pb * n_n
-                ties += pb * neg
-                n_p += pb
-                n_n += neg
-                cell[k], bin_[k], n_out[k], pos_out[k] = c, b, nb, pb
-                k += 1
-                hn[b] = 0.0
-                hp[b] = 0.0
-        sums[c, 0], sums[c, 1], sums[c, 2], sums[c, 3] = n_p, n_n, above, ties
+            k = _write_bins(hn, hp, c, True, k, cell, bin_, n_out, pos_out, sums[c])
+    return k
+
+
+@numba.njit(nogil=True, cache=True)
+def _write_bins(hn, hp, label, clear, k, label_out, bin_out, n_out, pos_out, sums_row):  # pragma: no cover
+    """Write one histogram's nonzero bins, in bin order, as rows labelled ``label`` from row ``k`` on, and its AUC
+    sums ``(P, N, A, T)`` in ``sums_row`` (see :func:`tasks.metrics.auc.auc_from_sums`); ``clear`` zeroes the bins
+    written (a scratch row used again). Returns the next row."""
+    n_p, n_n, above, ties = 0.0, 0.0, 0.0, 0.0
+    for b in range(HIST_BINS):
+        nb = hn[b]
+        if nb == 0.0:
+            continue
+        pb = hp[b]
+        neg = nb - pb
+        above += pb * n_n
+        ties += pb * neg
+        n_p += pb
+        n_n += neg
+        label_out[k], bin_out[k], n_out[k], pos_out[k] = label, b, nb, pb
+        k += 1
+        if clear:
+            hn[b] = 0.0
+            hp[b] = 0.0
+    sums_row[0], sums_row[1], sums_row[2], sums_row[3] = n_p, n_n, above, ties
     return k
 
 
@@ -145,29 +161,7 @@ def histogram_rows(hist, n_cells, cell, bin_, n_out, pos_out, sums):  # pragma: 
     AUC sums ``(P, N, A, T)`` in ``sums[cell]`` (see :func:`tasks.metrics.auc.auc_from_sums`); returns the rows."""
     k = 0
     for c in range(n_cells):
-        n_p = 0.0
-        n_n = 0.0
-        above = 0.0
-        ties = 0.0
-        for b in range(HIST_BINS):
-            n = hist[c, b, 0]
-            if n == 0.0:
-                continue
-            pos = hist[c, b, 1]
-            neg = n - pos
-            above += pos * n_n
-            ties += pos * neg
-            n_p += pos
-            n_n += neg
-            cell[k] = c
-            bin_[k] = b
-            n_out[k] = n
-            pos_out[k] = pos
-            k += 1
-        sums[c, 0] = n_p
-        sums[c, 1] = n_n
-        sums[c, 2] = above
-        sums[c, 3] = ties
+        k = _write_bins(hist[c, :, 0], hist[c, :, 1], c, False, k, cell, bin_, n_out, pos_out, sums[c])
     return k
 
 
@@ -188,6 +182,35 @@ def bin_codes(x, edges, out):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def number_cells(codes, bits, table, ids, new_keys, first_id):  # pragma: no cover - compiled
+    """Each row's cell number: its codes (``codes[j]``: column j's) packed into a key of ``bits[j]`` bits each,
+    looked up in ``table``; a key not there gets the next number from ``first_id`` on, in the order of its first
+    row, and is written to ``new_keys``. Returns how many keys were new."""
+    n_new = 0
+    for i in range(ids.shape[0]):
+        key = 0
+        for j in range(codes.shape[0]):
+            key = (key << bits[j]) | codes[j, i]
+        v = table[key]
+        if v < 0:
+            v = first_id + n_new
+            table[key] = v
+            new_keys[n_new] = key
+            n_new += 1
+        ids[i] = v
+    return n_new
+
+
+@numba.njit(nogil=True, cache=True)
+def is_sorted(x):  # pragma: no cover - compiled
+    """Whether ``x`` never decreases."""
+    for i in range(1, x.shape[0]):  # noqa: SIM110 - numba compiles a loop, not all() of a generator
+        if x[i] < x[i - 1]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
 def add_rows_by_group(rows, group, out):  # pragma: no cover - compiled
     """``out[group[c]] += rows[c]`` for every row c whose group is not negative, in row order."""
     for c in range(rows.shape[0]):
@@ -198,11 +221,25 @@ def add_rows_by_group(rows, group, out):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def add_hist_rows_by_group(group_of_cell, cell, bins, n, pos, out_n, out_pos):  # pragma: no cover - compiled
-    """``out_n[g, bin] += n`` and ``out_pos[g, bin] += pos`` for each histogram row of a cell in group g (cells of
-    group −1 are left out), in row order: one pass over the rows, as two ``numpy.bincount`` would add them."""
-    for r in range(cell.shape[0]):
-        g = group_of_cell[cell[r]]
-        if g >= 0:
-            out_n[g, bins[r]] += n[r]
-            out_pos[g, bins[r]] += pos[r]
+def group_histogram_rows(
+    cell_start, group_ptr, group_cells, bins, n, pos, g_out, bin_out, n_out, pos_out, sums
+):  # pragma: no cover - compiled
+    """Each group's histogram as rows ``(group, bin, n, n_pos)`` in group, then bin order, and its AUC sums
+    ``(P, N, A, T)`` in ``sums[group]``, from its cells' histogram rows (cell c's rows: ``cell_start[c]`` to
+    ``cell_start[c + 1]``; group g's cells: ``group_cells[group_ptr[g]:group_ptr[g + 1]]``, in record order).
+    A group's cells are added in one dense row that stays in cache (a bin's rows in cell order): memory and
+    time follow the rows, not groups × bins. Returns the rows written."""
+    hn = np.zeros(HIST_BINS)
+    hp = np.zeros(HIST_BINS)
+    k = 0
+    for g in range(group_ptr.shape[0] - 1):
+        rows = 0
+        for q in range(group_ptr[g], group_ptr[g + 1]):
+            c = group_cells[q]
+            for j in range(cell_start[c], cell_start[c + 1]):
+                hn[bins[j]] += n[j]
+                hp[bins[j]] += pos[j]
+            rows += cell_start[c + 1] - cell_start[c]
+        if rows > 0:
+            k = _write_bins(hn, hp, g, True, k, g_out, bin_out, n_out, pos_out, sums[g])
+    return k

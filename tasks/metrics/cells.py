@@ -20,7 +20,14 @@ import polars as pl
 
 from tasks.data.slicing import CellColumn
 from tasks.errors import InputError
-from tasks.metrics.cell_kernel import bin_codes, histogram_rows, rows_from_segments, sort_by_cell, sum_cells
+from tasks.metrics.cell_kernel import (
+    bin_codes,
+    histogram_rows,
+    number_cells,
+    rows_from_segments,
+    sort_by_cell,
+    sum_cells,
+)
 from tasks.metrics.kernels import HIST_BINS, STATS
 from tasks.metrics.lanes import terms
 from tasks.metrics.schema import CHECKS
@@ -142,17 +149,15 @@ class CellIndex:
             for n, cell in enumerate(self.cells):
                 if self._table.size:
                     self._table[self._pack(cell)] = n
-        key = self._pack(codes)
         # new cells are numbered in the order their first rows come: the same numbers (so the same order of
         # records, and of the roll-ups' additions) however the rows are cut into batches
         if self._table.size:
-            ids = self._table[key]
-            if (ids < 0).any():
-                new, first = np.unique(key[ids < 0], return_index=True)
-                for k in new[np.argsort(first, kind="stable")]:
-                    self._table[k] = self._add(self._unpack(int(k)))
-                ids = self._table[key]
+            ids, new_keys = np.empty(len(parts), np.int64), np.empty(len(parts), np.int64)
+            n_new = number_cells(np.stack(codes), np.array(bits, np.int64), self._table, ids, new_keys, len(self.cells))
+            for k in new_keys[:n_new]:
+                self._add(self._unpack(int(k)))
             return ids
+        key = self._pack(codes)
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         lookup = {tuple(c): n for n, c in enumerate(self.cells)}
         numbers = np.array([lookup.get(self._unpack(int(k))) for k in uniq], dtype=object)
@@ -204,12 +209,15 @@ class CellReducer:
     :meth:`finish` adds each cell's rows, the dense rounds' bins first.
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, rows: int = 0) -> None:
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-cells")
         self.stats = np.zeros((0, len(STATS)))
         self.hists = [np.zeros((0, HIST_BINS, 2)) for _ in range(self.threads)]
         self.keyed: list[tuple[np.ndarray, ...]] = []  # each batch's rows by cell: start, bin, n, n_pos
+        self._rows = rows  # the rows expected: kept rows go to one buffer of that size, end to end
+        self._buffer: tuple[np.ndarray, ...] = ()
+        self._used = 0
         self.bad = 0.0
         self._pending: list[tuple] = []
         self._running: list = []
@@ -226,7 +234,7 @@ class CellReducer:
         batches, self._pending = self._pending, []
         n_cells = max(b[-1] for b in batches)
         if self.keyed or n_cells > _DENSE_CELLS:
-            keys = [_by_cell(len(b[0]), b[-1]) for b in batches]
+            keys = [self._by_cell(len(b[0]), b[-1]) for b in batches]
             self.keyed += keys
         else:
             self._grow(n_cells)
@@ -282,33 +290,31 @@ class CellReducer:
             rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
             histogram_rows(hist, n_cells, *rows, sums)
             return stats, rows, sums
-        # the dense rounds' bins first (they came first), then every batch's rows in batch order
-        dense_cell, dense_bin = np.nonzero(hist[:, :, 0])
-        dense = (
-            np.r_[0, np.cumsum(np.bincount(dense_cell, minlength=n_cells))],
-            dense_bin.astype(np.int32),
-            hist[dense_cell, dense_bin, 0],
-            hist[dense_cell, dense_bin, 1],
-        )
-        segments, self.keyed = [dense, *self.keyed], []
+        # every batch's rows in batch order (after the dense rounds' bins, which came first)
+        segments, self.keyed = self.keyed, []
         base = np.cumsum([0, *(len(seg[1]) for seg in segments)])
         starts = np.empty((n_cells + 1, len(segments)), np.int64)
         for g, seg in enumerate(segments):  # a batch that saw fewer cells has none of the later ones
             starts[:, g] = base[g] + seg[0][np.minimum(np.arange(n_cells + 1), len(seg[0]) - 1)]
-        o_bin, o_n, o_pos = (np.concatenate([seg[i] for seg in segments]) for i in (1, 2, 3))
-        rows = (
-            np.empty(len(o_bin), np.int32),
-            np.empty(len(o_bin), np.int32),
-            np.empty(len(o_bin)),
-            np.empty(len(o_bin)),
-        )
-        size = rows_from_segments(starts, o_bin, o_n, o_pos, *rows, sums)
+        if self._buffer and base[-1] == self._used:  # the rows lie end to end in the buffer already
+            o_bin, o_n, o_pos = (b[: self._used] for b in self._buffer)
+        else:
+            o_bin, o_n, o_pos = (np.concatenate([seg[i] for seg in segments]) for i in (1, 2, 3))
+        size = int(np.count_nonzero(hist[:, :, 0])) + len(o_bin)
+        rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
+        size = rows_from_segments(hist, starts, o_bin, o_n, o_pos, *rows, sums)
         return stats, tuple(r[:size] for r in rows), sums
 
-
-def _by_cell(rows: int, n_cells: int) -> tuple[np.ndarray, ...]:
-    """Room for a batch's rows sorted by cell (:func:`tasks.metrics.cell_kernel.sort_by_cell`)."""
-    return np.zeros(n_cells + 1, np.int64), np.empty(rows, np.int32), np.empty(rows), np.empty(rows)
+    def _by_cell(self, rows: int, n_cells: int) -> tuple[np.ndarray, ...]:
+        """Room for a batch's rows sorted by cell (:func:`tasks.metrics.cell_kernel.sort_by_cell`): the next rows
+        of one buffer, end to end, while it has room (then :meth:`finish` need not copy them)."""
+        if not self._buffer and self._rows:
+            self._buffer = (np.empty(self._rows, np.int32), np.empty(self._rows), np.empty(self._rows))
+        start = np.zeros(n_cells + 1, np.int64)
+        if self._used + rows <= self._rows and self._used == sum(len(k[1]) for k in self.keyed):
+            at, self._used = self._used, self._used + rows
+            return (start, *(b[at : at + rows] for b in self._buffer))
+        return start, np.empty(rows, np.int32), np.empty(rows), np.empty(rows)
 
 
 #: a batch summed into dense histograms keeps no rows: it writes no bins
@@ -333,10 +339,10 @@ def _run_share(batches: list[tuple], hist: np.ndarray) -> list[np.ndarray]:
 class CellSink:
     """The pass's rows into cells: each batch's cell numbers (:class:`CellIndex`), weights, and sums."""
 
-    def __init__(self, cross: tuple[CellColumn, ...], weight: str | None, threads: int) -> None:
+    def __init__(self, cross: tuple[CellColumn, ...], weight: str | None, threads: int, rows: int = 0) -> None:
         self.index = CellIndex(cross)
         self.weight = weight
-        self.reducer = CellReducer(threads)
+        self.reducer = CellReducer(threads, rows)
 
     def add(self, batch: pl.DataFrame, s, y, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool) -> float:
         """Queue a batch whose rows lie in runs of partition numbers; returns the bad rows so far."""

@@ -146,14 +146,14 @@ def _reduce_chunk(
     schema = None
     # the per-row pass on as many threads as Polars has (POLARS_MAX_THREADS): the same sums whatever that is
     threads = pl.thread_pool_size()
+    rows = sum(f.num_rows for f in files)
     # slices or weights: each row to its cell (partition × slice values), weighted; else runs of partitions
-    cells = CellSink(dataset.cells, dataset.weight, threads) if dataset.per_cell else None
+    cells = CellSink(dataset.cells, dataset.weight, threads, rows) if dataset.per_cell else None
     reducer = cells or Reducer(threads)
     query = scan_files(dataset, files).select(_scan_columns(dataset, scorer, parts.columns))
-    # Polars' own batches (whole morsels, no copy) unless files are small: then one batch per file
-    # would cost more in calls than in rows. Either way, the same files give the same batches, so
-    # the same sums to the last bit, run after run.
-    small_files = sum(f.num_rows for f in files) < 32_768 * len(files)
+    # Polars' own batches (whole morsels, no copy) unless files are small: then one batch per file would cost more in
+    # calls than in rows. Either way, the same files give the same batches, so the same sums to the last bit.
+    small_files = rows < 32_768 * len(files)
     # a model called per batch costs about a millisecond a call (a tree library starting its
     # threads): larger batches for it
     batch_rows = 65_536 if scorer.model is None else 262_144

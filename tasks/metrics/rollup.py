@@ -6,9 +6,9 @@ cells' bins added, so its figures are the same formulas of :mod:`tasks.metrics.s
 (ROC AUC from the merged histogram, within its stated bound), not an average of averages.
 
 A chunk's histogram rows name their cell by its row in the chunk's records (``__cell``), not by its
-keys: the roll-up numbers each record's group once (records are few, one per cell) and adds the
-histogram rows of a group with ``numpy.bincount`` (rows are many, about one per data row when cells
-are many).
+keys: the roll-up numbers each record's group once (records are few, one per cell) and adds each
+group's histogram rows in one compiled pass (rows are many, about one per data row when cells are
+many), group by group in a dense row that stays in cache.
 """
 
 from __future__ import annotations
@@ -18,61 +18,60 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from tasks.data.slicing import CellColumn, Slicing
+from tasks.data.slicing import Slicing
 from tasks.errors import InputError
 from tasks.metrics import schema as metrics
-from tasks.metrics.auc import HIST_BINS, auc_from_sums
+from tasks.metrics.auc import auc_from_sums
 from tasks.metrics.decisions import (
     DEFAULT_DECISIONS,
     Decisions,
-    decide_dense,
     decision_columns,
     decision_context,
 )
 
 #: The column naming each slice in a slicing's table: ``region=eu × age[18,30]=[18, 30)``
 SLICE_LABEL = "slice"
-#: Groups × bins above which a group's histogram is added by sorting instead of in one dense array
-_DENSE_LIMIT = 1 << 24
-#: Records are made dense (records × bins) when that is at most this many times their histogram rows
-_DENSE_OVER_ROWS = 4
 
 
 @dataclass(frozen=True)
 class CellSums:
-    """Every record (one per cell) of the run and every histogram row, the rows naming their record."""
+    """Every record (one per cell) of the run and every histogram row, the rows in record order: record c's rows
+    are ``cell_start[c]:cell_start[c + 1]``."""
 
     records: pl.DataFrame
-    cell: np.ndarray  # each histogram row's record
     bin: np.ndarray
     n: np.ndarray
     n_pos: np.ndarray
-    #: each record's histogram as dense rows (records × bins, for n and n_pos), when that is small enough
-    dense: tuple[np.ndarray, np.ndarray] | None = None
+    cell_start: np.ndarray
 
 
 def gather_cells(records: list[pl.DataFrame], histograms: list[pl.DataFrame]) -> CellSums:
     """The chunks' (and cached partitions') records and histograms as one: each ``__cell`` offset by the records
     before its own."""
-    offsets = np.cumsum([0, *(r.height for r in records)])
-    pairs = [(h, off) for h, off in zip(histograms, offsets) if h.height]
+    from tasks.metrics.cell_kernel import is_sorted
 
-    def column(name: str, dtype: type) -> np.ndarray:
-        return np.concatenate([h.get_column(name).to_numpy().astype(dtype) for h, _ in pairs] or [np.empty(0, dtype)])
-
-    cell = np.concatenate([h.get_column("__cell").to_numpy().astype(np.int64) + off for h, off in pairs] or [[]])
     frames = [r for r in records if r.height]
     merged = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=metrics.record_schema())
-    cell, bins, n, n_pos = cell.astype(np.int64), column("bin", np.int64), column("n", float), column("n_pos", float)
-    dense = None
-    # dense rows when they are few beside the histogram rows: every roll-up then adds records' rows of bins, not
-    # data-sized lists (with many records of few rows each, most of a dense row is zeros: the rows are cheaper)
-    if merged.height * HIST_BINS <= min(_DENSE_LIMIT, _DENSE_OVER_ROWS * len(bins)):
-        flat, size = cell * HIST_BINS + bins, merged.height * HIST_BINS
-        dense = tuple(
-            np.bincount(flat, weights=w, minlength=size).reshape(merged.height, HIST_BINS) for w in (n, n_pos)
-        )
-    return CellSums(merged, cell, bins, n, n_pos, dense)
+    kept = [h for h in histograms if h.height]
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        parts = [h.get_column(name).to_numpy().astype(dtype, copy=False) for h in kept]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts or [np.empty(0, dtype)])
+
+    bins, n, n_pos = column("bin", np.int32), column("n", np.float64), column("n_pos", np.float64)
+    cells = [h.get_column("__cell").to_numpy() for h in histograms]
+    if not all(is_sorted(c) for c in cells):  # rows written in another order than their cells' (none this code writes)
+        offsets = np.cumsum([0, *(r.height for r in records)])
+        cell = np.concatenate([c.astype(np.int64) + off for c, off in zip(cells, offsets)] or [np.empty(0, np.int64)])
+        order = np.argsort(cell, kind="stable")
+        cell_start = np.r_[0, np.cumsum(np.bincount(cell, minlength=merged.height))].astype(np.int64)
+        return CellSums(merged, bins[order], n[order], n_pos[order], cell_start)
+    # each chunk's rows come in its cells' order: where a record's rows end is a search, not a pass over them
+    ends, base = [np.zeros(1, np.int64)], 0
+    for r, c in zip(records, cells):
+        ends.append(base + np.searchsorted(c, np.arange(r.height), side="right"))
+        base += len(c)
+    return CellSums(merged, bins, n, n_pos, np.concatenate(ends).astype(np.int64))
 
 
 def roll_up(
@@ -83,6 +82,15 @@ def roll_up(
 
     ``keep`` selects the records (a slicing's filters) first.
     """
+    return _roll_up(sums, columns, keep, decisions)[0]
+
+
+def _roll_up(
+    sums: CellSums, columns: list[str], keep: pl.Expr | None, decisions: Decisions, figures: bool = True
+) -> tuple[pl.DataFrame, CellSums]:
+    """:func:`roll_up`, and the groups as records of their own (their columns and sums, their histogram rows): a
+    coarser grouping of the same columns rolls up from them, not from every cell again. Without ``figures``, the
+    table holds the groups' sums only."""
     records = sums.records.with_row_index("__cell")
     if keep is not None:
         records = records.filter(keep)
@@ -104,81 +112,38 @@ def roll_up(
     table = groups.with_columns(pl.Series(s.name, added[:, i]).cast(s.dtype) for i, s in enumerate(metrics.SUMS)).sort(
         "__g"
     )
-    roc_auc, bound, decided = _group_figures(sums, group_of_cell, groups.height, decisions)
+    roc_auc, bound, decided, rolled = _group_figures(sums, group_of_cell, groups.height, decisions, figures)
+    as_records = CellSums(table.drop("__g", "__all", strict=False), *rolled)
+    if not figures:
+        return as_records.records, as_records
     table = metrics.derive_figures(table).with_columns(
         pl.Series("roc_auc", roc_auc).fill_nan(None),
         pl.Series("roc_auc_bound", bound).fill_nan(None),
         *(pl.Series(k, v).fill_nan(None) for k, v in decided.items()),
     )
-    return table.drop("__g", "__all", strict=False)
+    return table.drop("__g", "__all", strict=False), as_records
 
 
 def _group_figures(
-    sums: CellSums, group_of_cell: np.ndarray, n_groups: int, decisions: Decisions
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Each group's ROC AUC, its bound and the decision figures, from its cells' histograms added bin by bin."""
-    if n_groups * HIST_BINS <= _DENSE_LIMIT:
-        hist_n, hist_pos = _dense_groups(sums, group_of_cell, n_groups)
-        return (*_auc_of(hist_n, hist_pos), decide_dense(hist_n, hist_pos, decisions))
-    group = group_of_cell[sums.cell] if len(sums.cell) else np.empty(0, np.int64)
-    kept = group >= 0
-    decided = decision_columns(group[kept], sums.bin[kept], sums.n[kept], sums.n_pos[kept], n_groups, decisions)
-    return (*_group_auc(sums, group, n_groups), decided)
+    sums: CellSums, group_of_cell: np.ndarray, n_groups: int, decisions: Decisions, figures: bool = True
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], tuple[np.ndarray, ...]]:
+    """Each group's ROC AUC, its bound and the decision figures, from its cells' histograms added bin by bin
+    (:func:`tasks.metrics.cell_kernel.group_histogram_rows`: one pass over the rows, whatever the groups), and the
+    groups' histogram rows ``(bin, n, n_pos, start of each group's rows)``."""
+    from tasks.metrics.cell_kernel import group_histogram_rows
 
-
-def _dense_groups(sums: CellSums, group_of_cell: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each group's histogram (groups × bins, for n and n_pos): its records' dense rows added when the records
-    were made dense, else its histogram rows added by bin."""
-    from tasks.metrics.cell_kernel import add_hist_rows_by_group, add_rows_by_group
-
-    hist_n, hist_pos = (np.zeros((n_groups, HIST_BINS)) for _ in range(2))
-    if sums.dense is not None:
-        add_rows_by_group(sums.dense[0], group_of_cell, hist_n)
-        add_rows_by_group(sums.dense[1], group_of_cell, hist_pos)
-    else:
-        add_hist_rows_by_group(group_of_cell, sums.cell, sums.bin, sums.n, sums.n_pos, hist_n, hist_pos)
-    return hist_n, hist_pos
-
-
-def _group_auc(sums: CellSums, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each group's ROC AUC and bound from its cells' histogram rows (``group``: each row's group, or −1)."""
-    kept = group >= 0
-    flat = group[kept] * HIST_BINS + sums.bin[kept]
-    n, pos = sums.n[kept], sums.n_pos[kept]
-    if n_groups * HIST_BINS <= _DENSE_LIMIT:
-        size = n_groups * HIST_BINS
-        hist_n = np.bincount(flat, weights=n, minlength=size).reshape(n_groups, HIST_BINS)
-        hist_pos = np.bincount(flat, weights=pos, minlength=size).reshape(n_groups, HIST_BINS)
-        return _auc_of(hist_n, hist_pos)
-    # many groups: add the rows of each (group, bin) by Polars on integer keys, then walk each group's bins in order
-    h = (
-        pl.DataFrame({"g": flat // HIST_BINS, "bin": flat % HIST_BINS, "n": n, "pos": pos})
-        .group_by("g", "bin")
-        .agg(pl.col("n").sum(), pl.col("pos").sum())
-        .sort("g", "bin")
-        .with_columns((pl.col("n") - pl.col("pos")).alias("neg"))
-        .with_columns((pl.col("neg").cum_sum().over("g") - pl.col("neg")).alias("below"))
-        .group_by("g")
-        .agg(
-            pl.col("pos").sum().alias("P"),
-            pl.col("neg").sum().alias("N"),
-            (pl.col("pos") * pl.col("below")).sum().alias("A"),
-            (pl.col("pos") * pl.col("neg")).sum().alias("T"),
-        )
-    )
-    out = np.zeros((4, n_groups))
-    for i, c in enumerate("PNAT"):
-        out[i, h.get_column("g").to_numpy()] = h.get_column(c).to_numpy()
-    return auc_from_sums(*out)
-
-
-def _auc_of(hist_n: np.ndarray, hist_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC AUC and its bound of each row of dense histograms (groups × bins)."""
-    neg = hist_n - hist_pos
-    below = np.cumsum(neg, axis=1) - neg
-    return auc_from_sums(
-        hist_pos.sum(axis=1), neg.sum(axis=1), (hist_pos * below).sum(axis=1), (hist_pos * neg).sum(axis=1)
-    )
+    member = np.flatnonzero(group_of_cell >= 0)
+    group_cells = member[np.argsort(group_of_cell[member], kind="stable")]  # each group's cells in record order
+    group_ptr = np.r_[0, np.cumsum(np.bincount(group_of_cell[member], minlength=n_groups))].astype(np.int64)
+    size = len(sums.bin)
+    rows = np.empty(size, np.int64), np.empty(size, np.int32), np.empty(size), np.empty(size)
+    auc_sums = np.zeros((n_groups, 4))
+    k = group_histogram_rows(sums.cell_start, group_ptr, group_cells, sums.bin, sums.n, sums.n_pos, *rows, auc_sums)
+    group, bins, n, n_pos = (r[:k] for r in rows)
+    # the rows come in group, then bin order: the decision walk needs no sort
+    decided = decision_columns(group, bins, n, n_pos, n_groups, decisions) if figures else {}
+    group_start = np.r_[0, np.cumsum(np.bincount(group, minlength=n_groups))].astype(np.int64)
+    return (*auc_from_sums(*auc_sums.T), decided, (bins, n, n_pos, group_start))
 
 
 def _filters(slicing: Slicing, schema: pl.Schema) -> list[pl.Expr]:
@@ -222,7 +187,6 @@ def summarize_cells(
     records: list[pl.DataFrame],
     histograms: list[pl.DataFrame],
     partition_by: list[str] | tuple[str, ...],
-    cells: tuple[CellColumn, ...],
     slicings: list[Slicing] | tuple[Slicing, ...],
     decisions: Decisions = DEFAULT_DECISIONS,
 ) -> tuple[pl.DataFrame, dict[str, float | int | None], dict[str, pl.DataFrame]]:
@@ -234,12 +198,24 @@ def summarize_cells(
     if sums.records.height and sums.records.get_column("sum_w").sum() == 0:
         raise InputError("--weight-col: every selected row weighs 0, so no figure can be computed; check the weights.")
     part_keys = list(partition_by) or ["partition"]
-    table = roll_up(sums, part_keys, None, decisions).sort(part_keys, nulls_last=True)
-    whole = roll_up(sums, [], None, decisions)
+    table, by_partition = _roll_up(sums, part_keys, None, decisions)
+    table = table.sort(part_keys, nulls_last=True)
+    whole = roll_up(by_partition, [], None, decisions)  # every cell is in one partition: the partitions add up
     overall = {s.name: whole.item(0, s.name) for s in metrics.SUMS if s.reported}
     overall |= {f.name: whole.item(0, f.name) for f in metrics.FIGURES if f.name != "note"}
     overall |= {name: whole.item(0, name) for name in metrics.figure_names(metrics.HISTOGRAM_FIGURES)}
     # the decision figures came with the whole roll-up (its histogram added once): only their context here
-    overall |= decision_context(sums.bin, sums.n, sums.n_pos, decisions)
+    overall |= decision_context(by_partition.bin, by_partition.n, by_partition.n_pos, decisions)
     overall["n_partitions"] = table.height
-    return table, overall, {s.key: slicing_table(sums, s, decisions) for s in slicings}
+    if not slicings:
+        return table, overall, {}
+    # every slicing is a grouping of the slice columns' cross: with several, they roll up from it, not from each
+    # cell again (the cross's own figures are not wanted: only its records)
+    crossed = list(dict.fromkeys(c for s in slicings for c in s.columns))  # cell columns and partition keys named
+    source = _cross_records(sums, crossed) if len(slicings) > 1 else sums
+    return table, overall, {s.key: slicing_table(source, s, decisions) for s in slicings}
+
+
+def _cross_records(sums: CellSums, columns: list[str]) -> CellSums:
+    """The cells added up over partitions: one record per value of ``columns``, with its histogram rows."""
+    return _roll_up(sums, columns, None, DEFAULT_DECISIONS, figures=False)[1]

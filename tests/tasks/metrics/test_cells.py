@@ -124,7 +124,7 @@ def scorer_for(kind: str):
 def run_cells(ds: Dataset, kind: str, slicings, chunks: list | None = None):
     """reduce_chunk over ``chunks`` (default: one) and summarize_cells: (partition table, overall, tables)."""
     records, hists = zip(*(reduce_chunk(ds, scorer_for(kind), c) for c in (chunks or [list(ds.files)])))
-    return summarize_cells(list(records), list(hists), ds.partition_by, ds.cells, slicings)
+    return summarize_cells(list(records), list(hists), ds.partition_by, slicings)
 
 
 def bin_label(x: float | None, edges: tuple[float, ...]) -> str:
@@ -563,7 +563,7 @@ def test_weights_that_are_all_zero_are_an_input_error_from_the_summary(tmp_path)
     records, hist = reduce_chunk(ds, scorer_for("probability"), list(ds.files))  # a valid chunk: weights may be 0
     assert records["sum_w"].sum() == 0 and records["n_rows"].sum() == ds.num_rows
     with pytest.raises(InputError, match="weighs 0") as caught:
-        summarize_cells([records], [hist], ds.partition_by, ds.cells, slicings)
+        summarize_cells([records], [hist], ds.partition_by, slicings)
     assert "\n" not in str(caught.value) and "--weight-col" in str(caught.value)
 
 
@@ -626,7 +626,7 @@ for weight in (None, "w"):
                        cells=finest_cross(slicings), weight=weight)
     records, hist = reduce_chunk(ds, stored_scorer("z", "logit"), list(ds.files))
     keys = [c for c in records.columns if c not in SUM_COLUMNS and not c.startswith("roc_auc")]
-    table, overall, tables = summarize_cells([records], [hist], ds.partition_by, ds.cells, slicings)
+    table, overall, tables = summarize_cells([records], [hist], ds.partition_by, slicings)
     cells = records.with_columns(pl.col(c).cast(pl.String) for c in keys).sort(keys, nulls_last=True)
     out[str(weight)] = {
         "sums": [[float(v).hex() for v in row] for row in cells.select(SUM_COLUMNS).rows()],
