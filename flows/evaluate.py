@@ -67,6 +67,7 @@ from tasks.judge.drift import (
 )
 from tasks.judge.gates import with_verdicts
 from tasks.judge.slice_gates import with_slice_failures
+from tasks.metrics.bad_input import check_unlabelled
 from tasks.metrics.cache import partition_keys
 from tasks.models.loading import LoadedModel
 from tasks.models.scoring import make_scorer, stored_scorer
@@ -244,10 +245,12 @@ def reduce_with_cache(settings: EvaluateSettings, scoring: Scoring) -> Reduced:
             settings.slicings,
             settings.decisions,
         )
+        check_unlabelled(dataset, table, settings.late_labels)
         return Reduced(with_partition_label(table, dataset.partition_by), {**overall, **counts}, slices)
     table, overall = summarize_records_task(
         quote(records), quote(hists), list(dataset.partition_by), settings.decisions
     )
+    check_unlabelled(dataset, table, settings.late_labels)  # a null label among labelled rows: said, unless declared
     return Reduced(with_partition_label(table, dataset.partition_by), {**overall, **counts})
 
 

@@ -57,6 +57,11 @@ class EvaluateSettings(BaseModel):
         "('age:18,30,45,65'), a value filter ('country=de'), or a cross of them ('region*age:30,60').",
     )
     weight_col: str | None = Field(default=None, description="Weigh each row by this numeric column (finite, >= 0).")
+    late_labels: bool = Field(
+        default=False,
+        description="A null label has not arrived yet: a partition with some labels is realized on them and estimated "
+        "on the rest (a partition without any label is always estimated).",
+    )
     model_uri: str | None = Field(default=None, description="Evaluate this MLflow model instead of fitting one.")
     score_col: str | None = Field(default=None, description="Evaluate predictions stored in this column.")
     score_kind: Literal["logit", "probability"] = "probability"
@@ -259,6 +264,11 @@ class CompareSettings(BaseModel):
     partition_by: list[str] = Field(default_factory=list)
     slices: list[str] = Field(default_factory=list, description="Slicings, each with its paired table (see evaluate).")
     weight_col: str | None = Field(default=None, description="Weigh each row by this numeric column (finite, >= 0).")
+    late_labels: bool = Field(
+        default=False,
+        description="A null label has not arrived yet: a partition with some labels is realized on them and estimated "
+        "on the rest (a partition without any label is always estimated).",
+    )
     experiment: str = "bce-comparison"
     run_name: str | None = None
     promote: bool = Field(

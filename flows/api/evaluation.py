@@ -19,6 +19,7 @@ from tasks.data.slicing import finest_cross
 from tasks.errors import InputError
 from tasks.judge.gates import check_gates, with_verdicts
 from tasks.judge.slice_gates import judge_slices, with_slice_failures
+from tasks.metrics.bad_input import check_unlabelled
 from tasks.metrics.reduce import reduce_chunk, summarize_records
 from tasks.models.scoring import Scorer, make_scorer, stored_scorer
 from tasks.review.results import ModelInfo, with_partition_label
@@ -37,6 +38,7 @@ def evaluate(
     partition_by: Sequence[str] = (),
     slices: Sequence[str] = (),
     weights: str | None = None,
+    late_labels: bool = False,
     score_kind: str = "probability",
     gates: Sequence[str] = (),
     fdr: float = 0.05,
@@ -59,9 +61,10 @@ def evaluate(
     estimator or booster (scikit-learn, XGBoost, LightGBM, CatBoost, an MLflow ``PyFuncModel``;
     ``features`` default to its own names). ``slices`` and ``gates`` are spelled as ``--slice`` and
     ``--gate`` spell them (``"region*age:30,60"``, ``"bce <= 0.5 per slice"``); ``weights`` names a
-    column of sample weights; ``fdr`` is the false discovery rate of per-slice gates; ``decide`` takes
-    ``threshold`` (0.5), ``at_fpr`` (0.1) and ``costs`` (``"fp=1,fn=5"``), as the CLI's options. ``log_to``: None
-    (log nothing), a tracking URI (a new run in ``experiment``) or ``"active"`` (the active MLflow run).
+    column of sample weights; ``late_labels``: a null label has not arrived (its rows are estimated); ``fdr`` is
+    the false discovery rate of per-slice gates; ``decide`` takes ``threshold`` (0.5), ``at_fpr`` (0.1) and
+    ``costs`` (``"fp=1,fn=5"``), as the CLI's options. ``log_to``: None (log nothing), a tracking URI (a new run
+    in ``experiment``) or ``"active"`` (the active MLflow run).
 
     Returns a :class:`BceEvaluation` (in Jupyter: the report). Raises :class:`tasks.errors.InputError`,
     a ``ValueError`` whose one line names the file, column or value and the remedy, as the CLI prints it.
@@ -74,7 +77,8 @@ def evaluate(
         features = features or object_features(choice.value)
     with parquet_path(data, name) as path:
         settings = _settings(path, label, choice, features, partition_by, slices, weights, score_kind, gates)
-        settings = _with_decisions(settings.model_copy(update={"sample_rows": sample_rows}), decide or {})
+        settings = settings.model_copy(update={"sample_rows": sample_rows, "late_labels": late_labels})
+        settings = _with_decisions(settings, decide or {})
         settings.gates.fdr_level, settings.gates.min_rows = _checked_level(fdr), min_rows
         dataset, scorer, info, fitted = _scoring(settings, choice)
         table, overall, sliced = _reduce(settings, dataset, scorer)
@@ -200,4 +204,5 @@ def _reduce(settings: EvaluateSettings, dataset: Dataset, scorer: Scorer) -> tup
         )
     else:
         (table, overall), sliced = summarize_records(records, hists, list(dataset.partition_by), settings.decisions), {}
+    check_unlabelled(dataset, table, settings.late_labels)
     return with_partition_label(table, dataset.partition_by), overall, sliced

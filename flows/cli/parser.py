@@ -60,6 +60,12 @@ def _add_data_options(p: Any) -> None:
     )
     p.add_argument("--weight-col", help="weigh each row by this numeric column (finite, >= 0)")
     p.add_argument(
+        "--late-labels",
+        action="store_true",
+        help="a null label has not arrived: report those rows as estimated (expected BCE) beside the labelled ones "
+        "(a partition without any label is always estimated)",
+    )
+    p.add_argument(
         "--model-uri",
         help="evaluate this MLflow model (runs:/..., models:/name/1, models:/name@alias) instead of fitting: "
         "scikit-learn, XGBoost, LightGBM, CatBoost or any pyfunc",
@@ -332,6 +338,7 @@ def evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
         partition_by=args.partition_by,
         slices=args.slice,
         weight_col=args.weight_col,
+        late_labels=args.late_labels,
         model_uri=args.model_uri,
         score_col=args.score_col,
         score_kind=args.score_kind,

@@ -12,8 +12,14 @@ from tasks.errors import InputError
 
 
 def collect_training_data(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The feature matrix X (float64) and labels y (0/1) of the whole dataset, checked."""
-    df = scan_files(dataset).select([*dataset.features, dataset.label]).collect()
+    """The feature matrix X (float64) and labels y (0/1) of the whole dataset's labelled rows, checked (a row whose
+    label has not arrived, a null, is no training example)."""
+    df = scan_files(dataset).select([*dataset.features, dataset.label]).drop_nulls(dataset.label).collect()
+    if not df.height:
+        raise InputError(
+            f"{dataset.root}: no row has a label yet ({dataset.label!r} is null throughout), so there is nothing to "
+            "fit on; evaluate a logged model (--model-uri) or stored scores (--score-col) instead."
+        )
     y_series = df.get_column(dataset.label)
     try:
         check_label_values(y_series, dataset.root)

@@ -51,7 +51,7 @@ def audit_chunk(
     """
     parts = list(dataset.partition_by) or ["partition"]
     keys = [*parts, *(c.name for c in dataset.cells)]
-    frame = scan_files(dataset, files).collect()
+    frame = scan_files(dataset, files).filter(pl.col(dataset.label).is_not_null()).collect()  # late labels: estimated
     check_frame(dataset, scorer, files, frame)
     if not dataset.partition_by:
         frame = frame.with_columns(pl.lit("all").alias("partition"))

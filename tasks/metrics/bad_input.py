@@ -9,12 +9,13 @@ from tasks.errors import InputError
 from tasks.models.scoring import Scorer
 
 
-def check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
-    """Counts of bad input, computed in the same pass as the scoring."""
+def check_exprs(dataset: Dataset, scorer: Scorer, unlabelled: bool = False) -> list[pl.Expr]:
+    """Counts of bad input, computed in the same pass as the scoring (with ``unlabelled``, a null label is a label
+    not arrived yet, not bad input: :mod:`tasks.metrics.late_labels`)."""
     raw_y = pl.col(dataset.label)
     y = raw_y.cast(pl.Float64)
     exprs = [
-        raw_y.is_null().sum().alias("bad_label_null"),
+        *([] if unlabelled else [raw_y.is_null().sum().alias("bad_label_null")]),
         (~y.is_in([0.0, 1.0])).fill_null(False).sum().alias("bad_label_value"),
     ]
     for i, col in enumerate(scorer.features):
@@ -35,11 +36,14 @@ def check_exprs(dataset: Dataset, scorer: Scorer) -> list[pl.Expr]:
     return exprs
 
 
-def raise_bad_input(dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int]) -> None:
-    """Turn non-zero bad-input counts into one clear error naming the file and column."""
+def raise_bad_input(
+    dataset: Dataset, scorer: Scorer, files: list[DataFile], checks: dict[str, int], unlabelled: bool = False
+) -> None:
+    """Turn non-zero bad-input counts into one clear error naming the file and column (``unlabelled``: as
+    :func:`check_exprs`)."""
     culprit = None
     for f in files:  # only on the error path: find the first file at fault, column by column
-        row = scan_files(dataset, [f]).select(check_exprs(dataset, scorer)).collect().row(0, named=True)
+        row = scan_files(dataset, [f]).select(check_exprs(dataset, scorer, unlabelled)).collect().row(0, named=True)
         if any(v for v in row.values()):
             culprit, checks = f.path, row
             break
@@ -98,3 +102,34 @@ def check_frame(dataset: Dataset, scorer: Scorer, files: list[DataFile], frame: 
     checks = frame.select(check_exprs(dataset, scorer)).row(0, named=True)
     if any(checks.values()):
         raise_bad_input(dataset, scorer, files, checks)
+
+
+def check_unlabelled(dataset: Dataset, table: pl.DataFrame, late_labels: bool) -> None:
+    """Raise :class:`InputError` naming the first file of the first partition of ``table`` (its per-partition
+    table) that holds both labelled rows and rows without a label, unless late labels are declared: a partition
+    with no label at all is estimated (:mod:`tasks.metrics.late_labels`), never an error."""
+    if late_labels or "n_unlabelled" not in table.columns:
+        return
+    mixed = table.filter((pl.col("n_unlabelled") > 0) & (pl.col("n_rows") > 0))
+    if not mixed.height:
+        return
+    row = mixed.row(0, named=True)
+    keys = list(dataset.partition_by)
+    where = " and ".join(f"{k}={row[k]}" for k in keys) or "the data"
+    inside = pl.all_horizontal([pl.col(k).cast(pl.String).eq_missing(_text(row[k])) for k in keys] or [pl.lit(True)])
+    culprit, nulls = str(dataset.root), row["n_unlabelled"]
+    for f in dataset.files:  # only on the error path: the first file with a null label in that partition
+        n = scan_files(dataset, [f]).filter(inside).select(pl.col(dataset.label).is_null().sum()).collect().item()
+        if n:
+            culprit, nulls = f.path, n
+            break
+    more = f"; {mixed.height - 1} more partition(s) are alike" if mixed.height > 1 else ""
+    raise InputError(
+        f"{culprit}: label column {dataset.label!r} has {nulls} null value(s) in partition {where}, whose other rows "
+        f"are labelled{more}; labels must be 0 or 1, or pass --late-labels to report rows whose label has not "
+        "arrived as estimated beside the labelled ones."
+    )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

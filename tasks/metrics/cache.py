@@ -97,6 +97,7 @@ _METRIC_MODULES = (
     "tasks.metrics.schema",
     # what the schema is made of: the calibration sums a record holds, the parts, the figures it lists
     "tasks.metrics.calibration",
+    "tasks.metrics.late_labels",
     "tasks.metrics.formulas",
     "tasks.metrics.decisions",
     "tasks.metrics.decision_kernel",

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from tasks.metrics.calibration import CAL_BINS
-from tasks.metrics.kernels import HIST_BINS, STATS, row_terms
+from tasks.metrics.kernels import HIST_BINS, STATS, row_terms, unlabelled_terms
 
 _N_ROWS, _N_POS, _N_NEG = (STATS.index(c) for c in ("n_rows", "n_pos", "n_neg"))
 _SUM_W, _SUM_W_SQ, _SUM_W_POS = (STATS.index(c) for c in ("sum_w", "sum_w_sq", "sum_w_pos"))
@@ -25,6 +25,23 @@ _SUM_CORRECT, _SUM_BRIER, _SUM_P, _N_SATURATED = (
 _SUM_ENTROPY, _SUM_EXCESS_SQ = (STATS.index(c) for c in ("sum_entropy", "sum_excess_sq"))
 _CAL_W, _CAL_P, _CAL_Y = (STATS.index(f"cal_{k}_0") for k in ("w", "p", "y"))
 _BAD_SCORE, _BAD_LABEL, _BAD_WEIGHT = (STATS.index(c) for c in ("bad_score", "bad_label", "bad_weight"))
+_N_UNL, _SUM_W_UNL, _SUM_H_UNL, _SUM_V_UNL = (
+    STATS.index(c) for c in ("n_unlabelled", "sum_w_unlabelled", "sum_entropy_unlabelled", "sum_var_unlabelled")
+)
+
+
+@numba.njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def _add_unlabelled(row, si, ai, bi, wi, logit):  # pragma: no cover - compiled
+    """Add a row whose label has not arrived to its cell's unlabelled sums; returns its bad score and weight."""
+    h, v, bad_s = unlabelled_terms(si, ai, bi, logit)
+    bad_w = 0.0 if (wi >= 0.0) & (wi < np.inf) else 1.0
+    row[_N_UNL] += 1.0
+    row[_SUM_W_UNL] += wi
+    row[_SUM_H_UNL] += wi * h
+    row[_SUM_V_UNL] += wi * wi * v
+    row[_BAD_SCORE] += bad_s
+    row[_BAD_WEIGHT] += bad_w
+    return bad_s + bad_w
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -44,6 +61,11 @@ def sum_cells(s, a, b, y, w, cell, logit, acc, hist, keys):  # pragma: no cover 
         si = s[i]
         yi = y[i]
         wi = w[i]
+        if yi == -np.inf:  # no label yet (tasks.metrics.late_labels.UNLABELLED): expected, not realized
+            bad += _add_unlabelled(acc[c], si, a[i], b[i], wi, logit)
+            if sparse:
+                keys[i] = -1  # in no histogram
+            continue
         fpos = 1.0 if yi == 1.0 else 0.0
         fneg = 1.0 if yi == 0.0 else 0.0
         loss, p, excess, correct, sat, bad_s = row_terms(si, a[i], b[i], yi, logit)
@@ -90,11 +112,14 @@ def sort_by_cell(cell, bins, w, y, start, o_bin, o_n, o_pos):  # pragma: no cove
     ``start[c]:start[c + 1]`` (``start``: zeros, one longer than the batch's cells). A counting sort on the
     thread that summed the batch, in cache: :func:`rows_from_segments` then reads each cell's rows in runs."""
     for i in range(cell.shape[0]):
-        start[cell[i] + 1] += 1
+        if bins[i] >= 0:  # a row without a label has no bin
+            start[cell[i] + 1] += 1
     for c in range(start.shape[0] - 1):
         start[c + 1] += start[c]
     at = start[:-1].copy()
     for i in range(cell.shape[0]):
+        if bins[i] < 0:
+            continue
         c = cell[i]
         j = at[c]
         at[c] = j + 1

@@ -36,6 +36,10 @@ _SUM_ENTROPY, _SUM_EXCESS_SQ = (STATS.index(c) for c in ("sum_entropy", "sum_exc
 # the calibration bins' Σ w, Σ w·p, Σ w·y: CAL_BINS consecutive columns each
 _CAL_W, _CAL_P, _CAL_Y = (STATS.index(f"cal_{k}_0") for k in ("w", "p", "y"))
 _BAD_SCORE, _BAD_LABEL = (STATS.index(c) for c in ("bad_score", "bad_label"))
+# rows whose label has not arrived (tasks.metrics.late_labels)
+_N_UNL, _SUM_W_UNL, _SUM_H_UNL, _SUM_V_UNL = (
+    STATS.index(c) for c in ("n_unlabelled", "sum_w_unlabelled", "sum_entropy_unlabelled", "sum_var_unlabelled")
+)
 #: −log(eps): beyond this |logit| a probability is within machine epsilon of 0 or 1
 SATURATED_LOGIT = 36.04365338911715
 
@@ -72,6 +76,34 @@ def row_terms(si, ai, bi, yi, logit):  # pragma: no cover - compiled
         sat = 1.0 if (si <= PROBA_EPS) | (si >= 1.0 - PROBA_EPS) else 0.0
         bad = 0.0 if (si >= 0.0) & (si <= 1.0) else 1.0
     return loss, p, excess, correct, sat, bad
+
+
+@numba.njit(inline="always", **_JIT)
+def unlabelled_terms(si, ai, bi, logit):  # pragma: no cover - compiled
+    """A row whose label has not arrived: ``(H(p), p(1 − p)·logit(p)², bad score)``, the loss the model expects of
+    it and that loss's variance when its label is drawn with probability p (the losses of both labels, from
+    :func:`row_terms`: their difference is −logit(p))."""
+    loss1, p, _, _, _, bad = row_terms(si, ai, bi, 1.0, logit)
+    loss0 = row_terms(si, ai, bi, 0.0, logit)[0]
+    d = loss1 - loss0
+    return p * loss1 + (1.0 - p) * loss0, p * (1.0 - p) * d * d, bad
+
+
+@numba.njit(**_JIT)
+def sum_unlabelled(s, a, b, parts, logit, acc):  # pragma: no cover - compiled
+    """Add rows without a label (each weighing 1) to their partition's row of ``acc`` (columns :data:`STATS`): the
+    unlabelled count, Σ w, Σ H(p), Σ p(1 − p)·logit(p)², and bad scores. Returns the bad scores."""
+    bad_scores = 0.0
+    for i in range(s.shape[0]):
+        h, v, bad = unlabelled_terms(s[i], a[i], b[i], logit)
+        row = acc[parts[i]]
+        row[_N_UNL] += 1.0
+        row[_SUM_W_UNL] += 1.0
+        row[_SUM_H_UNL] += h
+        row[_SUM_V_UNL] += v
+        row[_BAD_SCORE] += bad
+        bad_scores += bad
+    return bad_scores
 
 
 @numba.njit(fastmath=_SUMS_FLAGS, **_JIT)

@@ -156,15 +156,37 @@ class Reducer:
         self, s: np.ndarray, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool, n_parts: int
     ) -> float:
         """Queue a batch (scores, labels, runs of partition numbers below ``n_parts``); returns :attr:`bad` so far."""
-        if n_parts > self.stats.shape[0]:
-            grown = np.zeros((max(n_parts, 2 * self.stats.shape[0]), self.stats.shape[1]))
-            grown[: self.stats.shape[0]] = self.stats
-            self.stats = grown
+        self._grow(n_parts)
         self._pending.append((s, y, run_ends, run_ids, logit))
         self._pending_bytes += s.nbytes + y.nbytes
         if len(self._pending) == self.threads * self.per_lane or self._pending_bytes >= self.threads * MAX_LANE_BYTES:
             self._start_round()
         return self.bad
+
+    def set_aside_unlabelled(
+        self, s: np.ndarray, y: np.ndarray, run_ends: np.ndarray, run_ids: np.ndarray, logit: bool, n_parts: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sum a batch's rows whose label has not arrived into their partitions' unlabelled sums (in batch order,
+        here), and return the other rows (scores, labels, run ends) for :meth:`add`."""
+        from tasks.metrics.kernels import sum_unlabelled
+
+        self._grow(n_parts)
+        out = np.isneginf(y)
+        u = s[out]
+        a, b = np.empty_like(u), np.empty_like(u)
+        terms(u, a, b, logit)
+        lengths = np.diff(run_ends, prepend=0)
+        self.bad += sum_unlabelled(u, a, b, np.repeat(run_ids, lengths)[out], logit, self.stats)
+        kept_per_run = (
+            lengths - np.add.reduceat(out.astype(np.int64), np.r_[0, run_ends[:-1]]) if len(run_ends) else lengths
+        )
+        return s[~out], y[~out], np.cumsum(kept_per_run)
+
+    def _grow(self, n_parts: int) -> None:
+        if n_parts > self.stats.shape[0]:
+            grown = np.zeros((max(n_parts, 2 * self.stats.shape[0]), self.stats.shape[1]))
+            grown[: self.stats.shape[0]] = self.stats
+            self.stats = grown
 
     def _start_round(self) -> None:
         self._wait_round()

@@ -37,6 +37,7 @@ from tasks.metrics.auc import (
 )
 from tasks.metrics.bad_input import raise_bad_input
 from tasks.metrics.decisions import DEFAULT_DECISIONS, Decisions, overall_decisions, with_decisions
+from tasks.metrics.late_labels import UNLABELLED
 from tasks.metrics.runs import PartitionRuns
 from tasks.models.scoring import Scorer, model_input
 
@@ -49,6 +50,7 @@ _S, _Y = "__score", "__y"
 
 if TYPE_CHECKING:
     from tasks.metrics.cells import CellSink
+    from tasks.metrics.lanes import Reducer
 
 
 def reduce_chunk(
@@ -91,7 +93,7 @@ def _batch_scores(scorer: Scorer, batch: pl.DataFrame, dataset: Dataset, files: 
         bad = 0 if finite.all() else int((~finite).any(axis=1).sum())
     if bad:
         # before the model sees them (it may fail or return nonsense): name the file and column
-        raise_bad_input(dataset, scorer, files, {"bad_score": bad})
+        raise_bad_input(dataset, scorer, files, {"bad_score": bad}, unlabelled=True)
     return scorer.model.score(X)
 
 
@@ -119,7 +121,9 @@ def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.
     else:
         # nulls become NaN, which the pass counts as bad scores (a null feature makes the logit null)
         score = [scorer.scan_expression().fill_null(nan).alias(_S)]
-    label = pl.col(dataset.label).cast(pl.Float64).fill_null(nan).alias(_Y)
+    # a null label has not arrived (UNLABELLED, summed apart); a −inf one is a bad label like NaN
+    y = pl.col(dataset.label).cast(pl.Float64)
+    label = pl.when(y.is_null()).then(UNLABELLED).when(y == UNLABELLED).then(nan).otherwise(y).alias(_Y)
     taken = {*keys, *(scorer.features if scorer.model is not None else ())}
     # the slice and weight columns, unless a key or the model's input holds them already
     extra = [c for c in (*dataset.cell_sources, *([dataset.weight] if dataset.weight else ())) if c not in taken]
@@ -164,15 +168,8 @@ def _reduce_chunk(
             schema = batch.schema
             s = _batch_scores(scorer, batch, dataset, files)
             y = batch.get_column(_Y).to_numpy()
-            run_ends, run_ids = parts.runs(batch)
-            if cells is not None and cells.add(batch, s, y, run_ends, run_ids, logit):
-                break
-            if cells is None and reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)):
+            if _add_batch(cells, reducer, kept if exact_auc else None, batch, s, y, parts.runs(batch), logit, parts):
                 break  # bad input: stop reading, say where below
-            if exact_auc:
-                kept.append(
-                    (np.repeat(run_ids, np.diff(run_ends, prepend=0)), np.array(s, np.float64), np.array(y, np.float64))
-                )
         else:
             # rows are placed in partitions by the footers' row counts: a file rewritten since
             # discovery read them would put rows in the wrong partitions, silently
@@ -193,6 +190,37 @@ def _reduce_chunk(
         flushes,
         kept if exact_auc else None,
     )
+
+
+def _add_batch(
+    cells: CellSink | None,
+    reducer: Reducer | CellSink,
+    kept: list | None,
+    batch: pl.DataFrame,
+    s: np.ndarray,
+    y: np.ndarray,
+    runs: tuple[np.ndarray, np.ndarray],
+    logit: bool,
+    parts: PartitionRuns,
+) -> float:
+    """Queue a batch's rows: to their cells, or in runs of partitions (then rows whose label has not arrived are
+    summed apart, :func:`tasks.metrics.kernels.sum_unlabelled`, and the rest go on as usual; ``kept`` gets the
+    labelled rows for exact AUC). Returns the bad rows so far."""
+    run_ends, run_ids = runs
+    if cells is not None:
+        return cells.add(batch, s, y, run_ends, run_ids, logit)
+    if np.isneginf(y).any():  # tasks.metrics.late_labels.UNLABELLED
+        s, y, run_ends = reducer.set_aside_unlabelled(s, y, run_ends, run_ids, logit, len(parts.index))
+    if kept is not None:
+        kept.append(
+            (np.repeat(run_ids, np.diff(run_ends, prepend=0)), np.array(s, np.float64), np.array(y, np.float64))
+        )
+    return reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)) if len(s) else reducer.bad
+
+
+def _has_rows() -> pl.Expr:
+    """A record of any row, with a label or without one (an estimated partition)."""
+    return (pl.col("n_rows") + pl.col("n_unlabelled")) > 0
 
 
 def _check_rows_read(dataset: Dataset, files: list[DataFile], rows: int) -> None:
@@ -244,7 +272,7 @@ def _assemble(
 
     checks = {c: int(stats[:, kernels.STATS.index(c)].sum()) for c in metrics.CHECKS}
     if any(checks.values()):
-        raise_bad_input(dataset, scorer, files, checks)
+        raise_bad_input(dataset, scorer, files, checks, unlabelled=True)
     keys_frame = keys.with_row_index("__part")
     records = keys_frame.with_columns(
         pl.Series(s.name, stats[:, kernels.STATS.index(s.name)]).cast(s.dtype) for s in metrics.SUMS
@@ -254,7 +282,7 @@ def _assemble(
         auc = exact_auc_by_partition(kept).with_columns(
             pl.when(pl.col("roc_auc").is_not_null()).then(0.0).alias("roc_auc_bound")
         )
-    records = records.join(auc, on="__part", how="left").filter(pl.col("n_rows") > 0).drop("__part")
+    records = records.join(auc, on="__part", how="left").filter(_has_rows()).drop("__part")
     return records, histogram
 
 
@@ -269,7 +297,7 @@ def _assemble_cells(
     stats, bins, auc_sums = cells.finish()
     checks = {c: int(stats[:, kernels.STATS.index(c)].sum()) for c in metrics.CHECKS}
     if any(checks.values()):
-        raise_bad_input(dataset, scorer, files, checks)
+        raise_bad_input(dataset, scorer, files, checks, unlabelled=True)
     keys = cells.index.frame().join(
         parts.with_row_index("__part").with_columns(pl.col("__part").cast(pl.Int64)),
         on="__part",

@@ -180,7 +180,10 @@ def slicing_table(sums: CellSums, slicing: Slicing, decisions: Decisions = DEFAU
     label = pl.concat_str(
         [pl.lit(f"{c}=") + pl.col(c).cast(pl.String).fill_null("null") for c in columns], separator=" × "
     )
-    return table.select(label.alias(SLICE_LABEL), pl.exclude(SLICE_LABEL)).filter(pl.col("n_rows") > 0)
+    # a slice of any row, labelled or not (one without labels is estimated)
+    return table.select(label.alias(SLICE_LABEL), pl.exclude(SLICE_LABEL)).filter(
+        (pl.col("n_rows") + pl.col("n_unlabelled")) > 0
+    )
 
 
 def summarize_cells(

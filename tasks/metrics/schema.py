@@ -25,6 +25,7 @@ from tasks.metrics.formulas import (
     standard_error,
     weighted_standard_error,
 )
+from tasks.metrics.late_labels import LATE_FIGURES, LATE_SUMS, label_status
 
 __all__ = ["Z95", "Figure", "HistogramFigure", "Sum", "normal_interval", "standard_error", "weighted_standard_error"]
 
@@ -45,6 +46,7 @@ SUMS: tuple[Sum, ...] = (
     Sum("sum_p", pl.Float64, "Σ w·p, p the predicted probability of class 1"),
     Sum("n_saturated", pl.Int64, "rows whose probability is within machine epsilon of 0 or 1", reported=True),
     *CALIBRATION_SUMS,
+    *LATE_SUMS,
 )
 
 #: Bad-input counters the compiled loop keeps after the sums (never stored: the run stops instead)
@@ -79,8 +81,10 @@ def _over_entropy(expr: pl.Expr) -> pl.Expr:
 
 
 def _note() -> pl.Expr:
+    """Rows without a label first (an estimate, not a realized figure), else a single class."""
     single = pl.when(pl.col("n_pos") == 0).then(pl.lit("single class (all 0)"))
-    return single.when(pl.col("n_pos") == pl.col("n_rows")).then(pl.lit("single class (all 1)")).otherwise(pl.lit(""))
+    single = single.when(pl.col("n_pos") == pl.col("n_rows")).then(pl.lit("single class (all 1)")).otherwise(pl.lit(""))
+    return pl.coalesce(label_status(), single)
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -162,7 +166,13 @@ FIGURES: tuple[Figure, ...] = (
         better="lower",
     ),
     *CALIBRATION_FIGURES,
-    Figure("note", "note", _note, "'single class (all 0/1)' where ROC AUC is undefined"),
+    *LATE_FIGURES,
+    Figure(
+        "note",
+        "note",
+        _note,
+        "'estimated' where labels have not arrived; 'single class (all 0/1)' where ROC AUC is undefined",
+    ),
 )
 
 #: The sums of a comparison of two models on the same rows (``compare``): each row's loss under both

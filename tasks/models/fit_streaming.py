@@ -27,7 +27,8 @@ from tasks.errors import InputError
 
 def _batches(dataset: Dataset, chunk_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for files in group_files_by_rows(dataset, chunk_rows):
-        df = scan_files(dataset, files).select([*dataset.features, dataset.label]).collect()
+        # a row whose label has not arrived (null) is no training example
+        df = scan_files(dataset, files).select([*dataset.features, dataset.label]).drop_nulls(dataset.label).collect()
         X = df.select(pl.col(c).cast(pl.Float64) for c in dataset.features).to_numpy()
         y = df.get_column(dataset.label).cast(pl.Float64).to_numpy()
         yield X, y

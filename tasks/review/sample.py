@@ -17,7 +17,7 @@ def sample_scores(
     dataset: Dataset, scorer: Scorer, max_rows: int = 5000, max_files: int = 10, seed: int = 0
 ) -> pl.DataFrame:
     """A seeded uniform random sample of exactly ``max_rows`` rows with their label ``y``, probability
-    ``p`` and ``loss`` (every row when the dataset has no more).
+    ``p`` and ``loss`` (every row when the dataset has no more), less the rows whose label has not arrived.
 
     Every row has the same chance, ``max_rows / N``, to be in it, and only the files of up to
     ``max_files`` blocks are read (a large dataset is not read whole): see :func:`sample_plan`.
@@ -37,6 +37,10 @@ def sample_scores(
         )
         lf = scan_files(dataset, [files[i] for i in chosen]).with_row_index("_row")
         df = lf.filter(pl.col("_row").is_in(index.implode())).select(wanted).collect()
+    # the realized rows: a row whose label has not arrived has no loss to show (it is estimated, not sampled)
+    df = df.filter(pl.col(dataset.label).is_not_null())
+    if not df.height:
+        return df.with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("y", "score", "p", "loss"))
     y = df.get_column(dataset.label).cast(pl.Float64).to_numpy()
     s = scorer.score_frame(df, dataset.text_features)
     p = sigmoid(s) if scorer.kind == "logit" else s

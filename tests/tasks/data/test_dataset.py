@@ -297,14 +297,19 @@ def test_collect_training_data_matches_the_file(hive_data: Path):
     assert np.array_equal(got[np.lexsort(got.T)], want[np.lexsort(want.T)])
 
 
-def test_collect_null_label(tmp_path: Path):
+def test_a_row_whose_label_has_not_arrived_is_no_training_example(tmp_path: Path):
     df = make_frame(20, 0).with_columns(
         pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("label")).alias("label")
     )
     f = _one_file(tmp_path, df)
-    ds = discover_dataset(f, "label", FEATURES)
-    with pytest.raises(InputError, match=esc(f) + r": label column 'label' has 1 null value\(s\)"):
-        collect_training_data(ds)
+    X, y = collect_training_data(discover_dataset(f, "label", FEATURES))
+    labelled = df.filter(pl.col("label").is_not_null())
+    assert np.array_equal(X, labelled.select(FEATURES).cast(pl.Float64).to_numpy())
+    assert np.array_equal(y, labelled.get_column("label").to_numpy())
+    (tmp_path / "none").mkdir()
+    none = _one_file(tmp_path / "none", df.with_columns(pl.lit(None, pl.Int64).alias("label")))
+    with pytest.raises(InputError, match=esc(none) + r": no row has a label yet \('label' is null throughout\)"):
+        collect_training_data(discover_dataset(none, "label", FEATURES))
 
 
 def test_collect_label_value_2(tmp_path: Path):

@@ -10,6 +10,7 @@ from scipy.stats import false_discovery_control, norm
 from tasks.judge.gates import GateResult, GateSettings, parse_gate
 from tasks.judge.slice_gates import judge_slices, with_slice_failures
 from tasks.metrics import schema
+from tasks.metrics.late_labels import LATE_SUMS
 from tests.tasks.metrics.test_calibration_gap import calibration_sums
 
 
@@ -39,6 +40,7 @@ def _slicing_table(rng: np.random.Generator, n_slices: int, rows: int, worse: in
                 "sum_p": float(p.sum()),
                 "n_saturated": 0,
                 **calibration_sums(p, y, loss),
+                **{s.name: 0 for s in LATE_SUMS},  # every label known
             }
         )
     table = schema.derive_figures(pl.DataFrame(out))

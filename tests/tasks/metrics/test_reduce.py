@@ -422,7 +422,6 @@ NAN_SCORE_BUG = (
 )
 
 BAD_ROWS = [
-    ("null_label", _set_row("label", None), r"label column 'label' has 1 null value\(s\)"),
     ("label_3", _set_row("label", 3), r"label column 'label' has value 3 \(1 row\(s\) not 0/1\)"),
     ("nan_feature", _set_row("b", float("nan")), r"feature column 'b' has 1 null or non-finite value\(s\)"),
     ("inf_feature", _set_row("c", float("inf")), r"feature column 'c' has 1 null or non-finite value\(s\)"),

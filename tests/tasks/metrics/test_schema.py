@@ -52,6 +52,8 @@ def test_kernel_layout_is_the_schema_and_each_sum_lands_in_its_named_column(tmp_
         "sum_p": p.sum(),
         "n_saturated": (np.abs(z) >= kernels.SATURATED_LOGIT).sum(),
         **calibration_sums(p, y, loss),
+        # every label is known: no row is estimated
+        **dict.fromkeys(("n_unlabelled", "sum_w_unlabelled", "sum_entropy_unlabelled", "sum_var_unlabelled"), 0.0),
     }
     assert set(expected) == set(metrics.SUM_COLUMNS)
     row = rec.row(0, named=True)
