@@ -60,6 +60,7 @@ from tasks.judge.drift import (
     Series,
     current_points,
     drift_band,
+    estimate_errors,
     history_frame,
     latest_run,
     model_lineage,
@@ -269,7 +270,10 @@ def judge(settings: EvaluateSettings, scoring: Scoring, reduced: Reduced, tracki
     )
     current = current_points(reduced.table, reduced.overall, scoring.dataset.partition_by, figure)
     k = gates.drift_k or DEFAULT_BAND
-    series = Series(key, history, drift_band(history, current, k, figure), k, gates.drift_k is not None, figure)
+    band = drift_band(history, current, k, figure)
+    # partitions estimated last time whose labels have come: how far off the estimate was
+    checked = estimate_errors(runs, reduced.table, scoring.dataset.partition_by)
+    series = Series(key, history, band, k, gates.drift_k is not None, figure, checked)
     verdict = check_gates_task(reduced.table, reduced.overall, gates, baseline, series.band) if gates.active else None
     slices = judge_slices_task(reduced.slices, reduced.overall, gates) if reduced.slices else None
     verdict = with_slice_failures(verdict, slices)

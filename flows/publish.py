@@ -82,6 +82,7 @@ def publish(
         scoring.info.description,
         judged.series.notice(),
         judged.slices,
+        judged.series.estimate_line(),
     )
     publish_prefect_artifacts_task(quote(evaluation), Path(settings.data).name, ui_hint(tracking_uri), judged.verdict)
     return evaluation

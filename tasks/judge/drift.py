@@ -36,6 +36,11 @@ PARTITION_PREFIX = "bce_by_partition/"
 #: figures whose series bce-eval keeps per partition (``<figure>_by_partition/<partition>`` metrics), so a drift gate
 #: can follow them: raw BCE, or normalized entropy, which a shift of the base rate moves far less
 SERIES_FIGURES = ("bce", "normalized_entropy")
+#: the estimate of a partition whose labels have not arrived, kept per partition beside them (never a drift point):
+#: the night its labels come, the series sets the realized BCE against it (:data:`ESTIMATE_ERROR`)
+ESTIMATED = "estimated_bce"
+#: realized − estimated BCE of a partition estimated in the series' last run and realized now
+ESTIMATE_ERROR = "estimate_error"
 OVERALL = "overall"
 DEFAULT_BAND = 3.0
 MIN_HISTORY = 3
@@ -52,6 +57,19 @@ class Series:
     k: float = DEFAULT_BAND
     gated: bool = False  # --max-drift: leaving the band fails the run
     figure: str = "bce"  # the figure the series follows (one of SERIES_FIGURES)
+    #: partitions estimated in the series' last run and realized now: :func:`estimate_errors`
+    estimates: pl.DataFrame | None = None
+
+    def estimate_line(self) -> str:
+        """The estimates checked this run in words (how many, realized − estimated), or ""."""
+        if self.estimates is None or not self.estimates.height:
+            return ""
+        e = self.estimates.get_column(ESTIMATE_ERROR)
+        worst = self.estimates.sort(pl.col(ESTIMATE_ERROR).abs(), descending=True).row(0, named=True)
+        return (
+            f"estimates checked: {e.len()} partition(s) estimated in the last run have their labels now; realized − "
+            f"estimated BCE {e.mean():+.4f} on average (largest {worst[ESTIMATE_ERROR]:+.4f}, {worst['partition']})"
+        )
 
     def tags(self) -> dict[str, str]:
         left = self.band.filter(pl.col("drifted")).get_column("partition").to_list()
@@ -121,7 +139,8 @@ def current_points(
 ) -> dict[str, tuple[str, float, float]]:
     """This run's (partition, value, standard error) of ``figure`` by series key: ``overall`` and each partition's
     metric key (partitions where it is undefined, as NE of one class, are left out)."""
-    out = {OVERALL: (OVERALL, *_point(overall, figure))}
+    # no point where the figure is undefined (no label has arrived yet; NE of one class)
+    out = {OVERALL: (OVERALL, *_point(overall, figure))} if overall.get(figure) is not None else {}
     if keys:
         for row in table.select(list(dict.fromkeys([*keys, "partition", "bce", "bce_se", figure]))).iter_rows(
             named=True
@@ -224,3 +243,31 @@ def drift_failures(band: pl.DataFrame, k: float, figure: str = "bce") -> tuple[s
     return f"{what}{out.height} left the band of their own history (median ± {k:g} robust σ): " + ", ".join(
         names[:20]
     ) + more, out.get_column("partition").to_list()
+
+
+def estimate_errors(
+    runs: list[tuple[str, int, dict[str, float]]], table: pl.DataFrame, keys: tuple[str, ...]
+) -> pl.DataFrame:
+    """Partitions whose last appearance in the series' earlier runs (``runs``, as
+    :func:`tasks.tracking.history.search_runs` reads them) was an estimate (no label yet) and whose every label has
+    arrived now: ``(key, partition, estimated_bce, bce, estimate_error = bce − estimated_bce)``, one row each.
+
+    The error is of the estimate on the same rows when only the labels changed (the night's files rewritten with
+    them); a partition realized in part then is not checked (its estimate covered only its unlabelled rows).
+    """
+    schema = {"key": pl.String, "partition": pl.String, ESTIMATED: pl.Float64, "bce": pl.Float64}
+    realized_prefix, estimated_prefix = "bce_by_partition/", f"{ESTIMATED}_by_partition/"
+    last: dict[str, float | None] = {}  # each key's newest appearance: its estimate, or None when it was realized
+    for _, _, metrics in sorted(runs, key=lambda r: r[1]):  # oldest first
+        for name, value in metrics.items():
+            if name.startswith(realized_prefix):  # realized then (in whole or in part): no estimate to check
+                last[name[len(realized_prefix) :]] = None
+            elif name.startswith(estimated_prefix) and realized_prefix + name[len(estimated_prefix) :] not in metrics:
+                last[name[len(estimated_prefix) :]] = float(value)
+    rows = []
+    if keys and "n_unlabelled" in table.columns:
+        for row in table.filter((pl.col("n_unlabelled") == 0) & pl.col("bce").is_not_null()).iter_rows(named=True):
+            key = metric_key_suffix({k: row[k] for k in keys})
+            if last.get(key) is not None:
+                rows.append({"key": key, "partition": row["partition"], ESTIMATED: last[key], "bce": row["bce"]})
+    return pl.DataFrame(rows, schema=schema).with_columns((pl.col("bce") - pl.col(ESTIMATED)).alias(ESTIMATE_ERROR))

@@ -277,10 +277,15 @@ def check_gates(
     )
     if gates.judge_on == "interval" and "bce_se" in table.columns:
         small = small | pl.col("bce_se").is_null()  # one row: no interval to judge
+    # no label yet: judged only by a gate on an estimated figure (the realized ones are null there)
+    estimated = (pl.col("n_rows") == 0) & (pl.col("n_unlabelled") > 0) if "n_unlabelled" in table.columns else None
+    small = small if estimated is None else small & ~estimated
     too_small = table.filter(small).get_column("partition").to_list()
     judging = _Judging(gates, table.filter(~small), overall, baseline, drift, gates.drift_figure)
-    judging.verdicts = dict.fromkeys(too_small, "too small") | dict.fromkeys(
-        judging.judged.get_column("partition").to_list(), "passed"
+    judging.verdicts = (
+        dict.fromkeys(too_small, "too small")
+        | dict.fromkeys(judging.judged.get_column("partition").to_list(), "passed")
+        | dict.fromkeys([] if estimated is None else table.filter(estimated).get_column("partition"), "estimated")
     )
     for gate in gates.all_gates():
         _JUDGES[gate.scope](gate, judging)

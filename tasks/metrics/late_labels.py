@@ -85,3 +85,27 @@ def label_status() -> pl.Expr:
         .when(unlabelled > 0)
         .then(partly)
     )
+
+
+#: The columns a table shows of its rows without a label, where it has any (after the realized figures)
+ESTIMATE_COLUMNS = ("n_unlabelled", "estimated_bce", "estimated_bce_low", "estimated_bce_high")
+
+
+def has_estimates(table: pl.DataFrame) -> bool:
+    """Whether any row of ``table`` (a partition, a slice) holds rows whose label has not arrived."""
+    return "n_unlabelled" in table.columns and bool(table.get_column("n_unlabelled").fill_null(0).gt(0).any())
+
+
+def estimated_line(overall: dict, table: pl.DataFrame) -> str:
+    """The rows without a label in words (which partitions, the estimate and its interval), or "" when none."""
+    n = overall.get("n_unlabelled") or 0
+    if not n or overall.get("estimated_bce") is None:
+        return ""
+    parts = table.filter(pl.col("n_unlabelled") > 0) if "n_unlabelled" in table.columns else table.head(0)
+    whole = parts.filter(pl.col("n_rows") == 0).height
+    where = f" in {parts.height} partition(s), {whole} without any label yet" if parts.height else ""
+    return (
+        f"estimated (labels not arrived): {n:,} row(s){where}: expected BCE {overall['estimated_bce']:.4f} "
+        f"(95% {overall['estimated_bce_low']:.4f} to {overall['estimated_bce_high']:.4f}), the model's own "
+        "expectation from H(p), not a realized figure"
+    )

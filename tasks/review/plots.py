@@ -120,7 +120,7 @@ _VERDICT_LABELS = {
 def plot_partition_bce(
     table: pl.DataFrame,
     label_col: str,
-    overall: float,
+    overall: float | None,
     max_rows: int = 60,
     bound: float | None = None,
     what: str = "partition",
@@ -128,7 +128,8 @@ def plot_partition_bce(
     """A forest plot: each partition's BCE with its 95% interval and row count, coloured by its verdict;
     the overall BCE and the gate's bound (``--max-partition-bce``, when set) as lines, named in a legend
     below the axes (never over a partition)."""
-    t = table.sort("bce", descending=True).head(max_rows).reverse()
+    # the realized figures only: a partition whose labels have not arrived has an estimate, not a BCE to plot
+    t = table.filter(pl.col("bce").is_not_null()).sort("bce", descending=True).head(max_rows).reverse()
     labels = [v if len(v) <= 32 else v[:29] + "…" for v in t.get_column(label_col).cast(pl.String).to_list()]
     bce = t.get_column("bce").to_numpy()
     low = t.get_column("bce_low").to_numpy() if "bce_low" in t.columns else bce
@@ -153,7 +154,8 @@ def plot_partition_bce(
                 capsize=3,
                 label=f"{_VERDICT_LABELS[verdict]}: {int(at.sum())}",
             )
-    ax.axvline(overall, color="k", linestyle="--", label=f"overall {overall:.4f}")
+    if overall is not None:
+        ax.axvline(overall, color="k", linestyle="--", label=f"overall {overall:.4f}")
     if bound is not None:
         ax.axvline(
             bound,

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from tasks.metrics.late_labels import ESTIMATE_COLUMNS, has_estimates
 from tasks.tracking.content import png_bytes
 
 # the table's columns in the order a reviewer reads them (those present are shown)
@@ -39,6 +40,10 @@ _HEADERS = {
     "positive_rate": "positive rate",
     "roc_auc": "ROC AUC",
     "brier": "Brier",
+    "n_unlabelled": "rows without label",
+    "estimated_bce": "estimated BCE",
+    "estimated_bce_low": "estimate 95% low",
+    "estimated_bce_high": "estimate 95% high",
 }
 # the figures in the order the report shows them, with what each is for
 _FIGURES = (
@@ -128,7 +133,10 @@ def _cells(col: str, values: pl.Series) -> list[str]:
 
 
 def table_html(table: pl.DataFrame, columns: tuple[str, ...] = _COLUMNS) -> str:
-    """A sortable HTML table of the columns of ``table`` that ``columns`` names (failed rows marked)."""
+    """A sortable HTML table of the columns of ``table`` that ``columns`` names (failed rows marked), and the
+    estimate's columns where rows have no label yet."""
+    if has_estimates(table):
+        columns = (*(c for c in columns if c != "note"), *ESTIMATE_COLUMNS, "note")
     cols = [c for c in columns if c in table.columns] or list(table.columns)
     head = "".join(f"<th>{html.escape(_HEADERS.get(c, c.replace('_', ' ')))}</th>" for c in cols)
     failed = (

@@ -47,6 +47,7 @@ class Evaluation:
     model: str = ""  # which model was evaluated, in words (ModelInfo.description)
     drift: str = ""  # the series' drift notice (tasks.judge.drift.Series.notice), "" when nothing left its band
     slices: Any = None  # each slicing's judged table and gaps (tasks.judge.slice_gates.SliceJudgement), or None
+    estimates: str = ""  # the series' estimates checked against labels come since (Series.estimate_line), or ""
 
     @property
     def gate_passed(self) -> bool:

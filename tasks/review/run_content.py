@@ -13,9 +13,10 @@ import polars as pl
 from tasks.data.dataset import Dataset
 from tasks.data.naming import metric_key_suffix
 from tasks.data.storage import data_location
-from tasks.judge.drift import SERIES_FIGURES, Series
+from tasks.judge.drift import ESTIMATE_ERROR, ESTIMATED, SERIES_FIGURES, Series
 from tasks.judge.slice_gates import SliceJudgement
 from tasks.metrics import schema as metric_schema
+from tasks.metrics.late_labels import estimated_line
 from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
 from tasks.review.plots import plot_series
@@ -40,10 +41,20 @@ def partition_metrics(table: pl.DataFrame, keys: tuple[str, ...], limit: int) ->
     if not keys or table.height > limit:
         return {}
     out: dict[str, float] = {}
-    for row in table.select([*keys, *SERIES_FIGURES]).iter_rows(named=True):
+    # the estimate of a partition whose labels have not arrived is a key of its own, never a realized one's
+    figures = [*SERIES_FIGURES, ESTIMATED]
+    for row in table.select([*keys, *figures]).iter_rows(named=True):
         where = metric_key_suffix({k: row[k] for k in keys})
-        out.update({f"{f}_by_partition/{where}": float(row[f]) for f in SERIES_FIGURES if row[f] is not None})
+        out.update({f"{f}_by_partition/{where}": float(row[f]) for f in figures if row[f] is not None})
     return out
+
+
+def estimate_metrics(checked: pl.DataFrame) -> dict[str, float]:
+    """The estimates checked this run (:func:`tasks.judge.drift.estimate_errors`) as metrics: each partition's
+    realized − estimated BCE, their mean and their count (a series of its own: how far estimates can be trusted)."""
+    out = {f"{ESTIMATE_ERROR}_by_partition/{k}": float(e) for k, e in checked.select("key", ESTIMATE_ERROR).iter_rows()}
+    e = checked.get_column(ESTIMATE_ERROR)
+    return out | {ESTIMATE_ERROR: float(e.mean()), "n_estimates_checked": float(e.len())}
 
 
 def describe(
@@ -53,6 +64,7 @@ def describe(
     dataset_name: str,
     model: ModelInfo,
     drift: str = "",
+    estimates: str = "",
 ) -> str:
     """A few sentences for the MLflow run description (the series' drift notice second, when there is one)."""
     lines = [
@@ -60,19 +72,24 @@ def describe(
         f"{overall['n_rows']:,} rows of `{dataset_name}`, {overall['n_partitions']} partition(s); "
         f"accuracy {overall['accuracy']:.3f}"
         + (f", ROC AUC {overall['roc_auc']:.3f}" if overall.get("roc_auc") is not None else "")
-        + ".",
+        + "."
+        if overall.get("bce") is not None
+        else f"**No label has arrived yet** in `{dataset_name}`: no BCE is realized.",
+        *([f"**Estimated:** {estimated_line(overall, table)}."] if estimated_line(overall, table) else []),
         *([f"**Drift:** {drift}."] if drift else []),
+        *([f"{estimates[:1].upper()}{estimates[1:]}."] if estimates else []),
         *(f"{line[:1].upper()}{line[1:]}." for line in (calibration_line(overall), decisions_line(overall)) if line),
         f"Model: {model.description}.",
     ]
-    if keys and table.height > 1:
-        worst = table.sort("bce", descending=True).row(0, named=True)
-        best = table.sort("bce").row(0, named=True)
+    realized = table.filter(pl.col("bce").is_not_null())
+    if keys and realized.height > 1:
+        worst = realized.sort("bce", descending=True).row(0, named=True)
+        best = realized.sort("bce").row(0, named=True)
         lines.append(
             f"Worst partition `{worst['partition']}` (BCE {worst['bce']:.4f}, {worst['n_rows']:,} rows); "
             f"best `{best['partition']}` (BCE {best['bce']:.4f})."
         )
-    singles = table.filter(pl.col("note") != "")
+    singles = table.filter(pl.col("note").str.starts_with("single class"))
     if singles.height:
         names = ", ".join(f"`{p}`" for p in singles.get_column("partition").head(5).to_list()) if keys else "the data"
         lines.append(
@@ -141,7 +158,8 @@ def build_evaluation_log(
     run_name = _with_gate(run_name, metrics, tags)
     X_example, y_example = _model_examples(fitted_model, sample, dataset.features)
     schema_df = sample.select([*dict.fromkeys([*dataset.features, dataset.label, *keys])]).head(5).to_pandas()
-    description = describe(overall, table, keys, name, model, series.notice() if series is not None else "")
+    notices = (series.notice(), series.estimate_line()) if series is not None else ("", "")
+    description = describe(overall, table, keys, name, model, *notices)
     report = _evaluation_report(
         f"BCE evaluation of {name}: {run_name}",
         description,
@@ -160,7 +178,7 @@ def build_evaluation_log(
         params=build_params(dataset, model, overall, {}),
         metrics=metrics,
         partition_metrics=partition_metrics(table, keys, max_partition_metrics),
-        tags=_evaluation_tags(dataset, tags),
+        tags=_evaluation_tags(dataset, tags, table),
         description=description,
         tables=tables,
         figures=encode_figures(figures),
@@ -174,10 +192,14 @@ def build_evaluation_log(
     )
 
 
-def _evaluation_tags(dataset: Dataset, tags: dict[str, str]) -> dict[str, str]:
+def _evaluation_tags(dataset: Dataset, tags: dict[str, str], table: pl.DataFrame) -> dict[str, str]:
+    estimated = table.filter(pl.col("n_unlabelled") > 0) if "n_unlabelled" in table.columns else table.head(0)
+    names = estimated.get_column("partition").to_list() if "partition" in estimated.columns else ["(all)"]
     return {
         "data_fingerprint": dataset.fingerprint,
         "bce_eval.kind": "evaluation",
+        # which partitions hold estimated rows (labels not arrived): their figures are estimates, not realized
+        **({"bce_eval.estimated_partitions": ",".join(names)[:4000]} if estimated.height else {}),
         **{k: v for k, v in tags.items() if v},
     }
 
@@ -200,6 +222,9 @@ def _evaluation_values(
         tables.update(audit_tables(audit))
     if overall["n_rows"] <= 1000:
         tables["predictions.json"] = predictions_table(sample, dataset.features)
+    if series is not None and series.estimates is not None and series.estimates.height:
+        metrics.update(estimate_metrics(series.estimates))
+        tables["estimate_errors.json"] = {c: series.estimates.get_column(c).to_list() for c in series.estimates.columns}
     if series is not None and series.has_history:
         tables["bce_series.json"], figures = (
             series_table(series),
@@ -243,6 +268,8 @@ def series_table(series: Series) -> dict[str, list[Any]]:
 def _overall_metrics(overall: dict[str, Any]) -> dict[str, float]:
     metrics = {k: float(overall[k]) for k in metric_schema.overall_metric_names() if overall.get(k) is not None}
     metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
+    if overall.get("n_unlabelled"):  # rows estimated, not realized
+        metrics["n_unlabelled"] = float(overall["n_unlabelled"])
     metrics.update({k: float(overall[k]) for k in ("partitions_reused", "partitions_computed") if k in overall})
     return metrics
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from tasks.metrics.late_labels import estimated_line
 from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
 from tasks.review.results import Evaluation
@@ -24,7 +25,7 @@ def run_link(ev: Evaluation) -> str:
 
 def format_table(table: pl.DataFrame, limit: int) -> str:
     """The worst ``limit`` partitions as aligned text."""
-    t = table.sort("bce", descending=True).head(limit)
+    t = table.sort("bce", descending=True, nulls_last=True).head(limit)
     rows = [("partition", "rows", "BCE", "95% interval", "accuracy", "ROC AUC", "gate", "note")]
     for r in t.iter_rows(named=True):
         auc = "" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}"
@@ -34,9 +35,9 @@ def format_table(table: pl.DataFrame, limit: int) -> str:
             (
                 str(r["partition"]),
                 f"{r['n_rows']:,}",
-                f"{r['bce']:.4f}",
+                _number(r["bce"], ".4f"),  # none where no label has arrived: the note says it is estimated
                 ci,
-                f"{r['accuracy']:.3f}",
+                _number(r["accuracy"], ".3f"),
                 auc,
                 "" if verdict == "not judged" else verdict,
                 r["note"],
@@ -44,6 +45,10 @@ def format_table(table: pl.DataFrame, limit: int) -> str:
         )
     widths = [min(40, max(len(row[i]) for row in rows)) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c[:40].ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
 
 
 def calibration_line(o: dict) -> str:
@@ -66,7 +71,7 @@ def calibration_line(o: dict) -> str:
 
 def decisions_line(o: dict) -> str:
     """The decision at the threshold in words: precision, recall, F1, FPR, recall at an FPR, and the costs."""
-    if o.get("threshold") is None:
+    if o.get("threshold") is None or not o.get("n_rows"):  # no labelled row: no decision to count
         return ""
 
     def f(name: str) -> str:
@@ -89,11 +94,18 @@ def format_summary(ev: Evaluation, dataset_name: str, top: int, ui_command: str,
     """The terminal summary: overall figures, the worst partitions, where to look in MLflow."""
     o = ev.overall
     auc = "n/a (one class)" if o.get("roc_auc") is None else f"{o['roc_auc']:.4f}"
+    realized = (
+        f"  overall BCE {o['bce']:.4f} (± {Z95 * o['bce_se']:.4f})   accuracy {o['accuracy']:.4f}   "
+        f"ROC AUC {auc}   Brier {o['brier']:.4f}"
+        if o.get("bce") is not None
+        else "  overall BCE — (no label has arrived yet: nothing is realized)"
+    )
     out = [
         f"BCE evaluation of {dataset_name}: {o['n_rows']:,} rows, {o['n_partitions']} partition(s)",
         *([f"  model: {ev.model}"] if ev.model else []),
-        f"  overall BCE {o['bce']:.4f} (± {Z95 * o['bce_se']:.4f})   accuracy {o['accuracy']:.4f}   "
-        f"ROC AUC {auc}   Brier {o['brier']:.4f}",
+        realized,
+        *([f"  {estimated_line(o, ev.table)}"] if estimated_line(o, ev.table) else []),
+        *([f"  {ev.estimates}"] if ev.estimates else []),
         *([f"  {calibration_line(o)}"] if calibration_line(o) else []),
         *([f"  {decisions_line(o)}"] if decisions_line(o) else []),
         *([f"  drift: {ev.drift}"] if ev.drift else []),

@@ -202,25 +202,10 @@ def test_registry_alias_comparison_and_gate_over_http(env, mlflow_server, prefec
     assert state["type"] == "FAILED" and "region=west" in state["message"]
 
 
-def test_served_cron_deployment_runs_and_logs(env, mlflow_server, prefect_api):
+def _serve(name: str, args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """``bce-eval serve --name NAME ARGS`` started (its logs drained), and the run-it-now hint it printed."""
     serve = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "serve",
-            "--cron",
-            "0 2 * * *",
-            "--name",
-            "nightly-test",
-            str(REPO / "data" / "demo"),
-            "--label",
-            "label",
-            "--features",
-            "f1,f2,f3",
-            "--experiment",
-            "served",
-        ],
+        [sys.executable, "-m", "flows.cli", "serve", "--cron", "0 2 * * *", "--name", name, *args],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -228,18 +213,38 @@ def test_served_cron_deployment_runs_and_logs(env, mlflow_server, prefect_api):
         text=True,
         start_new_session=True,
     )
-    try:
-        hint = next((line for line in serve.stdout if "run it now from another shell:" in line), "")
-        import threading
+    hint = next((line for line in serve.stdout if "run it now from another shell:" in line), "")
+    import threading
 
-        threading.Thread(target=serve.stdout.read, daemon=True).start()  # keep draining the served flow's logs
-        deployment = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and deployment is None:
-            r = httpx.get(f"{prefect_api}/deployments/name/bce-evaluate/nightly-test")
-            deployment = r.json() if r.status_code == 200 else None
-            time.sleep(1)
-        assert deployment is not None, "the served deployment never appeared"
+    threading.Thread(target=serve.stdout.read, daemon=True).start()  # keep draining the served flow's logs
+    return serve, hint
+
+
+def _deployment(prefect_api: str, name: str) -> dict:
+    deployment, deadline = None, time.monotonic() + 120
+    while time.monotonic() < deadline and deployment is None:
+        r = httpx.get(f"{prefect_api}/deployments/name/bce-evaluate/{name}")
+        deployment = r.json() if r.status_code == 200 else None
+        time.sleep(1)
+    assert deployment is not None, "the served deployment never appeared"
+    return deployment
+
+
+def _finished(prefect_api: str, flow_run_id: str, timeout: float = 240) -> str:
+    state, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{prefect_api}/flow_runs/{flow_run_id}").json()["state"]["type"]
+        if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            break
+        time.sleep(1)
+    return state
+
+
+def test_served_cron_deployment_runs_and_logs(env, mlflow_server, prefect_api):
+    args = [str(REPO / "data" / "demo"), "--label", "label", "--features", "f1,f2,f3", "--experiment", "served"]
+    serve, hint = _serve("nightly-test", args, env)
+    try:
+        deployment = _deployment(prefect_api, "nightly-test")
         crons = [s["schedule"].get("cron") for s in deployment["schedules"]]
         assert crons == ["0 2 * * *"]
 
@@ -256,19 +261,100 @@ def test_served_cron_deployment_runs_and_logs(env, mlflow_server, prefect_api):
         )
         assert triggered.returncode == 0, triggered.stdout + triggered.stderr
         run = {"id": re.search(r"UUID: ([0-9a-f-]{36})", triggered.stdout).group(1)}
-        state = None
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            state = httpx.get(f"{prefect_api}/flow_runs/{run['id']}").json()["state"]["type"]
-            if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-                break
-            time.sleep(1)
-        assert state == "COMPLETED"
+        assert _finished(prefect_api, run["id"]) == "COMPLETED"
         client = mlflow.MlflowClient(mlflow_server)
         exp = client.get_experiment_by_name("served")
         runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{run['id']}'")
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
         assert runs[0].data.tags["prefect.deployment_id"] == deployment["id"]
         assert runs[0].data.metrics["bce"] > 0
+    finally:
+        _stop(serve)
+
+
+def _nights(root, seed: int = 11):
+    """Three days of a calibrated model's logits ``z`` and labels ``y``: (labels as the first night has them, all)."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for day in ("2026-12-01", "2026-12-02", "2026-12-03"):
+        z = rng.normal(0, 1.5, 3000)
+        frames[day] = pl.DataFrame({"z": z, "y": (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(np.int8)})
+    first = {
+        "2026-12-01": frames["2026-12-01"],
+        # half of a day's labels have come by the first night, none of the last day's
+        "2026-12-02": frames["2026-12-02"].with_columns(
+            pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.col("y")).otherwise(None).alias("y")
+        ),
+        "2026-12-03": frames["2026-12-03"].with_columns(pl.lit(None, pl.Int8).alias("y")),
+    }
+    return first, frames
+
+
+def _write_days(root, frames) -> None:
+    for day, df in frames.items():
+        (root / f"date={day}").mkdir(parents=True, exist_ok=True)
+        df.write_parquet(root / f"date={day}" / "part.parquet")
+
+
+def _night_run(client, prefect_api: str, deployment: dict) -> mlflow.entities.Run:
+    flow_run = httpx.post(f"{prefect_api}/deployments/{deployment['id']}/create_flow_run", json={}).json()
+    assert _finished(prefect_api, flow_run["id"]) == "COMPLETED"
+    exp = client.get_experiment_by_name("late-labels")
+    (run,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run['id']}'")
+    return run
+
+
+def test_a_deployment_estimates_a_night_without_labels_then_realizes_it_and_records_the_error(
+    env, mlflow_server, prefect_api, tmp_path
+):
+    import numpy as np
+    from sklearn.metrics import log_loss
+
+    from tasks.data.naming import metric_key_suffix
+
+    data = tmp_path / "nightly"
+    first, full = _nights(data)
+    _write_days(data, first)
+    args = [str(data), "--label", "y", "--score-col", "z", "--score-kind", "logit", "--partition-by", "date"]
+    serve, _ = _serve("late-labels", [*args, "--late-labels", "--experiment", "late-labels"], env)
+    key = {day: metric_key_suffix({"date": day}) for day in full}
+
+    def h(z: np.ndarray) -> float:  # mean H(p): the BCE a calibrated model expects
+        p = 1 / (1 + np.exp(-z))
+        return float(np.mean(-(p * np.log(p) + (1 - p) * np.log1p(-p))))
+
+    try:
+        deployment = _deployment(prefect_api, "late-labels")
+        client = mlflow.MlflowClient(mlflow_server)
+        night1 = _night_run(client, prefect_api, deployment).data
+        late, partly = first["2026-12-03"], first["2026-12-02"]
+        got = night1.metrics
+        assert f"bce_by_partition/{key['2026-12-03']}" not in got  # nothing estimated is shown as realized
+        assert got[f"estimated_bce_by_partition/{key['2026-12-03']}"] == pytest.approx(h(late["z"].to_numpy()), 1e-12)
+        labelled, waiting = partly.filter(partly["y"].is_not_null()), partly.filter(partly["y"].is_null())
+        p = 1 / (1 + np.exp(-labelled["z"].to_numpy()))
+        assert got[f"bce_by_partition/{key['2026-12-02']}"] == pytest.approx(log_loss(labelled["y"], p), rel=1e-12)
+        assert got[f"estimated_bce_by_partition/{key['2026-12-02']}"] == pytest.approx(
+            h(waiting["z"].to_numpy()), rel=1e-12
+        )
+        assert got["n_unlabelled"] == 3000 + 1500
+        assert set(night1.tags["bce_eval.estimated_partitions"].split(",")) == {"date=2026-12-02", "date=2026-12-03"}
+
+        _write_days(data, {"2026-12-02": full["2026-12-02"], "2026-12-03": full["2026-12-03"]})  # labels come
+        night2 = _night_run(client, prefect_api, deployment).data
+        got = night2.metrics
+        done = full["2026-12-03"]
+        realized = log_loss(done["y"], 1 / (1 + np.exp(-done["z"].to_numpy())))
+        assert got[f"bce_by_partition/{key['2026-12-03']}"] == pytest.approx(realized, rel=1e-12)
+        error = got[f"estimate_error_by_partition/{key['2026-12-03']}"]
+        assert error == pytest.approx(
+            realized - night1.metrics[f"estimated_bce_by_partition/{key['2026-12-03']}"], 1e-9
+        )
+        assert got["n_estimates_checked"] == 1  # the partly labelled day: its estimate covered other rows
+        assert not any(k.startswith("estimated_bce_by_partition/") for k in got)
+        assert "bce_eval.estimated_partitions" not in night2.tags
     finally:
         _stop(serve)
