@@ -8,6 +8,8 @@
 - ``events.parquet``: one file of click events whose partitions are columns inside it (``country``,
   ``day``), for ``--partition-by`` and ``--slice``: ``clicked`` from a logistic model of ``a`` and ``b``, and a
   ``weight`` for ``--weight-col`` (a non-click stands for four, as after subsampling negatives).
+- ``late/day=<day>/part-0.parquet``: three days of click events as the third night sees them, for
+  ``--late-labels``: the first day's clicks all known, half of the second day's, none of the third's (null).
 
 Run: ``python data/make_data.py`` (from the repo root).
 """
@@ -85,6 +87,24 @@ def make_events(n: int = 600, seed: int = 8) -> pl.DataFrame:
     return pl.DataFrame({"clicked": clicked, "a": a, "b": b, "country": country, "day": day, "weight": weight})
 
 
+#: the days of data/late: each day's share of clicks known on the third night
+LATE_DAYS = {"2026-11-23": 1.0, "2026-11-24": 0.5, "2026-11-25": 0.0}
+
+
+def make_late(n: int = 300, seed: int = 9) -> dict[str, pl.DataFrame]:
+    """Click events of three days, their labels as they stand on the third night (null: not known yet)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for day, known in LATE_DAYS.items():
+        a, b = rng.normal(size=n), rng.normal(size=n)
+        clicked = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * a - b)))).astype(np.int64)
+        arrived = np.arange(n) < round(known * n)
+        out[day] = pl.DataFrame({"clicked": np.where(arrived, clicked, 0), "a": a, "b": b}).with_columns(
+            pl.when(pl.Series(arrived)).then(pl.col("clicked")).otherwise(None).alias("clicked")
+        )
+    return out
+
+
 def main() -> None:
     make_seed_points().write_parquet(HERE / "seed_points.parquet")
     demo = HERE / "demo"
@@ -97,7 +117,12 @@ def main() -> None:
     (HERE / "scored").mkdir(exist_ok=True)
     make_scored(regions).write_parquet(HERE / "scored" / "part-0.parquet")
     make_events().write_parquet(HERE / "events.parquet")
-    print(f"wrote {HERE / 'seed_points.parquet'}, {demo}, {HERE / 'scored'} and {HERE / 'events.parquet'}")
+    late = HERE / "late"
+    shutil.rmtree(late, ignore_errors=True)
+    for day, df in make_late().items():
+        (late / f"day={day}").mkdir(parents=True)
+        df.write_parquet(late / f"day={day}" / "part-0.parquet")
+    print(f"wrote {HERE / 'seed_points.parquet'}, {demo}, {HERE / 'scored'}, {HERE / 'events.parquet'} and {late}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
+from tasks.data.naming import metric_key_suffix
 from tests.conftest import REPO
 
 # at import, not inside a fixture: this configures Prefect's console logging, which must not be
@@ -98,6 +99,7 @@ WEIGHTED = _c(
     "bce-eval evaluate data/events.parquet --label clicked --features a,b --weight-col weight --slice country "
     '--gate "bce <= 0.6 per slice"'
 )
+LATE = _c("bce-eval evaluate data/late --label clicked --features a,b --partition-by day --late-labels")
 UI = _c("bce-eval ui")
 GATE = _c(
     "bce-eval evaluate data/demo --label label --model-uri models:/churn@champion --max-partition-bce 0.65 --min-rows "
@@ -142,6 +144,7 @@ RUN_HERE = [
     SUBFLOW,
     SLICED,
     WEIGHTED,
+    LATE,
     GATE,
     ANY_FIGURE,
     REGRESSION,
@@ -353,6 +356,30 @@ class Walk:
         assert set(table.index[rejected]) == set(table.index[table["verdict"] == "failed"])
         assert code == (3 if rejected.any() else 0), err
 
+    def late(self, code: int, out: str, err: str) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import log_loss
+
+        assert code == 0, err
+        days = pl.read_parquet(self.root / "data" / "late", hive_schema={"day": pl.String}).to_pandas()
+        known = days[days["clicked"].notna()]
+        model = LogisticRegression().fit(known[["a", "b"]].to_numpy(), known["clicked"].astype(int))
+        days["p"] = model.predict_proba(days[["a", "b"]].to_numpy())[:, 1]
+        metrics = self.run_of(out).data.metrics
+        for day, g in days.groupby("day"):
+            labelled, late = g[g["clicked"].notna()], g[g["clicked"].isna()]
+            key = metric_key_suffix({"day": day})
+            if len(labelled):  # realized on the labelled rows only
+                want = log_loss(labelled["clicked"].astype(int), labelled["p"], labels=[0, 1])
+                assert metrics[f"bce_by_partition/{key}"] == pytest.approx(want, rel=1e-9), day
+            else:
+                assert f"bce_by_partition/{key}" not in metrics
+            if len(late):  # estimated on the rest: mean H(p)
+                p = late["p"].to_numpy()
+                want = float(np.mean(-(p * np.log(p) + (1 - p) * np.log1p(-p))))
+                assert metrics[f"estimated_bce_by_partition/{key}"] == pytest.approx(want, rel=1e-9), day
+        assert metrics["n_unlabelled"] == days["clicked"].isna().sum()
+
     def gate(self, code: int, out: str, err: str) -> None:
         # exactly the regions with >= 100 rows whose whole 95% interval is above 0.65 fail
         expected = set()
@@ -442,6 +469,7 @@ class Walk:
             SUBFLOW: self.subflow,
             SLICED: self.sliced,
             WEIGHTED: self.weighted,
+            LATE: self.late,
             GATE: self.gate,
             ANY_FIGURE: self.any_figure,
             REGRESSION: self.regression,
