@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flows.bench import figures as bench_figures
 from flows.bench import slices as bench_slices
 from tasks.home import CODE_ROOT
 
@@ -384,12 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {json.dumps({k: v for k, v in hot.items() if k != 'runs'})}", flush=True)
     rows = bench_slices.ROWS
     sliced = bench_slices.run_section(OUT / f"slices_rows{rows}", rows, max(5, args.repeats))
+    figures = bench_figures.run_section(OUT / f"slices_rows{rows}", rows, max(5, args.repeats))
     if args.hot_only:
-        (OUT / "results-hot.json").write_text(json.dumps({**hot, "slices": sliced}, indent=2))
-        print_targets({"hot": hot, "slices": sliced})
+        (OUT / "results-hot.json").write_text(json.dumps({**hot, "slices": sliced, "figures": figures}, indent=2))
+        print_targets({"hot": hot, "slices": sliced, "figures": figures})
         return 0
     results = run_servers_section(args, small, large, p100, p10k, tiny, ten, sample, model, hot)
-    results["hot"], results["slices"] = hot, sliced
+    results["hot"], results["slices"], results["figures"] = hot, sliced, figures
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print_targets(results)
     return 0
@@ -777,6 +779,8 @@ def _target_rows(r: dict[str, object]) -> list[tuple[str, str, str, bool | None]
         )
     if "slices" in r:
         rows += bench_slices.target_rows(r["slices"])
+    if "figures" in r:
+        rows += bench_figures.target_rows(r["figures"])
     for name, t in r.get("tree_models", {}).items():
         rows.append(
             (

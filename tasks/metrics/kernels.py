@@ -107,9 +107,11 @@ def sum_unlabelled(s, a, b, parts, logit, acc):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=_SUMS_FLAGS, **_JIT)
-def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compiled
+def _run_sums(s, a, b, y, lo, hi, logit, acc, ps, figures):  # pragma: no cover - compiled
     # branch-free figures of rows lo..hi of one partition, added to acc (columns of STATS, by name); each
-    # row's probability goes to ps, for the histogram (a scatter, which cannot be vectorised)
+    # row's probability goes to ps, for the histogram (a scatter, which cannot be vectorised). Without
+    # ``figures`` (only the bench's "without them", to time what they cost) the calibration sums stay 0:
+    # the test is loop-invariant, so the compiler makes one loop of each kind
     n_pos = 0.0
     n_neg = 0.0
     s_loss = 0.0
@@ -126,8 +128,9 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps):  # pragma: no cover - compile
         yi = y[i]
         fpos = 1.0 if yi == 1.0 else 0.0
         loss, p, excess, correct, sat, bad = row_terms(s[i], a[i], b[i], yi, logit)
-        s_ent += loss - excess
-        s_ex2 += excess * excess
+        if figures:
+            s_ent += loss - excess
+            s_ex2 += excess * excess
         n_correct += correct
         n_sat += sat
         bad_score += bad
@@ -300,6 +303,7 @@ def sum_segments(
     out,
     flushes,
     ps,
+    figures=True,
 ):  # pragma: no cover - compiled
     """Sum pieces ``first..last`` of a batch, each into its own row of ``seg_stats``, and bin their rows.
 
@@ -327,24 +331,26 @@ def sum_segments(
         )
         cur = k
         seg_stats[g, :] = 0.0
-        _run_sums(s, a, b, y, lo, hi, logit, seg_stats[g], ps)
-        n_touched = _bin_rows(ps, y, lo, hi, seg_stats[g], hist_n, hist_pos, touched, n_touched)
+        _run_sums(s, a, b, y, lo, hi, logit, seg_stats[g], ps, figures)
+        n_touched = _bin_rows(ps, y, lo, hi, seg_stats[g], hist_n, hist_pos, touched, n_touched, figures)
     state[0] = cur
     state[1] = n_touched
     return n_out, n_flush
 
 
 @numba.njit(inline="always", **_JIT)
-def _bin_rows(ps, y, lo, hi, row, hist_n, hist_pos, touched, n_touched):  # pragma: no cover - compiled
-    # rows lo..hi to their calibration bin (row's Σ w, Σ w·p, Σ w·y of it) and their score histogram bin;
-    # returns the histogram's bins touched. A bad score (NaN or outside [0, 1]) goes to bin 0: the caller raises
+def _bin_rows(ps, y, lo, hi, row, hist_n, hist_pos, touched, n_touched, figures):  # pragma: no cover - compiled
+    # rows lo..hi to their calibration bin (row's Σ w, Σ w·p, Σ w·y of it; with ``figures``) and their score
+    # histogram bin; returns the histogram's bins touched. A bad score (NaN or outside [0, 1]) goes to bin 0:
+    # the caller raises
     for i in range(lo, hi):
         p = ps[i]
         valid = (p >= 0.0) & (p <= 1.0)
-        cal = min(int(p * CAL_BINS), CAL_BINS - 1) if valid else 0
-        row[_CAL_W + cal] += 1.0
-        row[_CAL_P + cal] += p
-        row[_CAL_Y + cal] += y[i]
+        if figures:
+            cal = min(int(p * CAL_BINS), CAL_BINS - 1) if valid else 0
+            row[_CAL_W + cal] += 1.0
+            row[_CAL_P + cal] += p
+            row[_CAL_Y + cal] += y[i]
         bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if valid else 0
         if hist_n[bin_] == 0:  # _add_to_bin, written out: this loop runs per row
             touched[n_touched] = bin_

@@ -46,7 +46,8 @@ class _Lane:
     can depend on the addresses of its arrays (a fresh array can start anywhere).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, figures: bool = True) -> None:
+        self.figures = figures  # the calibration sums (off only for the bench's run without them)
         self.hist_n = np.zeros(HIST_BINS, np.int64)
         self.hist_pos = np.zeros(HIST_BINS, np.int64)
         self.touched = np.zeros(HIST_BINS, np.int32)
@@ -113,6 +114,7 @@ class _Lane:
             self.out,
             self.flushes,
             self.p[:n],
+            self.figures,
         )
         self.n_seg = at + n_seg
         if n_out or n_flush:
@@ -138,12 +140,13 @@ class Reducer:
     a histogram of its own; :meth:`finish` merges them per partition.
     """
 
-    def __init__(self, threads: int, capacity: int = 131_072) -> None:
+    def __init__(self, threads: int, capacity: int = 131_072, figures: bool = True) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.threads = max(1, threads)
         self.per_lane = max(1, min(BATCHES_PER_LANE, MAX_ROUND_BATCHES // self.threads))
-        self.lanes = [_Lane(capacity) for _ in range(self.threads)]
+        # figures=False leaves the calibration sums at 0: make bench times the pass without them, nothing else
+        self.lanes = [_Lane(capacity, figures) for _ in range(self.threads)]
         # lanes on threads of their own, even one: the caller reads the next round from Polars meanwhile
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-reduce")
         self.stats = np.zeros((16, len(STATS)))

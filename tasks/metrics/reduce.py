@@ -209,7 +209,9 @@ def _add_batch(
     run_ends, run_ids = runs
     if cells is not None:
         return cells.add(batch, s, y, run_ends, run_ids, logit)
-    if np.isneginf(y).any():  # tasks.metrics.late_labels.UNLABELLED
+    # a label not arrived is UNLABELLED (−inf), the least value: a min is one cheap pass (a NaN label makes it NaN,
+    # and the rows go on as they are: the NaN is bad input, said first)
+    if len(y) and y.min() == UNLABELLED:
         s, y, run_ends = reducer.set_aside_unlabelled(s, y, run_ends, run_ids, logit, len(parts.index))
     if kept is not None:
         kept.append(
