@@ -116,7 +116,10 @@ def check_unlabelled(dataset: Dataset, table: pl.DataFrame, late_labels: bool) -
     row = mixed.row(0, named=True)
     keys = list(dataset.partition_by)
     where = " and ".join(f"{k}={row[k]}" for k in keys) or "the data"
-    inside = pl.all_horizontal([pl.col(k).cast(pl.String).eq_missing(_text(row[k])) for k in keys] or [pl.lit(True)])
+    # the partition's rows, by its keys' values in their own types (as the table has them from the same scan)
+    inside = pl.all_horizontal(
+        [pl.col(k).eq_missing(pl.lit(row[k], dtype=table.schema[k])) for k in keys] or [pl.lit(True)]
+    )
     culprit, nulls = str(dataset.root), row["n_unlabelled"]
     for f in dataset.files:  # only on the error path: the first file with a null label in that partition
         n = scan_files(dataset, [f]).filter(inside).select(pl.col(dataset.label).is_null().sum()).collect().item()
@@ -129,7 +132,3 @@ def check_unlabelled(dataset: Dataset, table: pl.DataFrame, late_labels: bool) -
         f"are labelled{more}; labels must be 0 or 1, or pass --late-labels to report rows whose label has not "
         "arrived as estimated beside the labelled ones."
     )
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)

@@ -217,7 +217,8 @@ class CellReducer:
         self.keyed: list[tuple[np.ndarray, ...]] = []  # each batch's rows by cell: start, bin, n, n_pos
         self._rows = rows  # the rows expected: kept rows go to one buffer of that size, end to end
         self._buffer: tuple[np.ndarray, ...] = ()
-        self._used = 0
+        self._used = 0  # rows of the buffer handed out
+        self._handed = 0  # rows handed out for keeping, in the buffer or not
         self.bad = 0.0
         self._pending: list[tuple] = []
         self._running: list = []
@@ -311,8 +312,9 @@ class CellReducer:
         if not self._buffer and self._rows:
             self._buffer = (np.empty(self._rows, np.int32), np.empty(self._rows), np.empty(self._rows))
         start = np.zeros(n_cells + 1, np.int64)
-        if self._used + rows <= self._rows and self._used == sum(len(k[1]) for k in self.keyed):
-            at, self._used = self._used, self._used + rows
+        at, self._handed = self._handed, self._handed + rows
+        if self._used == at and at + rows <= self._rows:  # every row so far in the buffer, and room for these
+            self._used = at + rows
             return (start, *(b[at : at + rows] for b in self._buffer))
         return start, np.empty(rows, np.int32), np.empty(rows), np.empty(rows)
 

@@ -178,12 +178,10 @@ class Reducer:
         u = s[out]
         a, b = np.empty_like(u), np.empty_like(u)
         terms(u, a, b, logit)
-        lengths = np.diff(run_ends, prepend=0)
-        self.bad += sum_unlabelled(u, a, b, np.repeat(run_ids, lengths)[out], logit, self.stats)
-        kept_per_run = (
-            lengths - np.add.reduceat(out.astype(np.int64), np.r_[0, run_ends[:-1]]) if len(run_ends) else lengths
-        )
-        return s[~out], y[~out], np.cumsum(kept_per_run)
+        self.bad += sum_unlabelled(u, a, b, np.repeat(run_ids, np.diff(run_ends, prepend=0))[out], logit, self.stats)
+        # each run's end among the rows kept: the kept rows before it (a run may be empty: a file of no rows)
+        kept = np.r_[0, np.cumsum(~out)]
+        return s[~out], y[~out], kept[run_ends]
 
     def _grow(self, n_parts: int) -> None:
         if n_parts > self.stats.shape[0]:

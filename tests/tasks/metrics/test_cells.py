@@ -389,7 +389,7 @@ def test_many_cells_kept_as_rows_give_the_dense_histograms_numpy_adds(weighted, 
     # cell): every cell's histogram rows and AUC sums equal numpy's bincount of its rows, counts to the bit
     rng = np.random.default_rng(41)
     sizes, caps = [900, 1100, 700, 1300, 1000, 800, 1200, 600, 1000, 500], [3, 5, 5, 9, 300, 300, 150, 400, 80, 400]
-    reducer = cells_module.CellReducer(threads)
+    reducer = cells_module.CellReducer(threads, rows=sum(sizes))
     every = []
     for n, cap in zip(sizes, caps):
         z = rng.normal(size=n) * 2.0
@@ -399,7 +399,8 @@ def test_many_cells_kept_as_rows_give_the_dense_histograms_numpy_adds(weighted, 
         reducer.add(z, y, w, cell, True, cap)
         every.append((expit(z), y, w, cell))
     n_cells = max(caps)
-    assert reducer.keyed  # the rounds of many cells kept their rows
+    assert reducer.keyed  # the rounds of many cells kept their rows, every one in the chunk's buffer, end to end
+    assert reducer._handed > 0 and reducer._used == reducer._handed
     stats, rows, sums = reducer.finish(n_cells)
     assert reducer.keyed == [] and stats.shape == (n_cells, len(STATS))
     p, y, w, cell = (np.concatenate(col) for col in zip(*every))

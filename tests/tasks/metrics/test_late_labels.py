@@ -154,3 +154,25 @@ def test_the_estimate_covers_a_calibrated_models_realized_bce_about_95_percent_o
         on="part",
     )
     assert short.select((pl.col("bce") > pl.col("estimated_bce_high")).mean()).item() > 0.9
+
+
+def test_an_empty_file_between_two_partitions_keeps_every_row_in_its_own(tmp_path):
+    # a batch spans files: an empty one (as Spark writes them) is an empty run between two partitions' rows
+    rows = _rows(2, 10, seed=8)
+    frames = {
+        "1": pl.from_pandas(rows[rows["part"] == "p000"]),
+        "2": pl.from_pandas(rows[rows["part"] == "p000"]).head(0),
+        "3": pl.from_pandas(rows[rows["part"] == "p001"]),
+    }
+    frames["3"] = frames["3"].with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("y")).alias("y")
+    )
+    for day, df in frames.items():
+        (tmp_path / f"day={day}").mkdir()
+        df.select("z", "y").write_parquet(tmp_path / f"day={day}" / "part-0.parquet")
+    r = evaluate(str(tmp_path), label="y", model="z", score_kind="logit", partition_by=["day"], late_labels=True)
+    got = r.table.filter(pl.col("day") == "3").row(0, named=True)
+    labelled = frames["3"].filter(pl.col("y").is_not_null())
+    p = 1 / (1 + np.exp(-labelled["z"].to_numpy()))
+    assert (got["n_rows"], got["n_unlabelled"]) == (9, 1)
+    assert got["bce"] == pytest.approx(log_loss(labelled["y"].to_numpy(), p, labels=[0, 1]), rel=1e-12)
