@@ -103,6 +103,10 @@ class EvaluateSettings(BaseModel):
     sample_rows: int = Field(default=5000, gt=0, description="Rows sampled for the row-level plots.")
     threshold: float = Field(default=0.5, ge=0, le=1, description="Decide p ≥ this: precision, recall, F1, FPR.")
     at_fpr: float = Field(default=0.1, gt=0, lt=1, description="Report the recall at this false-positive rate.")
+    also_at: list[float] = Field(
+        default_factory=list,
+        description="More thresholds whose decision figures are reported beside the threshold's (at_<t>/precision…).",
+    )
     costs: dict[str, float] = Field(
         default_factory=dict, description="Costs of errors, 'fp=1,fn=5': the expected cost and the best threshold."
     )
@@ -127,6 +131,16 @@ class EvaluateSettings(BaseModel):
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
     _slicings_read = field_validator("slices")(check_slice_specs)
     _costs_read = field_validator("costs", mode="before")(parse_costs)
+    _also_read = field_validator("also_at", mode="before")(split_commas)
+
+    @field_validator("also_at")
+    @classmethod
+    def _thresholds_in_range(cls, values: list[float]) -> list[float]:
+        """Each further threshold is a probability, as the threshold is."""
+        bad = [v for v in values if not 0 <= v <= 1]
+        if bad:
+            raise ValueError(f"--also-at {bad[0]!r}: not a threshold between 0 and 1; pass probabilities like 0.3,0.7.")
+        return values
 
     @model_validator(mode="after")
     def _settings_agree(self) -> "EvaluateSettings":
@@ -234,7 +248,7 @@ class EvaluateSettings(BaseModel):
     @property
     def decisions(self) -> Decisions:
         """The threshold, the FPR recall is read at and the costs, for the decision figures."""
-        return Decisions(self.threshold, self.at_fpr, self.costs.get("fp"), self.costs.get("fn"))
+        return Decisions(self.threshold, self.at_fpr, self.costs.get("fp"), self.costs.get("fn"), tuple(self.also_at))
 
     def rows_per_task(self, holds_rows: bool) -> int:
         """``chunk_rows``, or its default: small when a task holds its rows or Dask spreads the work."""
@@ -331,6 +345,7 @@ _OPTION_OF_SETTING = {
 
 
 def _option_name(loc: tuple[Any, ...]) -> str:
+    loc = tuple(p for p in loc if not isinstance(p, int))  # an item of a list setting: the list's option
     path = ".".join(str(p) for p in loc)
     return _OPTION_OF_SETTING.get(path) or "--" + str(loc[-1]).replace("_", "-")
 

@@ -93,9 +93,9 @@ def evaluate(
 
 def _with_decisions(settings: EvaluateSettings, decide: dict[str, Any]) -> EvaluateSettings:
     """The settings with the decision's threshold, FPR and costs, checked by the settings' own rules."""
-    unknown = sorted(set(decide) - {"threshold", "at_fpr", "costs"})
+    unknown = sorted(set(decide) - {"threshold", "at_fpr", "costs", "also_at"})
     if unknown:
-        raise InputError(f"decide: unknown key(s) {unknown}; it takes threshold, at_fpr and costs.")
+        raise InputError(f"decide: unknown key(s) {unknown}; it takes threshold, at_fpr, costs and also_at.")
     return build_settings(EvaluateSettings, {**settings.model_dump(), **decide}) if decide else settings
 
 

@@ -196,6 +196,12 @@ def _add_gate_options(p: Any) -> None:
     gate.add_argument(
         "--threshold", type=float, default=0.5, help="decide p >= this: precision, recall, F1, FPR (default 0.5)"
     )
+    gate.add_argument(
+        "--also-at",
+        metavar="T1,T2",
+        default=None,
+        help="more thresholds: their confusion counts, precision, recall, F1 and FPR beside the threshold's",
+    )
     gate.add_argument("--at-fpr", type=float, default=0.1, help="report the recall at this false-positive rate")
     gate.add_argument("--costs", default=None, metavar="fp=C,fn=C", help="the expected cost and the best threshold")
     gate.add_argument(
@@ -347,6 +353,7 @@ def evaluate_settings(args: argparse.Namespace) -> "EvaluateSettings":
         run_name=args.run_name,
         chunk_rows=args.chunk_rows,
         threshold=args.threshold,
+        also_at=args.also_at or [],
         at_fpr=args.at_fpr,
         costs=args.costs or {},
         auc=args.auc,

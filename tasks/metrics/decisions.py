@@ -13,6 +13,7 @@ holds the same records.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,23 +35,41 @@ class Decisions:
     at_fpr: float = 0.1
     cost_fp: float | None = None
     cost_fn: float | None = None
+    #: more declared thresholds, reported beside the first as ``at_<t>/<figure>`` (the first keeps the plain names)
+    also_at: tuple[float, ...] = ()
 
     @property
     def edge(self) -> int:
         """The bin edge the threshold is taken at: rows in bins ≥ it are predicted positive."""
-        return min(max(round(self.threshold * HIST_BINS), 0), HIST_BINS)
+        return _edge(self.threshold)
 
     @property
     def grid_threshold(self) -> float:
         return self.edge / HIST_BINS
+
+    def also_columns(self) -> dict[float, str]:
+        """Each further threshold, as declared, and the prefix of its figures' columns, ``at_<t>/`` (its figures
+        are taken at its nearest bin edge, as the threshold's)."""
+        return {t: f"at_{t:g}/" for t in self.also_at}
 
     @property
     def costs(self) -> bool:
         return self.cost_fp is not None and self.cost_fn is not None
 
 
+def further_columns(columns: Iterable[str]) -> list[str]:
+    """The columns (or overall keys) of the figures at further thresholds (``at_<t>/<figure>``), in their order."""
+    return [c for c in columns if c.startswith("at_") and "/" in c]
+
+
+def _edge(threshold: float) -> int:
+    return min(max(round(threshold * HIST_BINS), 0), HIST_BINS)
+
+
 #: the decision every run makes unless told otherwise: p ≥ 0.5, recall at FPR ≤ 0.1, no costs
 DEFAULT_DECISIONS = Decisions()
+#: the figures reported at each further threshold (``Decisions.also_at``)
+ALSO_AT = ("tp", "fp", "fn", "tn", "precision", "recall", "f1", "fpr", "expected_cost")
 
 #: the columns :func:`decision_columns` returns, in order (the schema's histogram figures)
 COUNTS = ("tp", "fp", "fn", "tn")
@@ -90,9 +109,16 @@ def decision_columns(
     if not decide_sorted(group, bins, n, n_pos, d.edge, d.at_fpr, *costs, out):
         # stable: a bin's repeated rows keep their order, as bincount adds them
         order = np.argsort(group.astype(np.int64) * HIST_BINS + bins, kind="stable")
+        group, bins, n, n_pos = group[order], bins[order], n[order], n_pos[order]
         out[:] = 0.0
-        decide_sorted(group[order], bins[order], n[order], n_pos[order], d.edge, d.at_fpr, *costs, out)
-    return _figures(*out.T, d)
+        decide_sorted(group, bins, n, n_pos, d.edge, d.at_fpr, *costs, out)
+    figures = _figures(*out.T, d)
+    for t, prefix in d.also_columns().items():  # one more walk a further threshold, over rows now in order
+        at = Decisions(t, d.at_fpr, d.cost_fp, d.cost_fn)
+        more = np.zeros((n_groups, 8))
+        decide_sorted(group, bins, n, n_pos, at.edge, d.at_fpr, *costs, more)
+        figures |= {prefix + k: v for k, v in _figures(*more.T, at).items() if k in ALSO_AT[: 8 + d.costs]}
+    return figures
 
 
 def decide_dense(hist_n: np.ndarray, hist_pos: np.ndarray, d: Decisions) -> dict[str, np.ndarray]:
@@ -194,7 +220,7 @@ def overall_decisions(hist: pl.DataFrame, d: Decisions) -> dict[str, Any]:
 def decision_context(bins: np.ndarray, n: np.ndarray, n_pos: np.ndarray, d: Decisions) -> dict[str, Any]:
     """The threshold and FPR the figures were taken at, and with costs the cost curve of the histogram rows
     ``(bins, n, n_pos)`` (every 8th bin edge, for the report)."""
-    out: dict[str, Any] = {"threshold": d.grid_threshold, "at_fpr": d.at_fpr}
+    out: dict[str, Any] = {"threshold": d.grid_threshold, "at_fpr": d.at_fpr, "also_at": list(d.also_columns())}
     if d.costs and len(bins):
         dense_n = np.bincount(bins.astype(np.int64), weights=n.astype(float), minlength=HIST_BINS)
         dense_pos = np.bincount(bins.astype(np.int64), weights=n_pos.astype(float), minlength=HIST_BINS)

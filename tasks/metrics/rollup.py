@@ -207,6 +207,7 @@ def summarize_cells(
     overall = {s.name: whole.item(0, s.name) for s in metrics.SUMS if s.reported}
     overall |= {f.name: whole.item(0, f.name) for f in metrics.FIGURES if f.name != "note"}
     overall |= {name: whole.item(0, name) for name in metrics.figure_names(metrics.HISTOGRAM_FIGURES)}
+    overall |= {name: whole.item(0, name) for name in whole.columns if name.startswith("at_")}  # further thresholds
     # the decision figures came with the whole roll-up (its histogram added once): only their context here
     overall |= decision_context(by_partition.bin, by_partition.n, by_partition.n_pos, decisions)
     overall["n_partitions"] = table.height

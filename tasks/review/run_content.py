@@ -16,6 +16,7 @@ from tasks.data.storage import data_location
 from tasks.judge.drift import ESTIMATE_ERROR, ESTIMATED, SERIES_FIGURES, Series
 from tasks.judge.slice_gates import SliceJudgement
 from tasks.metrics import schema as metric_schema
+from tasks.metrics.decisions import further_columns
 from tasks.metrics.late_labels import estimated_line
 from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
@@ -31,7 +32,7 @@ from tasks.tracking.content import DatasetRef, RunContent, encode_figures
 def table_for_mlflow(table: pl.DataFrame, keys: tuple[str, ...]) -> dict[str, list[Any]]:
     """The per-partition table as a dict of columns (``log_table`` rejects Polars frames)."""
     cols = [*keys] if keys else ["partition"]
-    out = table.select([*cols, *[c for c in table_columns() if c in table.columns]])
+    out = table.select([*cols, *[c for c in table_columns() if c in table.columns], *further_columns(table.columns)])
     return {c: [clean_value(v) for v in out.get_column(c).to_list()] for c in out.columns}
 
 
@@ -266,7 +267,8 @@ def series_table(series: Series) -> dict[str, list[Any]]:
 
 
 def _overall_metrics(overall: dict[str, Any]) -> dict[str, float]:
-    metrics = {k: float(overall[k]) for k in metric_schema.overall_metric_names() if overall.get(k) is not None}
+    names = [*metric_schema.overall_metric_names(), *further_columns(overall)]  # and the figures at more thresholds
+    metrics = {k: float(overall[k]) for k in names if overall.get(k) is not None}
     metrics.update(n_rows=float(overall["n_rows"]), n_partitions=float(overall["n_partitions"]))
     if overall.get("n_unlabelled"):  # rows estimated, not realized
         metrics["n_unlabelled"] = float(overall["n_unlabelled"])

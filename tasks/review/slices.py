@@ -17,6 +17,7 @@ import polars as pl
 from tasks.data.naming import metric_key_suffix
 from tasks.judge.slice_gates import SliceJudgement
 from tasks.metrics import schema as metric_schema
+from tasks.metrics.decisions import further_columns
 from tasks.review.plots import plot_partition_bce
 from tasks.review.results import clean_value
 
@@ -33,7 +34,8 @@ def slice_columns(table: pl.DataFrame) -> list[str]:
 
 
 def shown_columns(table: pl.DataFrame) -> list[str]:
-    wanted = ["slice", *slice_columns(table), *metric_schema.table_value_columns(), "sum_w", "verdict", "p_value"]
+    wanted = ["slice", *slice_columns(table), *metric_schema.table_value_columns(), *further_columns(table.columns)]
+    wanted += ["sum_w", "verdict", "p_value"]
     return [c for c in dict.fromkeys(wanted) if c in table.columns]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from tasks.metrics.auc import HIST_BINS
 from tasks.metrics.late_labels import estimated_line
 from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
@@ -81,6 +82,13 @@ def decisions_line(o: dict) -> str:
         f"decisions at p ≥ {o['threshold']:g}: precision {f('precision')}, recall {f('recall')}, F1 {f('f1')}, "
         f"FPR {f('fpr')}; recall {f('recall_at_fpr')} at FPR ≤ {o['at_fpr']:g}"
     )
+    for t in o.get("also_at") or ():
+        grid = round(t * HIST_BINS) / HIST_BINS
+        on_grid = "" if grid == t else f" (at {grid:g} on the 1/{HIST_BINS} grid)"
+        line += (
+            f"; at p ≥ {t:g}{on_grid}: precision {f(f'at_{t:g}/precision')}, recall {f(f'at_{t:g}/recall')}, "
+            f"F1 {f(f'at_{t:g}/f1')}, FPR {f(f'at_{t:g}/fpr')}"
+        )
     if o.get("costs") and o.get("expected_cost") is not None:
         c = o["costs"]
         line += (

@@ -103,3 +103,33 @@ def test_the_walk_over_unsorted_rows_asks_for_a_sort_and_then_equals_the_dense_h
     dense = [np.bincount(flat, weights=w, minlength=30 * HIST_BINS).reshape(30, HIST_BINS) for w in (n, n_pos)]
     want = decide_dense(*dense, d)
     assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)  # the same sums, the same bits
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("sliced", [False, True], ids=["plain", "sliced"])
+def test_further_thresholds_equal_scikit_learn_per_partition_per_slice_and_overall(weighted, sliced):
+    rows = _rows(seed=5)
+    r = evaluate(
+        rows,
+        label="y",
+        model="p",
+        partition_by=["part"],
+        slices=["g"] if sliced else [],
+        weights="w" if weighted else None,
+        decide={"threshold": 0.5, "also_at": [0.25, 0.75], "costs": "fp=1,fn=5"},
+    )
+    groups = [("overall", rows, r.overall)]
+    groups += [(k, g, r.table.filter(pl.col("part") == k).row(0, named=True)) for k, g in rows.groupby("part")]
+    if sliced:
+        groups += [(k, g, r.slices["g"].filter(pl.col("g") == k).row(0, named=True)) for k, g in rows.groupby("g")]
+    for t in (0.25, 0.75):
+        d = Decisions(t, 0.1, 1.0, 5.0)
+        for name, g, got in groups:
+            want = _reference(g, d, weighted)
+            for figure in ("tp", "fp", "fn", "tn", "precision", "recall", "f1", "fpr", "expected_cost"):
+                assert got[f"at_{t:g}/{figure}"] == pytest.approx(want[figure], rel=1e-12, abs=1e-12), (name, t)
+    # the first threshold keeps the plain names, and the terminal line names every threshold
+    assert r.overall["precision"] == pytest.approx(
+        _reference(rows, Decisions(0.5, 0.1, 1.0, 5.0), weighted)["precision"]
+    )
+    assert r.overall["also_at"] == [0.25, 0.75]
