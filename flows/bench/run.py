@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {json.dumps({k: v for k, v in hot.items() if k != 'runs'})}", flush=True)
     rows = bench_slices.ROWS
     sliced = bench_slices.run_section(OUT / f"slices_rows{rows}", rows, max(5, args.repeats))
-    figures = bench_figures.run_section(OUT / f"slices_rows{rows}", rows, max(5, args.repeats))
+    figures = bench_figures.run_section(OUT / f"slices_rows{rows}", rows, max(15, args.repeats))
     if args.hot_only:
         (OUT / "results-hot.json").write_text(json.dumps({**hot, "slices": sliced, "figures": figures}, indent=2))
         print_targets({"hot": hot, "slices": sliced, "figures": figures})

@@ -121,9 +121,8 @@ def _scan_columns(dataset: Dataset, scorer: Scorer, keys: list[str]) -> list[pl.
     else:
         # nulls become NaN, which the pass counts as bad scores (a null feature makes the logit null)
         score = [scorer.scan_expression().fill_null(nan).alias(_S)]
-    # a null label has not arrived (UNLABELLED, summed apart); a −inf one is a bad label like NaN
-    y = pl.col(dataset.label).cast(pl.Float64)
-    label = pl.when(y.is_null()).then(UNLABELLED).when(y == UNLABELLED).then(nan).otherwise(y).alias(_Y)
+    # nulls kept: a batch says how many it holds at no cost (see _labels)
+    label = pl.col(dataset.label).cast(pl.Float64).alias(_Y)
     taken = {*keys, *(scorer.features if scorer.model is not None else ())}
     # the slice and weight columns, unless a key or the model's input holds them already
     extra = [c for c in (*dataset.cell_sources, *([dataset.weight] if dataset.weight else ())) if c not in taken]
@@ -167,7 +166,7 @@ def _reduce_chunk(
                 continue
             schema = batch.schema
             s = _batch_scores(scorer, batch, dataset, files)
-            y = batch.get_column(_Y).to_numpy()
+            y = _labels(batch.get_column(_Y), cells is not None)
             if _add_batch(cells, reducer, kept if exact_auc else None, batch, s, y, parts.runs(batch), logit, parts):
                 break  # bad input: stop reading, say where below
         else:
@@ -209,15 +208,26 @@ def _add_batch(
     run_ends, run_ids = runs
     if cells is not None:
         return cells.add(batch, s, y, run_ends, run_ids, logit)
-    # a label not arrived is UNLABELLED (−inf), the least value: a min is one cheap pass (a NaN label makes it NaN,
-    # and the rows go on as they are: the NaN is bad input, said first)
-    if len(y) and y.min() == UNLABELLED:
+    # the null count of the batch's column: known without a pass over it
+    if batch.get_column(_Y).null_count():
         s, y, run_ends = reducer.set_aside_unlabelled(s, y, run_ends, run_ids, logit, len(parts.index))
     if kept is not None:
         kept.append(
             (np.repeat(run_ids, np.diff(run_ends, prepend=0)), np.array(s, np.float64), np.array(y, np.float64))
         )
     return reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)) if len(s) else reducer.bad
+
+
+def _labels(column: pl.Series, per_row: bool) -> np.ndarray:
+    """A batch's labels as floats: a null (a label not arrived) as UNLABELLED, summed apart; a −inf in the data as
+    NaN, a bad label. Without a null only the per-row (cell) loop needs the second rule (the run loop counts a −inf
+    as bad already), and it reads the rows one by one anyway."""
+    if column.null_count():
+        y = pl.col(column.name)
+        label = pl.when(y.is_null()).then(UNLABELLED).when(y == UNLABELLED).then(float("nan")).otherwise(y)
+        return column.to_frame().select(label).to_series().to_numpy()
+    y = column.to_numpy()
+    return np.where(y == UNLABELLED, np.nan, y) if per_row and len(y) and y.min() == UNLABELLED else y
 
 
 def _has_rows() -> pl.Expr:

@@ -120,13 +120,17 @@ def test_a_null_label_among_labelled_rows_is_one_error_naming_the_file_unless_la
     assert r.table.filter(pl.col("part") == "p000").select("n_rows", "n_unlabelled").row(0) == (499, 1)
 
 
-def test_a_minus_inf_label_is_a_bad_label_not_a_late_one(tmp_path):
+@pytest.mark.parametrize("weights", [None, "w"], ids=["runs", "cells"])
+@pytest.mark.parametrize("late", [False, True], ids=["alone", "beside-a-null"])
+def test_a_minus_inf_label_is_a_bad_label_not_a_late_one(tmp_path, weights, late):
     rows = _rows(1, 200, seed=6)
     rows.loc[3, "y"] = -np.inf
+    if late:
+        rows.loc[5, "y"] = np.nan  # written as a null below: a label not arrived, in the same batch
     path = tmp_path / "bad.parquet"
-    pl.from_pandas(rows).write_parquet(path)
+    pl.from_pandas(rows).with_columns(pl.col("y").fill_nan(None)).write_parquet(path)
     with pytest.raises(InputError, match=re.escape(str(path)) + r": label column 'y' has value -inf"):
-        evaluate(str(path), label="y", model="z", score_kind="logit", late_labels=True)
+        evaluate(str(path), label="y", model="z", score_kind="logit", weights=weights, late_labels=True)
 
 
 def test_the_estimate_covers_a_calibrated_models_realized_bce_about_95_percent_of_the_time():
