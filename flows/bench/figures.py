@@ -36,7 +36,7 @@ def file_batches(root: Path) -> Iterator[tuple[np.ndarray, ...]]:
     pass sums the previous ones; a null label read as not arrived), batch by batch."""
     import polars as pl
 
-    from tasks.metrics.late_labels import UNLABELLED
+    from tasks.metrics.late_labels import batch_labels
 
     parts = sorted({p.parent.name for p in root.glob("part=*/*.parquet")})
     for path in sorted(root.glob("part=*/*.parquet")):
@@ -44,7 +44,7 @@ def file_batches(root: Path) -> Iterator[tuple[np.ndarray, ...]]:
         for batch in query.collect_batches():
             label = batch.get_column("label")
             nulls = label.null_count()  # as tasks.metrics.reduce knows a batch's labels not arrived: no pass
-            lab = label.fill_null(UNLABELLED).to_numpy() if nulls else label.to_numpy()
+            lab = batch_labels(label, per_row=False)
             where = np.array([parts.index(path.parent.name)], np.int64)
             yield batch.get_column("z").to_numpy(), lab, np.array([batch.height], np.int64), where, nulls
 

@@ -17,6 +17,7 @@ and estimated on the rest when late labels are declared (``--late-labels``), els
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from tasks.metrics.formulas import Z95, Figure, Sum
@@ -24,6 +25,19 @@ from tasks.metrics.formulas import Z95, Figure, Sum
 #: The label value the scan gives a null label (a label not arrived): no 0/1 label is −inf, and a −inf in the data
 #: is read as NaN (a bad label) so that only a null means "not arrived"
 UNLABELLED = float("-inf")
+
+
+def batch_labels(column: pl.Series, per_row: bool) -> np.ndarray:
+    """A batch's labels as floats: a null (a label not arrived) as UNLABELLED, summed apart; a −inf in the data as
+    NaN, a bad label. Without a null only the per-row (cell) loop needs the second rule (the run loop counts a −inf
+    as bad already), and it reads the rows one by one anyway."""
+    if column.null_count():
+        y = pl.col(column.name)
+        label = pl.when(y.is_null()).then(UNLABELLED).when(y == UNLABELLED).then(float("nan")).otherwise(y)
+        return column.to_frame().select(label).to_series().to_numpy()
+    y = column.to_numpy()
+    return np.where(y == UNLABELLED, np.nan, y) if per_row and len(y) and y.min() == UNLABELLED else y
+
 
 LATE_SUMS: tuple[Sum, ...] = (
     Sum("n_unlabelled", pl.Int64, "rows whose label has not arrived (null): estimated, not in the realized sums", True),

@@ -37,7 +37,7 @@ from tasks.metrics.auc import (
 )
 from tasks.metrics.bad_input import raise_bad_input
 from tasks.metrics.decisions import DEFAULT_DECISIONS, Decisions, overall_decisions, with_decisions
-from tasks.metrics.late_labels import UNLABELLED
+from tasks.metrics.late_labels import batch_labels
 from tasks.metrics.runs import PartitionRuns
 from tasks.models.scoring import Scorer, model_input
 
@@ -166,7 +166,7 @@ def _reduce_chunk(
                 continue
             schema = batch.schema
             s = _batch_scores(scorer, batch, dataset, files)
-            y = _labels(batch.get_column(_Y), cells is not None)
+            y = batch_labels(batch.get_column(_Y), cells is not None)
             if _add_batch(cells, reducer, kept if exact_auc else None, batch, s, y, parts.runs(batch), logit, parts):
                 break  # bad input: stop reading, say where below
         else:
@@ -216,18 +216,6 @@ def _add_batch(
             (np.repeat(run_ids, np.diff(run_ends, prepend=0)), np.array(s, np.float64), np.array(y, np.float64))
         )
     return reducer.add(s, y, run_ends, run_ids, logit, len(parts.index)) if len(s) else reducer.bad
-
-
-def _labels(column: pl.Series, per_row: bool) -> np.ndarray:
-    """A batch's labels as floats: a null (a label not arrived) as UNLABELLED, summed apart; a −inf in the data as
-    NaN, a bad label. Without a null only the per-row (cell) loop needs the second rule (the run loop counts a −inf
-    as bad already), and it reads the rows one by one anyway."""
-    if column.null_count():
-        y = pl.col(column.name)
-        label = pl.when(y.is_null()).then(UNLABELLED).when(y == UNLABELLED).then(float("nan")).otherwise(y)
-        return column.to_frame().select(label).to_series().to_numpy()
-    y = column.to_numpy()
-    return np.where(y == UNLABELLED, np.nan, y) if per_row and len(y) and y.min() == UNLABELLED else y
 
 
 def _has_rows() -> pl.Expr:
