@@ -59,7 +59,7 @@ def publish_prefect_artifacts(ev: Evaluation, dataset_name: str, ui_hint: str, v
         key="bce-summary",
         markdown=(
             f"# BCE evaluation of `{dataset_name}`\n\n{realized}\n\n"
-            + (f"**Estimated:** {estimated}.\n\n" if estimated else "")
+            + (f"**{estimated[:1].upper()}{estimated[1:]}.**\n\n" if estimated else "")
             + (f"**{verdict.message}**\n\n" if verdict is not None else "")
             + f"MLflow run `{ev.run_id}` (experiment {ev.experiment_id}): {run_link(ev)} — {ui_hint}\n"
         ),

@@ -131,7 +131,9 @@ class EvaluateSettings(BaseModel):
     _split = field_validator("features", "partition_by", mode="before")(split_commas)
     _slicings_read = field_validator("slices")(check_slice_specs)
     _costs_read = field_validator("costs", mode="before")(parse_costs)
-    _also_read = field_validator("also_at", mode="before")(split_commas)
+    _also_read = field_validator("also_at", mode="before")(
+        lambda v: [v] if isinstance(v, int | float) else split_commas(v)
+    )
 
     @field_validator("also_at")
     @classmethod

@@ -62,8 +62,8 @@ def evaluate(
     ``features`` default to its own names). ``slices`` and ``gates`` are spelled as ``--slice`` and
     ``--gate`` spell them (``"region*age:30,60"``, ``"bce <= 0.5 per slice"``); ``weights`` names a
     column of sample weights; ``late_labels``: a null label has not arrived (its rows are estimated); ``fdr`` is
-    the false discovery rate of per-slice gates; ``decide`` takes ``threshold`` (0.5), ``at_fpr`` (0.1) and
-    ``costs`` (``"fp=1,fn=5"``), as the CLI's options. ``log_to``: None (log nothing), a tracking URI (a new run
+    the false discovery rate of per-slice gates; ``decide`` takes ``threshold`` (0.5), ``at_fpr`` (0.1), ``costs``
+    (``"fp=1,fn=5"``) and ``also_at`` (more thresholds), as the CLI's. ``log_to``: None, a tracking URI (a new run
     in ``experiment``) or ``"active"`` (the active MLflow run).
 
     Returns a :class:`BceEvaluation` (in Jupyter: the report). Raises :class:`tasks.errors.InputError`,

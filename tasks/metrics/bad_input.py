@@ -129,6 +129,6 @@ def check_unlabelled(dataset: Dataset, table: pl.DataFrame, late_labels: bool) -
     more = f"; {mixed.height - 1} more partition(s) are alike" if mixed.height > 1 else ""
     raise InputError(
         f"{culprit}: label column {dataset.label!r} has {nulls} null value(s) in partition {where}, whose other rows "
-        f"are labelled{more}; labels must be 0 or 1, or pass --late-labels to report rows whose label has not "
-        "arrived as estimated beside the labelled ones."
+        f"are labelled{more}; labels must be 0 or 1, or declare late labels (--late-labels; late_labels=True in "
+        "Python) to report rows whose label has not arrived as estimated beside the labelled ones."
     )

@@ -50,6 +50,10 @@ def partition_metrics(table: pl.DataFrame, keys: tuple[str, ...], limit: int) ->
     return out
 
 
+def _capital(line: str) -> str:
+    return line[:1].upper() + line[1:]
+
+
 def estimate_metrics(checked: pl.DataFrame) -> dict[str, float]:
     """The estimates checked this run (:func:`tasks.judge.drift.estimate_errors`) as metrics: each partition's
     realized − estimated BCE, their mean and their count (a series of its own: how far estimates can be trusted)."""
@@ -76,7 +80,7 @@ def describe(
         + "."
         if overall.get("bce") is not None
         else f"**No label has arrived yet** in `{dataset_name}`: no BCE is realized.",
-        *([f"**Estimated:** {estimated_line(overall, table)}."] if estimated_line(overall, table) else []),
+        *([f"**{_capital(estimated_line(overall, table))}.**"] if estimated_line(overall, table) else []),
         *([f"**Drift:** {drift}."] if drift else []),
         *([f"{estimates[:1].upper()}{estimates[1:]}."] if estimates else []),
         *(f"{line[:1].upper()}{line[1:]}." for line in (calibration_line(overall), decisions_line(overall)) if line),
