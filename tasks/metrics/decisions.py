@@ -23,9 +23,6 @@ import polars as pl
 from tasks.metrics.auc import HIST_BINS
 from tasks.metrics.formulas import HistogramFigure
 
-#: groups whose histograms are made dense at once (32 KiB a group and an array)
-_BLOCK = 512
-
 
 @dataclass(frozen=True)
 class Decisions:
@@ -97,7 +94,7 @@ def decision_columns(
 ) -> dict[str, np.ndarray]:
     """Each group's decision figures from its histogram rows ``(group, bin, n, n_pos)`` (a group's rows may repeat
     a bin: they add up), one walk down its bins; NaN where a figure is undefined (no predicted positive, one
-    class). The same sums, in the same order, as :func:`decide_dense` on the dense histograms."""
+    class). The same sums, in the same order, as cumulative sums over the dense histograms (a test holds it)."""
     from tasks.metrics.decision_kernel import decide_sorted  # compiled code loads when a summary runs
 
     kept = group >= 0  # rows of no group (a partition the table does not hold) are left out
@@ -112,41 +109,16 @@ def decision_columns(
         group, bins, n, n_pos = group[order], bins[order], n[order], n_pos[order]
         out[:] = 0.0
         decide_sorted(group, bins, n, n_pos, d.edge, d.at_fpr, *costs, out)
-    figures = _figures(*out.T, d)
+    figures = decision_figures(*out.T, d)
     for t, prefix in d.also_columns().items():  # one more walk a further threshold, over rows now in order
         at = Decisions(t, d.at_fpr, d.cost_fp, d.cost_fn)
         more = np.zeros((n_groups, 8))
         decide_sorted(group, bins, n, n_pos, at.edge, d.at_fpr, *costs, more)
-        figures |= {prefix + k: v for k, v in _figures(*more.T, at).items() if k in ALSO_AT[: 8 + d.costs]}
+        figures |= {prefix + k: v for k, v in decision_figures(*more.T, at).items() if k in ALSO_AT[: 8 + d.costs]}
     return figures
 
 
-def decide_dense(hist_n: np.ndarray, hist_pos: np.ndarray, d: Decisions) -> dict[str, np.ndarray]:
-    """The decision figures of each row of dense histograms (groups × bins), :data:`_BLOCK` rows at a time."""
-    if hist_n.shape[0] > _BLOCK:
-        parts = [
-            decide_dense(hist_n[i : i + _BLOCK], hist_pos[i : i + _BLOCK], d) for i in range(0, len(hist_n), _BLOCK)
-        ]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    # tails[:, j]: the weight of rows in bins ≥ j, for every edge j = 0..HIST_BINS (the last: none)
-    zeros = np.zeros((hist_n.shape[0], 1))
-    tail_n = np.hstack([np.cumsum(hist_n[:, ::-1], axis=1)[:, ::-1], zeros])
-    tail_pos = np.hstack([np.cumsum(hist_pos[:, ::-1], axis=1)[:, ::-1], zeros])
-    P, W = tail_pos[:, 0], tail_n[:, 0]
-    N = W - P
-    with np.errstate(all="ignore"):
-        fpr_at = (tail_n - tail_pos) / N[:, None]
-        best_tp = np.where(fpr_at <= d.at_fpr, tail_pos, -np.inf).max(axis=1)  # the empty edge always qualifies
-        fp_c, fn_c = (d.cost_fp, d.cost_fn) if d.costs else (0.0, 0.0)
-        cost = (fp_c * (tail_n - tail_pos) + fn_c * (P[:, None] - tail_pos)) / W[:, None]
-        best = HIST_BINS - np.argmin(cost[:, ::-1], axis=1)  # the highest edge of the lowest cost
-        rows = np.arange(len(best))
-        return _figures(
-            tail_pos[:, d.edge], tail_n[:, d.edge], P, W, best_tp, cost[:, d.edge], cost[rows, best], best, d
-        )
-
-
-def _figures(tp, pp, P, W, best_tp, cost_at, best_cost, best_edge, d: Decisions) -> dict[str, np.ndarray]:
+def decision_figures(tp, pp, P, W, best_tp, cost_at, best_cost, best_edge, d: Decisions) -> dict[str, np.ndarray]:
     """Every decision figure from a group's counts at the threshold, its totals and its walk's best points."""
     fp = pp - tp
     fn, N = P - tp, W - P

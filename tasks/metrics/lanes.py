@@ -17,6 +17,7 @@ from tasks.metrics.kernels import (
     new_state,
     plan_segments,
     sum_segments,
+    sum_unlabelled,
 )
 from tasks.metrics.loss import PROBA_EPS
 
@@ -171,8 +172,6 @@ class Reducer:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sum a batch's rows whose label has not arrived into their partitions' unlabelled sums (in batch order,
         here), and return the other rows (scores, labels, run ends) for :meth:`add`."""
-        from tasks.metrics.kernels import sum_unlabelled
-
         self._grow(n_parts)
         out = np.isneginf(y)
         u = s[out]

@@ -12,7 +12,28 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 from flows.api import evaluate
 from tasks.metrics.auc import HIST_BINS
 from tasks.metrics.decision_kernel import decide_sorted
-from tasks.metrics.decisions import Decisions, decide_dense, decision_columns
+from tasks.metrics.decisions import Decisions, decision_columns, decision_figures
+
+
+def _decide_dense(hist_n: np.ndarray, hist_pos: np.ndarray, d: Decisions) -> dict[str, np.ndarray]:
+    """The decision figures of each row of dense histograms (groups × bins), by numpy's cumulative sums: the
+    compiled walk must add the same floats in the same order."""
+    # tails[:, j]: the weight of rows in bins ≥ j, for every edge j = 0..HIST_BINS (the last: none)
+    zeros = np.zeros((hist_n.shape[0], 1))
+    tail_n = np.hstack([np.cumsum(hist_n[:, ::-1], axis=1)[:, ::-1], zeros])
+    tail_pos = np.hstack([np.cumsum(hist_pos[:, ::-1], axis=1)[:, ::-1], zeros])
+    P, W = tail_pos[:, 0], tail_n[:, 0]
+    N = W - P
+    with np.errstate(all="ignore"):
+        fpr_at = (tail_n - tail_pos) / N[:, None]
+        best_tp = np.where(fpr_at <= d.at_fpr, tail_pos, -np.inf).max(axis=1)  # the empty edge always qualifies
+        fp_c, fn_c = (d.cost_fp, d.cost_fn) if d.costs else (0.0, 0.0)
+        cost = (fp_c * (tail_n - tail_pos) + fn_c * (P[:, None] - tail_pos)) / W[:, None]
+        best = HIST_BINS - np.argmin(cost[:, ::-1], axis=1)  # the highest edge of the lowest cost
+        rows = np.arange(len(best))
+        return decision_figures(
+            tail_pos[:, d.edge], tail_n[:, d.edge], P, W, best_tp, cost[:, d.edge], cost[rows, best], best, d
+        )
 
 
 def _rows(seed: int = 4, n: int = 6000) -> pd.DataFrame:
@@ -101,7 +122,7 @@ def test_the_walk_over_unsorted_rows_asks_for_a_sort_and_then_equals_the_dense_h
     got = decision_columns(group, bins, n, n_pos, 30, d)
     flat = group * HIST_BINS + bins
     dense = [np.bincount(flat, weights=w, minlength=30 * HIST_BINS).reshape(30, HIST_BINS) for w in (n, n_pos)]
-    want = decide_dense(*dense, d)
+    want = _decide_dense(*dense, d)
     assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)  # the same sums, the same bits
 
 
