@@ -46,7 +46,7 @@ def test_the_section_prints_its_three_ratios_with_numbers_and_targets(section):
         assert line is not None, f"no line for {name!r} in:\n{text}"
         m = re.search(r"\s(\d+\.\d\d)x\s+<= (\d+\.\d\d)x\s+(holds|SHORT)$", line)
         assert m, line
-        assert float(m[1]) == pytest.approx(results["ratios"][num], abs=0.005)
+        assert m[1] == f"{results['ratios'][num]:.2f}"  # the printed ratio is the measured one, rounded
         assert float(m[2]) == target
         assert (m[3] == "holds") == (results["ratios"][num] <= target)
     assert re.search(r"sliced pass \(region\) / plain pass.*\s\d+\.\d\dx", text)
