@@ -4,10 +4,11 @@ On the rows of the slices section (4,000,000 logits and labels in 4 partitions, 
 65,536 rows), medians of interleaved repeats in this process:
 
 - **with them**: the per-row pass as an evaluation runs it (:class:`tasks.metrics.lanes.Reducer`: the
-  calibration sums, each batch looked at for labels that have not arrived), then the decision figures of
-  every partition and overall from the merged histograms (:func:`tasks.metrics.decisions.decision_columns`);
-- **without them**: the same pass with the calibration sums off (``Reducer(figures=False)``, which only this
-  bench uses), no look for late labels, no decision figures;
+  calibration sums and each score bin's Σ p, each batch looked at for labels that have not arrived), then the
+  decision figures and the equal-mass ECE of every partition and overall from the merged histograms
+  (:func:`tasks.metrics.decisions.decision_columns`);
+- **without them**: the same pass with the calibration sums and the bins' Σ p off (``Reducer(figures=False)``,
+  which only this bench uses), no look for late labels, no decision figures;
 
 each from the files, as a run reads them (Polars decoding beside the pass: the ratio the target is about), and
 with the rows already in memory (the pass alone: the figures' share of the pass itself, for context).
@@ -80,9 +81,10 @@ def one_pass(batches: Iterable[tuple[np.ndarray, ...]], n_parts: int, figures: b
     stats, bins, _ = reducer.finish()
     if not figures:
         return stats, {}
-    part, b, n, pos = (bins[:, i] for i in range(4))
-    decided = decision_columns(part, b, n.astype(float), pos.astype(float), n_parts, DEFAULT_DECISIONS)
-    whole = decision_columns(np.zeros_like(part), b, n.astype(float), pos.astype(float), 1, DEFAULT_DECISIONS)
+    part, b, n, pos, sum_p = (bins[:, i] for i in range(5))
+    part, b = part.astype(np.int64), b.astype(np.int64)
+    decided = decision_columns(part, b, n, pos, n_parts, DEFAULT_DECISIONS, sum_p)
+    whole = decision_columns(np.zeros_like(part), b, n, pos, 1, DEFAULT_DECISIONS, sum_p)
     return stats, {**decided, "overall": whole}
 
 

@@ -16,6 +16,9 @@ import polars as pl
 _S, _Y = "__score", "__y"
 #: Equal-width bins in probability of every score histogram (the compiled loops and the roll-ups alike)
 HIST_BINS = 4096
+#: What a histogram row sums over its bin's rows: their weight (a count without weights), that of the positive
+#: ones, and Σ w·p (the equal-mass calibration bins of :mod:`tasks.metrics.calibration` are formed from it)
+HIST_SUMS = ("n", "n_pos", "sum_p")
 
 
 def exact_auc_by_partition(kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pl.DataFrame:
@@ -32,11 +35,13 @@ def exact_auc_by_partition(kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def merge_histograms(histograms: Iterable[pl.DataFrame]) -> pl.DataFrame:
-    """Add up per-bin score counts."""
-    frames = [h.select("bin", "n", "n_pos") for h in histograms if h.height]
-    if not frames:
-        return pl.DataFrame(schema={"bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64})
-    return pl.concat(frames).group_by("bin").agg(pl.col("n").sum(), pl.col("n_pos").sum()).sort("bin")
+    """Add up per-bin score counts (and Σ p, where every histogram has it)."""
+    kept = [h for h in histograms if h.height]
+    sums = [c for c in HIST_SUMS if all(c in h.columns for h in kept)]
+    if not kept:
+        return pl.DataFrame(schema={"bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64, "sum_p": pl.Float64})
+    frames = [h.select("bin", *sums) for h in kept]
+    return pl.concat(frames).group_by("bin").agg(pl.col(sums).sum()).sort("bin")
 
 
 def auc_from_sums(P: np.ndarray, N: np.ndarray, A: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
 """Calibration, from sums that add up: what the model expects of itself against what it realizes, and the
-expected calibration error over fixed bins.
+expected calibration error over fixed bins and over equal-mass bins.
 
 * ``expected_bce``: the mean of H(p) = −p·ln p − (1 − p)·ln(1 − p), the loss a model that says p expects of
   a row (it needs no label); ``calibration_gap`` = BCE − expected BCE, with its 95% interval from the rows'
@@ -7,16 +7,27 @@ expected calibration error over fixed bins.
 * ``ece``: Σ_b |Σ_b w·p − Σ_b w·y| / Σ w over :data:`CAL_BINS` equal-width bins of p (bin b holds
   b/10 ≤ p < (b + 1)/10, p = 1 in the last), each bin's Σ w, Σ w·p and Σ w·y kept as sums: the same
   figure for a partition, a slice or overall, exactly.
+* ``ece_equal_mass``: the same over :data:`MASS_BINS` bins of about equal weight, formed on the score
+  histograms' grid (:data:`tasks.metrics.auc.HIST_BINS` bins of width 1/4096, whose rows' Σ w, Σ w·y and Σ w·p
+  are kept and merge by addition): a histogram bin b goes to equal-mass bin ⌊MASS_BINS · C_b / W⌋, C_b the
+  weight of the rows in lower histogram bins and W the total. A histogram bin is never split, so rows of one
+  score stay in one bin, and a bin may hold more than W/MASS_BINS (or none) where scores cluster.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from tasks.metrics.formulas import Figure, Sum, normal_interval, per_weight, weighted_standard_error
+from tasks.metrics.auc import HIST_BINS
+from tasks.metrics.formulas import Figure, HistogramFigure, Sum, normal_interval, per_weight, weighted_standard_error
 
-#: equal-width bins of p for the expected calibration error (and the reliability diagram's points)
+#: equal-width bins of p for the expected calibration error
 CAL_BINS = 10
+#: equal-mass bins for the second expected calibration error (and the reliability diagram's points)
+MASS_BINS = 10
+#: the name of the ECE over equal-mass bins (a histogram figure: it is formed after the merge)
+ECE_EQUAL_MASS = "ece_equal_mass"
 
 CALIBRATION_SUMS: tuple[Sum, ...] = (
     Sum("sum_entropy", pl.Float64, "Σ w·H(p), H(p) = −p·ln p − (1 − p)·ln(1 − p): the loss the model expects"),
@@ -75,3 +86,52 @@ CALIBRATION_FIGURES: tuple[Figure, ...] = (
         better="lower",
     ),
 )
+
+CALIBRATION_HISTOGRAM_FIGURES: tuple[HistogramFigure, ...] = (
+    HistogramFigure(
+        ECE_EQUAL_MASS,
+        "ECE (equal mass)",
+        f"expected calibration error over {MASS_BINS} bins of about equal weight, formed on the 1/4096 score grid: "
+        "Σ |Σ w·p − Σ w·y| / Σ w",
+        better="lower",
+    ),
+)
+
+
+def mass_bins(bins: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The dense weight of each histogram bin, and the equal-mass bin each falls in (see the module's docstring),
+    from histogram rows ``(bins, n)`` (a bin may repeat: its rows add up)."""
+    dense = np.bincount(np.asarray(bins, np.int64), weights=np.asarray(n, np.float64), minlength=HIST_BINS)
+    tail = np.cumsum(dense[::-1])[::-1]  # weight at or above each bin, summed from the top as the walk does
+    total = tail[0]
+    with np.errstate(all="ignore"):
+        mass = np.minimum((MASS_BINS * (total - tail) / total).astype(np.int64), MASS_BINS - 1)
+    return dense, mass
+
+
+def reliability_points(bins: np.ndarray, n: np.ndarray, n_pos: np.ndarray, sum_p: np.ndarray) -> dict[str, list]:
+    """Each equal-mass bin's mean predicted probability, observed positive rate and weight, over every row of the
+    histogram rows ``(bins, n, n_pos, sum_p)``: the reliability diagram's points (empty bins left out)."""
+    dense, mass = mass_bins(bins, n)
+    if not dense.sum() > 0:
+        return {"mean_p": [], "rate": [], "weight": []}
+    by = {
+        k: np.bincount(np.asarray(bins, np.int64), weights=np.asarray(v, np.float64), minlength=HIST_BINS)
+        for k, v in (("pos", n_pos), ("p", sum_p))
+    }
+    w = np.bincount(mass, weights=dense, minlength=MASS_BINS)
+    p = np.bincount(mass, weights=by["p"], minlength=MASS_BINS)
+    y = np.bincount(mass, weights=by["pos"], minlength=MASS_BINS)
+    ok = w > 0
+    return {"mean_p": (p[ok] / w[ok]).tolist(), "rate": (y[ok] / w[ok]).tolist(), "weight": w[ok].tolist()}
+
+
+def ece_words(o: dict, lead: str = "ECE ") -> str:
+    """Both expected calibration errors and their bins, in words, for the terminal, the description and the
+    reliability diagram ("" when there is none)."""
+    if o.get("ece") is None:
+        return ""
+    mass = o.get(ECE_EQUAL_MASS)
+    return f"{lead}{o['ece']:.4f} over {CAL_BINS} equal-width bins" + (
+        f", {mass:.4f} over {MASS_BINS} equal-mass bins" if mass is not None else ""
+    )

@@ -45,22 +45,20 @@ def _add_unlabelled(row, si, ai, bi, wi, logit):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def sum_cells(s, a, b, y, w, cell, logit, acc, hist, keys):  # pragma: no cover - compiled
+def sum_cells(s, a, b, y, w, cell, logit, acc, hist, keys, ps):  # pragma: no cover - compiled
     """Add rows of a batch to their cells: ``acc[cell[i]]`` (columns :data:`STATS`) and the cell's histogram.
 
     ``hist[c, bin, 0]`` holds the weight of cell c's rows in a score bin, ``hist[c, bin, 1]`` that of
-    its positive rows (side by side: one cache line a row, whichever cell). With many cells, dense
-    histograms outgrow the caches (and memory: 64 KiB a cell and thread): then ``keys`` is as long as
-    the batch and gets each row's ``cell · HIST_BINS + bin``, for :func:`rows_from_keys` after the pass,
-    and ``hist`` is not touched. Returns the bad rows (score, label or weight) seen.
+    its positive rows and ``hist[c, bin, 2]`` their Σ w·p (side by side: one cache line a row, whichever
+    cell). With many cells, dense histograms outgrow the caches (and memory: 96 KiB a cell and thread):
+    then ``keys`` and ``ps`` are as long as the batch and get each row's bin (−1: no label) and p, for
+    :func:`sort_by_cell`, and ``hist`` is not touched. Returns the bad rows (score, label or weight) seen.
     """
     sparse = keys.shape[0] > 0
     bad = 0.0
     for i in range(s.shape[0]):
         c = cell[i]
-        si = s[i]
-        yi = y[i]
-        wi = w[i]
+        si, yi, wi = s[i], y[i], w[i]
         if yi == -np.inf:  # no label yet (tasks.metrics.late_labels.UNLABELLED): expected, not realized
             bad += _add_unlabelled(acc[c], si, a[i], b[i], wi, logit)
             if sparse:
@@ -100,15 +98,17 @@ def sum_cells(s, a, b, y, w, cell, logit, acc, hist, keys):  # pragma: no cover 
         bin_ = min(int(p * HIST_BINS), HIST_BINS - 1) if valid else 0
         if sparse:
             keys[i] = bin_
+            ps[i] = p
         else:
             hist[c, bin_, 0] += wi
             hist[c, bin_, 1] += wi * fpos
+            hist[c, bin_, 2] += wi * p
     return bad
 
 
 @numba.njit(nogil=True, cache=True)
-def sort_by_cell(cell, bins, w, y, start, o_bin, o_n, o_pos):  # pragma: no cover - compiled
-    """A batch's rows ordered by cell (stable), as their bins, weights and positive weights: cell c's rows are
+def sort_by_cell(cell, bins, ps, w, y, start, o_bin, o_n, o_pos, o_p):  # pragma: no cover - compiled
+    """A batch's rows ordered by cell (stable), as their bins, weights, positive weights and w·p: cell c's rows are
     ``start[c]:start[c + 1]`` (``start``: zeros, one longer than the batch's cells). A counting sort on the
     thread that summed the batch, in cache: :func:`rows_from_segments` then reads each cell's rows in runs."""
     for i in range(cell.shape[0]):
@@ -126,17 +126,21 @@ def sort_by_cell(cell, bins, w, y, start, o_bin, o_n, o_pos):  # pragma: no cove
         o_bin[j] = bins[i]
         o_n[j] = w[i]
         o_pos[j] = w[i] * (1.0 if y[i] == 1.0 else 0.0)
+        o_p[j] = w[i] * ps[i]
 
 
 @numba.njit(nogil=True, cache=True)
-def rows_from_segments(hist, starts, o_bin, o_n, o_pos, cell, bin_, n_out, pos_out, sums):  # pragma: no cover
-    """:func:`histogram_rows` from dense histograms ``hist`` (cells × bins × 2: the first rounds', maybe no cells)
+def rows_from_segments(
+    hist, starts, o_bin, o_n, o_pos, o_p, cell, bin_, n_out, pos_out, p_out, sums
+):  # pragma: no cover
+    """:func:`histogram_rows` from dense histograms ``hist`` (cells × bins × 3: the first rounds', maybe no cells)
     and segments of rows sorted by cell (:func:`sort_by_cell`, end to end): cell c's rows of segment k are
     ``starts[c, k]:starts[c + 1, k]``. Each cell's dense bins, then its rows segment by segment (so a bin's
     weights in segment order, whatever the threads did) are added in a dense row that stays in cache, whose
     nonzero bins are then written in bin order. Returns the rows written."""
     hn = np.zeros(HIST_BINS)
     hp = np.zeros(HIST_BINS)
+    hs = np.zeros(HIST_BINS)
     k = 0
     for c in range(starts.shape[0] - 1):
         rows = 0
@@ -144,19 +148,21 @@ def rows_from_segments(hist, starts, o_bin, o_n, o_pos, cell, bin_, n_out, pos_o
             for b in range(HIST_BINS):
                 hn[b] += hist[c, b, 0]
                 hp[b] += hist[c, b, 1]
+                hs[b] += hist[c, b, 2]
             rows = 1
         for g in range(starts.shape[1]):
             for j in range(starts[c, g], starts[c + 1, g]):
                 hn[o_bin[j]] += o_n[j]
                 hp[o_bin[j]] += o_pos[j]
+                hs[o_bin[j]] += o_p[j]
             rows += starts[c + 1, g] - starts[c, g]
         if rows > 0:
-            k = _write_bins(hn, hp, c, True, k, cell, bin_, n_out, pos_out, sums[c])
+            k = _write_bins(hn, hp, hs, c, True, k, cell, bin_, n_out, pos_out, p_out, sums[c])
     return k
 
 
 @numba.njit(nogil=True, cache=True)
-def _write_bins(hn, hp, label, clear, k, label_out, bin_out, n_out, pos_out, sums_row):  # pragma: no cover
+def _write_bins(hn, hp, hs, label, clear, k, label_out, bin_out, n_out, pos_out, p_out, sums_row):  # pragma: no cover
     """Write one histogram's nonzero bins, in bin order, as rows labelled ``label`` from row ``k`` on, and its AUC
     sums ``(P, N, A, T)`` in ``sums_row`` (see :func:`tasks.metrics.auc.auc_from_sums`); ``clear`` zeroes the bins
     written (a scratch row used again). Returns the next row."""
@@ -171,22 +177,26 @@ def _write_bins(hn, hp, label, clear, k, label_out, bin_out, n_out, pos_out, sum
         ties += pb * neg
         n_p += pb
         n_n += neg
-        label_out[k], bin_out[k], n_out[k], pos_out[k] = label, b, nb, pb
+        label_out[k], bin_out[k], n_out[k], pos_out[k], p_out[k] = label, b, nb, pb, hs[b]
         k += 1
         if clear:
             hn[b] = 0.0
             hp[b] = 0.0
+            hs[b] = 0.0
     sums_row[0], sums_row[1], sums_row[2], sums_row[3] = n_p, n_n, above, ties
     return k
 
 
 @numba.njit(nogil=True, cache=True)
-def histogram_rows(hist, n_cells, cell, bin_, n_out, pos_out, sums):  # pragma: no cover - compiled
-    """Each cell's nonzero bins as rows ``(cell, bin, n, n_pos)`` of four arrays (in cell, then bin order) and its
-    AUC sums ``(P, N, A, T)`` in ``sums[cell]`` (see :func:`tasks.metrics.auc.auc_from_sums`); returns the rows."""
+def histogram_rows(hist, n_cells, cell, bin_, n_out, pos_out, p_out, sums):  # pragma: no cover - compiled
+    """Each cell's nonzero bins as rows ``(cell, bin, n, n_pos, sum_p)`` of five arrays (in cell, then bin order)
+    and its AUC sums ``(P, N, A, T)`` in ``sums[cell]`` (see :func:`tasks.metrics.auc.auc_from_sums`); returns the
+    rows."""
     k = 0
     for c in range(n_cells):
-        k = _write_bins(hist[c, :, 0], hist[c, :, 1], c, False, k, cell, bin_, n_out, pos_out, sums[c])
+        k = _write_bins(
+            hist[c, :, 0], hist[c, :, 1], hist[c, :, 2], c, False, k, cell, bin_, n_out, pos_out, p_out, sums[c]
+        )
     return k
 
 
@@ -247,15 +257,16 @@ def add_rows_by_group(rows, group, out):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def group_histogram_rows(
-    cell_start, group_ptr, group_cells, bins, n, pos, g_out, bin_out, n_out, pos_out, sums
+    cell_start, group_ptr, group_cells, bins, n, pos, sp, g_out, bin_out, n_out, pos_out, p_out, sums
 ):  # pragma: no cover - compiled
-    """Each group's histogram as rows ``(group, bin, n, n_pos)`` in group, then bin order, and its AUC sums
+    """Each group's histogram as rows ``(group, bin, n, n_pos, sum_p)`` in group, then bin order, and its AUC sums
     ``(P, N, A, T)`` in ``sums[group]``, from its cells' histogram rows (cell c's rows: ``cell_start[c]`` to
     ``cell_start[c + 1]``; group g's cells: ``group_cells[group_ptr[g]:group_ptr[g + 1]]``, in record order).
     A group's cells are added in one dense row that stays in cache (a bin's rows in cell order): memory and
     time follow the rows, not groups × bins. Returns the rows written."""
     hn = np.zeros(HIST_BINS)
     hp = np.zeros(HIST_BINS)
+    hs = np.zeros(HIST_BINS)
     k = 0
     for g in range(group_ptr.shape[0] - 1):
         rows = 0
@@ -264,7 +275,8 @@ def group_histogram_rows(
             for j in range(cell_start[c], cell_start[c + 1]):
                 hn[bins[j]] += n[j]
                 hp[bins[j]] += pos[j]
+                hs[bins[j]] += sp[j]
             rows += cell_start[c + 1] - cell_start[c]
         if rows > 0:
-            k = _write_bins(hn, hp, g, True, k, g_out, bin_out, n_out, pos_out, sums[g])
+            k = _write_bins(hn, hp, hs, g, True, k, g_out, bin_out, n_out, pos_out, p_out, sums[g])
     return k

@@ -36,7 +36,7 @@ from tasks.metrics.schema import CHECKS
 MAX_CELLS = 16_384
 #: Bits of a packed cell key below which a lookup table maps keys to numbers (else a sort)
 _TABLE_BITS = 22
-#: Cells up to which each thread keeps dense histograms (64 KiB a cell: they stay in its caches); above, rows'
+#: Cells up to which each thread keeps dense histograms (96 KiB a cell: they stay in its caches); above, rows'
 #: (cell, bin) keys are kept and added after the pass (:func:`tasks.metrics.cell_kernel.rows_from_segments`)
 _DENSE_CELLS = 64
 
@@ -213,8 +213,8 @@ class CellReducer:
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bce-cells")
         self.stats = np.zeros((0, len(STATS)))
-        self.hists = [np.zeros((0, HIST_BINS, 2)) for _ in range(self.threads)]
-        self.keyed: list[tuple[np.ndarray, ...]] = []  # each batch's rows by cell: start, bin, n, n_pos
+        self.hists = [np.zeros((0, HIST_BINS, 3)) for _ in range(self.threads)]
+        self.keyed: list[tuple[np.ndarray, ...]] = []  # each batch's rows by cell: start, bin, n, n_pos, w·p
         self._rows = rows  # the rows expected: kept rows go to one buffer of that size, end to end
         self._buffer: tuple[np.ndarray, ...] = ()
         self._used = 0  # rows of the buffer handed out
@@ -249,7 +249,7 @@ class CellReducer:
             return
         size = max(n_cells, 2 * self.hists[0].shape[0], 16)
         for i, hist in enumerate(self.hists):
-            new = np.zeros((size, HIST_BINS, 2))
+            new = np.zeros((size, HIST_BINS, 3))
             new[: hist.shape[0]] = hist
             self.hists[i] = new
 
@@ -272,7 +272,7 @@ class CellReducer:
         self.pool.shutdown()
 
     def finish(self, n_cells: int) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
-        """``(stats, histogram rows (cell, bin, n, n_pos) as four arrays, AUC sums (P, N, A, T) per cell)``."""
+        """``(stats, histogram rows (cell, bin, n, n_pos, sum_p) as five arrays, AUC sums (P, N, A, T) per cell)``."""
         try:
             if self._pending:
                 self._start_round()
@@ -286,9 +286,9 @@ class CellReducer:
             hist += other
         sums = np.zeros((n_cells, 4))
         if not self.keyed:
-            hist = hist[:n_cells] if hist.shape[0] >= n_cells else np.zeros((n_cells, HIST_BINS, 2))
+            hist = hist[:n_cells] if hist.shape[0] >= n_cells else np.zeros((n_cells, HIST_BINS, 3))
             size = int(np.count_nonzero(hist[:, :, 0]))
-            rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
+            rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size), np.empty(size)
             histogram_rows(hist, n_cells, *rows, sums)
             return stats, rows, sums
         # every batch's rows in batch order (after the dense rounds' bins, which came first)
@@ -298,29 +298,29 @@ class CellReducer:
         for g, seg in enumerate(segments):  # a batch that saw fewer cells has none of the later ones
             starts[:, g] = base[g] + seg[0][np.minimum(np.arange(n_cells + 1), len(seg[0]) - 1)]
         if self._buffer and base[-1] == self._used:  # the rows lie end to end in the buffer already
-            o_bin, o_n, o_pos = (b[: self._used] for b in self._buffer)
+            o_bin, o_n, o_pos, o_p = (b[: self._used] for b in self._buffer)
         else:
-            o_bin, o_n, o_pos = (np.concatenate([seg[i] for seg in segments]) for i in (1, 2, 3))
+            o_bin, o_n, o_pos, o_p = (np.concatenate([seg[i] for seg in segments]) for i in (1, 2, 3, 4))
         size = int(np.count_nonzero(hist[:, :, 0])) + len(o_bin)
-        rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
-        size = rows_from_segments(hist, starts, o_bin, o_n, o_pos, *rows, sums)
+        rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size), np.empty(size)
+        size = rows_from_segments(hist, starts, o_bin, o_n, o_pos, o_p, *rows, sums)
         return stats, tuple(r[:size] for r in rows), sums
 
     def _by_cell(self, rows: int, n_cells: int) -> tuple[np.ndarray, ...]:
         """Room for a batch's rows sorted by cell (:func:`tasks.metrics.cell_kernel.sort_by_cell`): the next rows
         of one buffer, end to end, while it has room (then :meth:`finish` need not copy them)."""
         if not self._buffer and self._rows:
-            self._buffer = (np.empty(self._rows, np.int32), np.empty(self._rows), np.empty(self._rows))
+            self._buffer = (np.empty(self._rows, np.int32), *(np.empty(self._rows) for _ in range(3)))
         start = np.zeros(n_cells + 1, np.int64)
         at, self._handed = self._handed, self._handed + rows
         if self._used == at and at + rows <= self._rows:  # every row so far in the buffer, and room for these
             self._used = at + rows
             return (start, *(b[at : at + rows] for b in self._buffer))
-        return start, np.empty(rows, np.int32), np.empty(rows), np.empty(rows)
+        return start, np.empty(rows, np.int32), np.empty(rows), np.empty(rows), np.empty(rows)
 
 
 #: a batch summed into dense histograms keeps no rows: it writes no bins
-_NO_BINS = np.empty(0, np.int32)
+_NO_BINS, _NO_PS = np.empty(0, np.int32), np.empty(0)
 
 
 def _run_share(batches: list[tuple], hist: np.ndarray) -> list[np.ndarray]:
@@ -330,10 +330,11 @@ def _run_share(batches: list[tuple], hist: np.ndarray) -> list[np.ndarray]:
         a, b = np.empty_like(s), np.empty_like(s)
         terms(s, a, b, logit)
         acc = np.zeros((n_cells, len(STATS)))
-        bins = np.empty(len(s), np.int32) if by_cell else _NO_BINS  # each row's score bin, when rows are kept
-        sum_cells(s, a, b, y, w, cells, logit, acc, hist, bins)
+        # each row's score bin and p, when rows are kept
+        bins, ps = (np.empty(len(s), np.int32), np.empty(len(s))) if by_cell else (_NO_BINS, _NO_PS)
+        sum_cells(s, a, b, y, w, cells, logit, acc, hist, bins, ps)
         if by_cell:
-            sort_by_cell(cells, bins, w, y, *by_cell)
+            sort_by_cell(cells, bins, ps, w, y, *by_cell)
         accs.append(acc)
     return accs
 

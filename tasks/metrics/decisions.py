@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from tasks.metrics.auc import HIST_BINS
+from tasks.metrics.calibration import ECE_EQUAL_MASS, MASS_BINS, reliability_points
 from tasks.metrics.formulas import HistogramFigure
 
 
@@ -90,31 +91,45 @@ DECISION_FIGURES: tuple[HistogramFigure, ...] = (
 
 
 def decision_columns(
-    group: np.ndarray, bins: np.ndarray, n: np.ndarray, n_pos: np.ndarray, n_groups: int, d: Decisions
+    group: np.ndarray,
+    bins: np.ndarray,
+    n: np.ndarray,
+    n_pos: np.ndarray,
+    n_groups: int,
+    d: Decisions,
+    sum_p: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Each group's decision figures from its histogram rows ``(group, bin, n, n_pos)`` (a group's rows may repeat
     a bin: they add up), one walk down its bins; NaN where a figure is undefined (no predicted positive, one
-    class). The same sums, in the same order, as cumulative sums over the dense histograms (a test holds it)."""
+    class). The same sums, in the same order, as cumulative sums over the dense histograms (a test holds it).
+    Given the rows' ``sum_p`` (Σ w·p), the same walk gives the ECE over equal-mass bins
+    (:data:`tasks.metrics.calibration.ECE_EQUAL_MASS`)."""
     from tasks.metrics.decision_kernel import decide_sorted  # compiled code loads when a summary runs
 
+    sp = np.zeros(len(bins)) if sum_p is None else sum_p
     kept = group >= 0  # rows of no group (a partition the table does not hold) are left out
     if not kept.all():
-        group, bins, n, n_pos = group[kept], bins[kept], n[kept], n_pos[kept]
-    out = np.zeros((n_groups, 8))
+        group, bins, n, n_pos, sp = group[kept], bins[kept], n[kept], n_pos[kept], sp[kept]
+    out = np.zeros((n_groups, 9))
     costs = (d.cost_fp, d.cost_fn) if d.costs else (0.0, 0.0)
     # a chunk writes each partition's bins as one run in bin order: most rows need no sort
-    if not decide_sorted(group, bins, n, n_pos, d.edge, d.at_fpr, *costs, out):
+    if not decide_sorted(group, bins, n, n_pos, sp, d.edge, d.at_fpr, *costs, MASS_BINS, out):
         # stable: a bin's repeated rows keep their order, as bincount adds them
         order = np.argsort(group.astype(np.int64) * HIST_BINS + bins, kind="stable")
-        group, bins, n, n_pos = group[order], bins[order], n[order], n_pos[order]
+        group, bins, n, n_pos, sp = group[order], bins[order], n[order], n_pos[order], sp[order]
         out[:] = 0.0
-        decide_sorted(group, bins, n, n_pos, d.edge, d.at_fpr, *costs, out)
-    figures = decision_figures(*out.T, d)
+        decide_sorted(group, bins, n, n_pos, sp, d.edge, d.at_fpr, *costs, MASS_BINS, out)
+    figures = decision_figures(*out[:, :8].T, d)
+    if sum_p is not None:
+        with np.errstate(all="ignore"):
+            figures[ECE_EQUAL_MASS] = np.where(out[:, 3] > 0, out[:, 8] / out[:, 3], np.nan)
     for t, prefix in d.also_columns().items():  # one more walk a further threshold, over rows now in order
         at = Decisions(t, d.at_fpr, d.cost_fp, d.cost_fn)
-        more = np.zeros((n_groups, 8))
-        decide_sorted(group, bins, n, n_pos, at.edge, d.at_fpr, *costs, more)
-        figures |= {prefix + k: v for k, v in decision_figures(*more.T, at).items() if k in ALSO_AT[: 8 + d.costs]}
+        more = np.zeros((n_groups, 9))
+        decide_sorted(group, bins, n, n_pos, sp, at.edge, d.at_fpr, *costs, MASS_BINS, more)
+        figures |= {
+            prefix + k: v for k, v in decision_figures(*more[:, :8].T, at).items() if k in ALSO_AT[: 8 + d.costs]
+        }
     return figures
 
 
@@ -155,8 +170,8 @@ def cost_curve(hist_n: np.ndarray, hist_pos: np.ndarray, d: Decisions) -> tuple[
 
 
 def with_decisions(table: pl.DataFrame, histograms: list[pl.DataFrame], group: list[str], d: Decisions) -> pl.DataFrame:
-    """``table`` (one row per value of ``group``) with each row's decision figures, from the histogram rows
-    ``(*group, bin, n, n_pos)`` of its partitions."""
+    """``table`` (one row per value of ``group``) with each row's decision figures (and equal-mass ECE), from the
+    histogram rows ``(*group, bin, n, n_pos, sum_p)`` of its partitions."""
     frames = [h for h in histograms if h.height]
     if not frames or not table.height:
         return table
@@ -164,8 +179,16 @@ def with_decisions(table: pl.DataFrame, histograms: list[pl.DataFrame], group: l
     groups = np.concatenate([_group_of_rows(h, group, index) for h in frames])
     # the columns as they are (counts stay integers: the compiled walk adds them as floats, exactly)
     bins, n, n_pos = (np.concatenate([h.get_column(c).to_numpy() for h in frames]) for c in ("bin", "n", "n_pos"))
-    cols = decision_columns(groups, bins, n, n_pos, table.height, d)
+    sum_p = _sum_p(frames)
+    cols = decision_columns(groups, bins, n, n_pos, table.height, d, sum_p)
     return table.with_columns(pl.Series(k, v, nan_to_null=True) for k, v in cols.items())
+
+
+def _sum_p(frames: list[pl.DataFrame]) -> np.ndarray | None:
+    """The histogram rows' Σ w·p, where every frame has it (else no equal-mass ECE)."""
+    if not all("sum_p" in h.columns for h in frames):
+        return None
+    return np.concatenate([h.get_column("sum_p").to_numpy().astype(np.float64, copy=False) for h in frames])
 
 
 def _group_of_rows(h: pl.DataFrame, group: list[str], index: dict[tuple, int]) -> np.ndarray:
@@ -179,20 +202,26 @@ def _group_of_rows(h: pl.DataFrame, group: list[str], index: dict[tuple, int]) -
 
 
 def overall_decisions(hist: pl.DataFrame, d: Decisions) -> dict[str, Any]:
-    """The decision figures of one merged histogram ``(bin, n, n_pos)`` (its rows may repeat a bin) and their
-    context (:func:`decision_context`)."""
+    """The decision figures (and equal-mass ECE) of one merged histogram ``(bin, n, n_pos, sum_p)`` (its rows may
+    repeat a bin) and their context (:func:`decision_context`)."""
     bins, n, n_pos = (hist.get_column(c).to_numpy() for c in ("bin", "n", "n_pos"))
+    sum_p = _sum_p([hist])
     cols = decision_columns(
-        np.zeros(len(bins), np.int64), bins.astype(np.int64), n.astype(float), n_pos.astype(float), 1, d
+        np.zeros(len(bins), np.int64), bins.astype(np.int64), n.astype(float), n_pos.astype(float), 1, d, sum_p
     )
     out: dict[str, Any] = {k: None if np.isnan(v[0]) else float(v[0]) for k, v in cols.items()}
-    return out | decision_context(bins, n, n_pos, d)
+    return out | decision_context(bins, n, n_pos, d, sum_p)
 
 
-def decision_context(bins: np.ndarray, n: np.ndarray, n_pos: np.ndarray, d: Decisions) -> dict[str, Any]:
-    """The threshold and FPR the figures were taken at, and with costs the cost curve of the histogram rows
-    ``(bins, n, n_pos)`` (every 8th bin edge, for the report)."""
+def decision_context(
+    bins: np.ndarray, n: np.ndarray, n_pos: np.ndarray, d: Decisions, sum_p: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The threshold and FPR the figures were taken at, with costs the cost curve of the histogram rows
+    ``(bins, n, n_pos)`` (every 8th bin edge, for the report), and given ``sum_p`` the reliability diagram's
+    equal-mass points (:func:`tasks.metrics.calibration.reliability_points`)."""
     out: dict[str, Any] = {"threshold": d.grid_threshold, "at_fpr": d.at_fpr, "also_at": list(d.also_columns())}
+    if sum_p is not None and len(bins):
+        out["reliability"] = reliability_points(bins, n, n_pos, sum_p)
     if d.costs and len(bins):
         dense_n = np.bincount(bins.astype(np.int64), weights=n.astype(float), minlength=HIST_BINS)
         dense_pos = np.bincount(bins.astype(np.int64), weights=n_pos.astype(float), minlength=HIST_BINS)

@@ -166,9 +166,9 @@ def _run_sums(s, a, b, y, lo, hi, logit, acc, ps, figures):  # pragma: no cover 
 
 @numba.njit(**_JIT)
 def _flush_histogram(
-    part, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush
+    part, hist_n, hist_pos, hist_p, touched, n_touched, out, n_out, flushes, n_flush
 ):  # pragma: no cover - compiled
-    # emit the open partition's touched bins, in bin order, as (partition, bin, n, n_pos) rows of
+    # emit the open partition's touched bins, in bin order, as (partition, bin, n, n_pos, Σp) rows of
     # out, and its AUC sums (partition, P, N, Σ pos·neg_below, Σ pos·neg) as a row of flushes.
     # Bin order: sort the few touched bins, or walk all bins when many are touched (a sort of
     # thousands would cost more than the rows that touched them)
@@ -188,42 +188,39 @@ def _flush_histogram(
         ties += pos * neg
         n_p += pos
         n_n += neg
-        out[n_out, 0] = part
-        out[n_out, 1] = b
-        out[n_out, 2] = hist_n[b]
-        out[n_out, 3] = hist_pos[b]
+        o = out[n_out]
+        o[0], o[1], o[2], o[3], o[4] = part, b, hist_n[b], hist_pos[b], hist_p[b]
         n_out += 1
         hist_n[b] = 0
         hist_pos[b] = 0
-    flushes[n_flush, 0] = part
-    flushes[n_flush, 1] = n_p
-    flushes[n_flush, 2] = n_n
-    flushes[n_flush, 3] = above
-    flushes[n_flush, 4] = ties
-    flushes[n_flush, 5] = n_touched  # rows of out this flush wrote
+        hist_p[b] = 0.0
+    f = flushes[n_flush]  # n_touched: the rows of out this flush wrote
+    f[0], f[1], f[2], f[3], f[4], f[5] = part, n_p, n_n, above, ties, n_touched
     return n_out
 
 
 @numba.njit(**_JIT)
 def _switch_partition(
-    part, cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush
+    part, cur, hist_n, hist_pos, hist_p, touched, n_touched, out, n_out, flushes, n_flush
 ):  # pragma: no cover - compiled
     # rows of another partition come: the open one's histogram is written first (none is open when
     # cur < 0); returns (bins touched, rows written to out, rows written to flushes)
     if part != cur and cur >= 0:
-        n_out = _flush_histogram(cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush)
+        n_out = _flush_histogram(cur, hist_n, hist_pos, hist_p, touched, n_touched, out, n_out, flushes, n_flush)
         return 0, n_out, n_flush + 1
     return n_touched, n_out, n_flush
 
 
 @numba.njit(**_JIT)
-def _add_to_bin(bin_, n, n_pos, hist_n, hist_pos, touched, n_touched):  # pragma: no cover - compiled
-    # count n rows (n_pos of them positive) in a bin of the open histogram; returns the bins touched
+def _add_to_bin(bin_, n, n_pos, sum_p, hist_n, hist_pos, hist_p, touched, n_touched):  # pragma: no cover
+    # count n rows (n_pos of them positive, their probabilities adding to sum_p) in a bin of the open
+    # histogram; returns the bins touched
     if hist_n[bin_] == 0:
         touched[n_touched] = bin_
         n_touched += 1
     hist_n[bin_] += n
     hist_pos[bin_] += n_pos
+    hist_p[bin_] += sum_p
     return n_touched
 
 
@@ -243,19 +240,30 @@ def merge_flushes(bins, flushes, out, out_flushes):  # pragma: no cover - compil
     order = np.argsort(flushes[:, 0], kind="mergesort")
     hist_n = np.zeros(HIST_BINS, np.int64)
     hist_pos = np.zeros(HIST_BINS, np.int64)
+    hist_p = np.zeros(HIST_BINS)
     touched = np.zeros(HIST_BINS, np.int32)
     n_touched, n_out, n_flush, cur = 0, 0, 0, -1
     for j in range(n_f):
         f = order[j]
         part = int(flushes[f, 0])
         n_touched, n_out, n_flush = _switch_partition(
-            part, cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush
+            part, cur, hist_n, hist_pos, hist_p, touched, n_touched, out, n_out, out_flushes, n_flush
         )
         cur = part
         for r in range(starts[f], starts[f + 1]):
-            n_touched = _add_to_bin(bins[r, 1], bins[r, 2], bins[r, 3], hist_n, hist_pos, touched, n_touched)
+            n_touched = _add_to_bin(
+                int(bins[r, 1]),
+                int(bins[r, 2]),
+                int(bins[r, 3]),
+                bins[r, 4],
+                hist_n,
+                hist_pos,
+                hist_p,
+                touched,
+                n_touched,
+            )
     _, n_out, n_flush = _switch_partition(
-        -1, cur, hist_n, hist_pos, touched, n_touched, out, n_out, out_flushes, n_flush
+        -1, cur, hist_n, hist_pos, hist_p, touched, n_touched, out, n_out, out_flushes, n_flush
     )
     return n_out, n_flush
 
@@ -298,6 +306,7 @@ def sum_segments(
     seg_stats,
     hist_n,
     hist_pos,
+    hist_p,
     touched,
     state,
     out,
@@ -312,7 +321,7 @@ def sum_segments(
     to ``seg_stats[g]``, for :func:`merge_segments`. Rows with a non-finite or out-of-range score, or a
     label other than 0/1, are counted in ``bad_score``/``bad_label`` (their other figures are meaningless:
     the caller raises). The histogram of this caller's open partition (``state[0]``, with ``state[1]``
-    bins touched) stays open across calls and is written to ``out`` as ``(partition, bin, n, n_pos)`` rows
+    bins touched) stays open across calls and is written to ``out`` as ``(partition, bin, n, n_pos, Σp)`` rows
     when the partition changes, with a row of ``flushes``: ``(partition, P, N, A, T)``, from which
     AUC = (A + T/2)/(P·N) within ± T/(2·P·N) when the partition was written once. ``ps`` is scratch
     space of the batch's length. Returns the number of rows written to ``out`` and to ``flushes``.
@@ -327,21 +336,22 @@ def sum_segments(
         lo = seg_lo[g]
         hi = seg_hi[g]
         n_touched, n_out, n_flush = _switch_partition(
-            k, cur, hist_n, hist_pos, touched, n_touched, out, n_out, flushes, n_flush
+            k, cur, hist_n, hist_pos, hist_p, touched, n_touched, out, n_out, flushes, n_flush
         )
         cur = k
         seg_stats[g, :] = 0.0
         _run_sums(s, a, b, y, lo, hi, logit, seg_stats[g], ps, figures)
-        n_touched = _bin_rows(ps, y, lo, hi, seg_stats[g], hist_n, hist_pos, touched, n_touched, figures)
+        n_touched = _bin_rows(ps, y, lo, hi, seg_stats[g], hist_n, hist_pos, hist_p, touched, n_touched, figures)
     state[0] = cur
     state[1] = n_touched
     return n_out, n_flush
 
 
 @numba.njit(inline="always", **_JIT)
-def _bin_rows(ps, y, lo, hi, row, hist_n, hist_pos, touched, n_touched, figures):  # pragma: no cover - compiled
+def _bin_rows(ps, y, lo, hi, row, hist_n, hist_pos, hist_p, touched, n_touched, figures):  # pragma: no cover
     # rows lo..hi to their calibration bin (row's Σ w, Σ w·p, Σ w·y of it; with ``figures``) and their score
-    # histogram bin; returns the histogram's bins touched. A bad score (NaN or outside [0, 1]) goes to bin 0:
+    # histogram bin (with ``figures``, its Σ p too: the equal-mass calibration bins are formed from it); returns
+    # the histogram's bins touched. A bad score (NaN or outside [0, 1]) goes to bin 0:
     # the caller raises
     for i in range(lo, hi):
         p = ps[i]
@@ -357,6 +367,8 @@ def _bin_rows(ps, y, lo, hi, row, hist_n, hist_pos, touched, n_touched, figures)
             n_touched += 1
         hist_n[bin_] += 1
         hist_pos[bin_] += 1 if y[i] == 1.0 else 0
+        if figures:
+            hist_p[bin_] += p
     return n_touched
 
 
@@ -373,9 +385,9 @@ def merge_segments(seg_stats, seg_part, n_seg, stats):  # pragma: no cover - com
 
 
 @numba.njit(**_JIT)
-def close_histogram(hist_n, hist_pos, touched, state, out, flushes):  # pragma: no cover - compiled
+def close_histogram(hist_n, hist_pos, hist_p, touched, state, out, flushes):  # pragma: no cover - compiled
     """Write the open partition's histogram (at the end of a chunk); returns the rows written."""
-    _, n_out, n_flush = _switch_partition(-1, state[0], hist_n, hist_pos, touched, state[1], out, 0, flushes, 0)
+    _, n_out, n_flush = _switch_partition(-1, state[0], hist_n, hist_pos, hist_p, touched, state[1], out, 0, flushes, 0)
     state[0] = -1
     state[1] = 0
     return n_out, n_flush

@@ -51,6 +51,7 @@ class _Lane:
         self.figures = figures  # the calibration sums (off only for the bench's run without them)
         self.hist_n = np.zeros(HIST_BINS, np.int64)
         self.hist_pos = np.zeros(HIST_BINS, np.int64)
+        self.hist_p = np.zeros(HIST_BINS)  # Σ p a bin: the equal-mass calibration bins are formed from it
         self.touched = np.zeros(HIST_BINS, np.int32)
         self.state = new_state()
         self.kept: list[tuple[np.ndarray, np.ndarray]] = []  # (histogram rows, AUC sums) written so far
@@ -67,7 +68,7 @@ class _Lane:
         stride = -(-capacity // 8) * 8 + 64
         block = _aligned(5 * stride)
         self.s, self.y, self.a, self.b, self.p = (block[k * stride : k * stride + capacity] for k in range(5))
-        self.out = np.empty((capacity + HIST_BINS, 4), np.int64)
+        self.out = np.empty((capacity + HIST_BINS, 5))  # (partition, bin, n, n_pos, Σp): counts exact as floats
 
     def _pieces(self, n_seg: int) -> None:
         # room for n_seg pieces (their bounds and sums kept until merged), and a flush for each
@@ -110,6 +111,7 @@ class _Lane:
             self.seg_stats[at:],
             self.hist_n,
             self.hist_pos,
+            self.hist_p,
             self.touched,
             self.state,
             self.out,
@@ -221,7 +223,7 @@ class Reducer:
         pieces, flushes = [], []
         for lane in self.lanes:
             n_out, n_flush = close_histogram(
-                lane.hist_n, lane.hist_pos, lane.touched, lane.state, lane.out, lane.flushes
+                lane.hist_n, lane.hist_pos, lane.hist_p, lane.touched, lane.state, lane.out, lane.flushes
             )
             lane.kept.append((lane.out[:n_out].copy(), lane.flushes[:n_flush].copy()))
             pieces += [b for b, _ in lane.kept]
@@ -244,7 +246,7 @@ def _merged(pieces: list[np.ndarray], flushes: np.ndarray) -> tuple[np.ndarray, 
     ends = np.cumsum([len(p) for p in pieces])
     masks = np.split(rows, ends[:-1])
     n_keep = len(rows) - int(rows.sum())
-    out = np.empty((len(rows), 4), np.int64)  # the kept rows, then the merged ones (never more than were merged)
+    out = np.empty((len(rows), 5))  # the kept rows, then the merged ones (never more than were merged)
     at = 0
     for piece, mask in zip(pieces, masks):
         k = len(piece) - int(mask.sum())

@@ -29,6 +29,7 @@ from tasks.data.slicing import category_expression
 from tasks.errors import InputError
 from tasks.metrics import schema as metrics
 from tasks.metrics.auc import (
+    HIST_SUMS,
     auc_by_partition,
     auc_from_histogram,
     auc_from_sums,
@@ -60,7 +61,7 @@ def reduce_chunk(
 
     Returns ``(records, histogram)``: one record per partition (the partition columns, the sums of
     :data:`SUM_COLUMNS`, and ``roc_auc`` from average ranks when ``exact_auc``), and per-partition
-    score-bin counts ``(bin, n, n_pos)`` from which ROC AUC is computed per partition and overall.
+    score-bin sums ``(bin, n, n_pos, sum_p)`` from which ROC AUC is computed per partition and overall.
     Raises :class:`InputError` (naming the file and column) on nulls, non-finite features or
     scores, or labels outside {0, 1}.
     """
@@ -290,7 +291,7 @@ def _assemble_cells(
     dataset: Dataset, scorer: Scorer, files: list[DataFile], parts: pl.DataFrame, cells: CellSink
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The chunk's records, one per cell (partition keys, slice columns, sums, binned ROC AUC), and its histogram
-    rows ``(__cell, bin, n, n_pos)``: ``__cell`` is the row of the records it belongs to (no key is repeated per
+    rows ``(__cell, bin, n, n_pos, sum_p)``: ``__cell`` is the row of the records it belongs to (no key is repeated per
     bin: a chunk of many cells has about as many histogram rows as data rows)."""
     from tasks.metrics import kernels
 
@@ -311,7 +312,7 @@ def _assemble_cells(
         pl.Series("roc_auc", roc_auc).fill_nan(None),
         pl.Series("roc_auc_bound", bound).fill_nan(None),
     )
-    histogram = pl.DataFrame(dict(zip(("__cell", "bin", "n", "n_pos"), bins)))
+    histogram = pl.DataFrame(dict(zip(("__cell", "bin", "n", "n_pos", "sum_p"), bins)))
     return records, histogram
 
 
@@ -325,14 +326,15 @@ def _histogram_and_auc(
         {
             "__part": bins[:, 0].astype(np.uint32),
             "bin": bins[:, 1].astype(np.int32),
-            "n": bins[:, 2],
-            "n_pos": bins[:, 3],
+            "n": bins[:, 2].astype(np.int64),
+            "n_pos": bins[:, 3].astype(np.int64),
+            "sum_p": bins[:, 4],
         }
     )
     if not whole:
-        histogram = histogram.group_by("__part", "bin").agg(pl.col("n").sum(), pl.col("n_pos").sum())
+        histogram = histogram.group_by("__part", "bin").agg(pl.col(HIST_SUMS).sum())
     index = histogram.get_column("__part")
-    histogram = histogram.select(*(keys_frame.get_column(k).gather(index) for k in key_columns), "bin", "n", "n_pos")
+    histogram = histogram.select(*(keys_frame.get_column(k).gather(index) for k in key_columns), "bin", *HIST_SUMS)
     if whole:
         # each partition's histogram was written once, whole: its AUC sums came with it
         roc_auc, bound = auc_from_sums(*flushes[:, 1:5].T)

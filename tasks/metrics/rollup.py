@@ -21,7 +21,7 @@ import polars as pl
 from tasks.data.slicing import Slicing
 from tasks.errors import InputError
 from tasks.metrics import schema as metrics
-from tasks.metrics.auc import auc_from_sums
+from tasks.metrics.auc import HIST_SUMS, auc_from_sums
 from tasks.metrics.decisions import (
     DEFAULT_DECISIONS,
     Decisions,
@@ -42,6 +42,7 @@ class CellSums:
     bin: np.ndarray
     n: np.ndarray
     n_pos: np.ndarray
+    sum_p: np.ndarray
     cell_start: np.ndarray
 
 
@@ -58,20 +59,20 @@ def gather_cells(records: list[pl.DataFrame], histograms: list[pl.DataFrame]) ->
         parts = [h.get_column(name).to_numpy().astype(dtype, copy=False) for h in kept]
         return parts[0] if len(parts) == 1 else np.concatenate(parts or [np.empty(0, dtype)])
 
-    bins, n, n_pos = column("bin", np.int32), column("n", np.float64), column("n_pos", np.float64)
+    bins, n, n_pos, sum_p = (column(c, t) for c, t in zip(("bin", *HIST_SUMS), (np.int32, *(np.float64,) * 3)))
     cells = [h.get_column("__cell").to_numpy() for h in histograms]
     if not all(is_sorted(c) for c in cells):  # rows written in another order than their cells' (none this code writes)
         offsets = np.cumsum([0, *(r.height for r in records)])
         cell = np.concatenate([c.astype(np.int64) + off for c, off in zip(cells, offsets)] or [np.empty(0, np.int64)])
         order = np.argsort(cell, kind="stable")
         cell_start = np.r_[0, np.cumsum(np.bincount(cell, minlength=merged.height))].astype(np.int64)
-        return CellSums(merged, bins[order], n[order], n_pos[order], cell_start)
+        return CellSums(merged, bins[order], n[order], n_pos[order], sum_p[order], cell_start)
     # each chunk's rows come in its cells' order: where a record's rows end is a search, not a pass over them
     ends, base = [np.zeros(1, np.int64)], 0
     for r, c in zip(records, cells):
         ends.append(base + np.searchsorted(c, np.arange(r.height), side="right"))
         base += len(c)
-    return CellSums(merged, bins, n, n_pos, np.concatenate(ends).astype(np.int64))
+    return CellSums(merged, bins, n, n_pos, sum_p, np.concatenate(ends).astype(np.int64))
 
 
 def roll_up(
@@ -129,21 +130,23 @@ def _group_figures(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], tuple[np.ndarray, ...]]:
     """Each group's ROC AUC, its bound and the decision figures, from its cells' histograms added bin by bin
     (:func:`tasks.metrics.cell_kernel.group_histogram_rows`: one pass over the rows, whatever the groups), and the
-    groups' histogram rows ``(bin, n, n_pos, start of each group's rows)``."""
+    groups' histogram rows ``(bin, n, n_pos, sum_p, start of each group's rows)``."""
     from tasks.metrics.cell_kernel import group_histogram_rows
 
     member = np.flatnonzero(group_of_cell >= 0)
     group_cells = member[np.argsort(group_of_cell[member], kind="stable")]  # each group's cells in record order
     group_ptr = np.r_[0, np.cumsum(np.bincount(group_of_cell[member], minlength=n_groups))].astype(np.int64)
     size = len(sums.bin)
-    rows = np.empty(size, np.int64), np.empty(size, np.int32), np.empty(size), np.empty(size)
+    rows = np.empty(size, np.int64), np.empty(size, np.int32), np.empty(size), np.empty(size), np.empty(size)
     auc_sums = np.zeros((n_groups, 4))
-    k = group_histogram_rows(sums.cell_start, group_ptr, group_cells, sums.bin, sums.n, sums.n_pos, *rows, auc_sums)
-    group, bins, n, n_pos = (r[:k] for r in rows)
+    k = group_histogram_rows(
+        sums.cell_start, group_ptr, group_cells, sums.bin, sums.n, sums.n_pos, sums.sum_p, *rows, auc_sums
+    )
+    group, bins, n, n_pos, sum_p = (r[:k] for r in rows)
     # the rows come in group, then bin order: the decision walk needs no sort
-    decided = decision_columns(group, bins, n, n_pos, n_groups, decisions) if figures else {}
+    decided = decision_columns(group, bins, n, n_pos, n_groups, decisions, sum_p) if figures else {}
     group_start = np.r_[0, np.cumsum(np.bincount(group, minlength=n_groups))].astype(np.int64)
-    return (*auc_from_sums(*auc_sums.T), decided, (bins, n, n_pos, group_start))
+    return (*auc_from_sums(*auc_sums.T), decided, (bins, n, n_pos, sum_p, group_start))
 
 
 def _filters(slicing: Slicing, schema: pl.Schema) -> list[pl.Expr]:
@@ -209,7 +212,7 @@ def summarize_cells(
     overall |= {name: whole.item(0, name) for name in metrics.figure_names(metrics.HISTOGRAM_FIGURES)}
     overall |= {name: whole.item(0, name) for name in whole.columns if name.startswith("at_")}  # further thresholds
     # the decision figures came with the whole roll-up (its histogram added once): only their context here
-    overall |= decision_context(by_partition.bin, by_partition.n, by_partition.n_pos, decisions)
+    overall |= decision_context(by_partition.bin, by_partition.n, by_partition.n_pos, decisions, by_partition.sum_p)
     overall["n_partitions"] = table.height
     if not slicings:
         return table, overall, {}

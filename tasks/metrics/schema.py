@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from tasks.metrics.calibration import CALIBRATION_FIGURES, CALIBRATION_SUMS
+from tasks.metrics.calibration import CALIBRATION_FIGURES, CALIBRATION_HISTOGRAM_FIGURES, CALIBRATION_SUMS
 from tasks.metrics.decisions import DECISION_FIGURES
 from tasks.metrics.formulas import (
     Z95,
@@ -239,6 +239,7 @@ HISTOGRAM_FIGURES: tuple[HistogramFigure, ...] = (
     HistogramFigure(
         "roc_auc_bound", "AUC bound", "largest error of the binned ROC AUC (ties within a bin counted as one half)"
     ),
+    *CALIBRATION_HISTOGRAM_FIGURES,
     *DECISION_FIGURES,
 )
 

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from tasks.judge.drift import OVERALL
+from tasks.metrics.calibration import ece_words
 from tasks.metrics.loss import sigmoid
 from tasks.review.sample import describe_sample
 
@@ -202,9 +203,12 @@ def plot_paired_differences(table: pl.DataFrame, label_col: str, overall: dict[s
     return fig
 
 
-def plot_reliability(sample: pl.DataFrame, n_bins: int = 10, shown: str = "", calibration: str = ""):
+def plot_reliability(
+    sample: pl.DataFrame, n_bins: int = 10, shown: str = "", calibration: str = "", points: dict | None = None
+):
     """Reliability diagram: mean predicted probability against observed positive rate per bin (``calibration``:
-    the run's ECE and expected-against-realized BCE over every row, in words, drawn on it)."""
+    the run's ECE and expected-against-realized BCE over every row, in words, drawn on it; ``points``: the
+    equal-mass bins' means over every row, :func:`tasks.metrics.calibration.reliability_points`)."""
     y = sample.get_column("y").to_numpy()
     p = sample.get_column("p").to_numpy()
     edges = np.linspace(0, 1, n_bins + 1)
@@ -215,7 +219,9 @@ def plot_reliability(sample: pl.DataFrame, n_bins: int = 10, shown: str = "", ca
     ok = counts > 0
     fig, (ax, ax2) = new_figure(nrows=2, figsize=(6, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax.plot([0, 1], [0, 1], "k:", label="perfectly calibrated")
-    ax.plot(mean_p[ok] / counts[ok], rate[ok] / counts[ok], "o-", color="#1f77b4", label="model")
+    ax.plot(mean_p[ok] / counts[ok], rate[ok] / counts[ok], "o-", color="#1f77b4", label="model (shown rows)")
+    if points and points.get("mean_p"):
+        ax.plot(points["mean_p"], points["rate"], "s--", color="#d62728", ms=4, label="equal-mass bins, every row")
     ax.set(ylabel="observed positive rate")
     ax.set_title(
         f"Reliability diagram\n{textwrap.fill(shown or f'{len(y):,} rows', 80)}", fontsize=9
@@ -248,7 +254,9 @@ def make_figures(
     figs: dict[str, Any] = {
         "plots/true_class_probability.png": plot_true_class_probability(sample, shown),
         "plots/log_loss_curve.png": plot_log_loss_curve(sample, shown),
-        "plots/reliability.png": plot_reliability(sample, shown=shown, calibration=calibration),
+        "plots/reliability.png": plot_reliability(
+            sample, shown=shown, calibration=calibration, points=(overall or {}).get("reliability")
+        ),
     }
     if by_partition:
         figs["plots/bce_by_partition.png"] = plot_partition_bce(table, "partition", overall_bce, bound=bound)
@@ -281,7 +289,7 @@ def _calibration_words(overall: dict[str, Any], total_rows: int) -> str:
     if overall.get("ece") is None:
         return ""
     gap = overall.get("calibration_gap")
-    return f"ECE {overall['ece']:.4f} (10 bins, all {total_rows:,} rows)" + (
+    return f"{ece_words(overall)}\n(all {total_rows:,} rows)" + (
         f"\nrealized − expected BCE {gap:+.4f}" if gap is not None else ""
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from tasks.metrics.auc import HIST_BINS
+from tasks.metrics.calibration import ece_words
 from tasks.metrics.late_labels import estimated_line
 from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
@@ -66,7 +67,7 @@ def calibration_line(o: dict) -> str:
     )
     return (
         f"calibration: realized BCE − expected (mean H(p) {o['expected_bce']:.4f}) = {gap:+.4f} "
-        f"(95% {low:+.4f} to {high:+.4f}): {verdict}"
+        f"(95% {low:+.4f} to {high:+.4f}): {verdict}" + ece_words(o, "; ECE ")
     )
 
 

@@ -337,9 +337,9 @@ def test_sum_cells_and_histogram_rows_equal_numpy_per_cell(logit):
     cell = rng.integers(0, n_cells, n).astype(np.int64)
     a, b = np.empty_like(s), np.empty_like(s)
     terms(s, a, b, logit)
-    acc, hist = np.zeros((n_cells, len(STATS))), np.zeros((n_cells, HIST_BINS, 2))
-    assert sum_cells(s, a, b, y, w, cell, logit, acc, hist, np.empty(0, np.int32)) == 0.0
-    hist_n, hist_pos = hist[:, :, 0], hist[:, :, 1]
+    acc, hist = np.zeros((n_cells, len(STATS))), np.zeros((n_cells, HIST_BINS, 3))
+    assert sum_cells(s, a, b, y, w, cell, logit, acc, hist, np.empty(0, np.int32), np.empty(0)) == 0.0
+    hist_n, hist_pos, hist_p = hist[:, :, 0], hist[:, :, 1], hist[:, :, 2]
 
     p = expit(z)
     frame = pl.DataFrame({"label": y.astype(np.int64), "z": z, "p": p, "w": w})
@@ -365,9 +365,10 @@ def test_sum_cells_and_histogram_rows_equal_numpy_per_cell(logit):
             assert row[name] == pytest.approx(math.fsum(want.tolist()), rel=1e-12), (c, name)
         assert np.allclose(hist_n[c], np.bincount(by_bin[m], wc, HIST_BINS), rtol=1e-12, atol=0)
         assert np.allclose(hist_pos[c], np.bincount(by_bin[m], wc * yc, HIST_BINS), rtol=1e-12, atol=0)
+        assert np.allclose(hist_p[c], np.bincount(by_bin[m], wc * p[m], HIST_BINS), rtol=1e-12, atol=0)
 
     size = int(np.count_nonzero(hist_n))
-    rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size)
+    rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size), np.empty(size)
     sums = np.zeros((n_cells, 4))
     n_out = histogram_rows(hist, n_cells, *rows, sums)
     out = np.column_stack(rows)
@@ -407,11 +408,13 @@ def test_many_cells_kept_as_rows_give_the_dense_histograms_numpy_adds(weighted, 
     flat = cell * HIST_BINS + np.minimum((p * HIST_BINS).astype(np.int64), HIST_BINS - 1)
     want_n = np.bincount(flat, w, n_cells * HIST_BINS).reshape(n_cells, HIST_BINS)
     want_pos = np.bincount(flat, w * y, n_cells * HIST_BINS).reshape(n_cells, HIST_BINS)
-    got_cell, got_bin, got_n, got_pos = rows
+    want_p = np.bincount(flat, w * p, n_cells * HIST_BINS).reshape(n_cells, HIST_BINS)
+    got_cell, got_bin, got_n, got_pos, got_p = rows
     assert np.array_equal(np.column_stack([got_cell, got_bin]), np.argwhere(want_n != 0))
     tol = 1e-12 if weighted else 0.0
     assert np.allclose(got_n, want_n[want_n != 0], rtol=tol, atol=0)
     assert np.allclose(got_pos, want_pos[want_n != 0], rtol=tol, atol=0)
+    assert np.allclose(got_p, want_p[want_n != 0], rtol=1e-12, atol=0)  # Σ w·p: a float sum either way
     assert np.array_equal(stats[:, STATS.index("n_rows")], np.bincount(cell, minlength=n_cells))
     for c in range(n_cells):
         m = cell == c
@@ -430,7 +433,7 @@ def test_sum_cells_counts_each_bad_score_label_and_weight_in_its_cell():
     a, b = np.empty_like(s), np.empty_like(s)
     terms(s, a, b, False)
     acc = np.zeros((3, len(STATS)))
-    bad = sum_cells(s, a, b, y, w, cell, False, acc, np.zeros((3, HIST_BINS, 2)), np.empty(0, np.int32))
+    bad = sum_cells(s, a, b, y, w, cell, False, acc, np.zeros((3, HIST_BINS, 3)), np.empty(0, np.int32), np.empty(0))
     got = {name: acc[:, STATS.index(name)].tolist() for name in ("bad_score", "bad_label", "bad_weight")}
     assert got == {"bad_score": [1.0, 1.0, 0.0], "bad_label": [0.0, 1.0, 0.0], "bad_weight": [1.0, 0.0, 2.0]}
     assert bad == 6.0

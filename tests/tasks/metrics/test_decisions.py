@@ -116,8 +116,8 @@ def test_the_walk_over_unsorted_rows_asks_for_a_sort_and_then_equals_the_dense_h
     group, bins = rng.integers(0, 30, 20000), rng.integers(0, HIST_BINS, 20000)
     n = rng.exponential(1.0, 20000)
     n_pos = n * (rng.uniform(size=20000) < 0.3)
-    out = np.zeros((30, 8))
-    assert not decide_sorted(group, bins, n, n_pos, 2048, 0.1, 1.0, 5.0, out)  # rows out of order: refused
+    out = np.zeros((30, 9))
+    assert not decide_sorted(group, bins, n, n_pos, np.zeros_like(n), 2048, 0.1, 1.0, 5.0, 10, out)  # refused
     d = Decisions(0.5, 0.1, 1.0, 5.0)
     got = decision_columns(group, bins, n, n_pos, 30, d)
     flat = group * HIST_BINS + bins
