@@ -34,14 +34,39 @@ def exact_auc_by_partition(kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     return df.group_by("__part").agg(pl.when((n_pos > 0) & (n_neg > 0)).then(auc).otherwise(None).alias("roc_auc"))
 
 
+def add_up_rows(keys: np.ndarray, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rows of equal key added up, keys in increasing order: each sum in the order its rows come (``bincount``), so
+    a float sum (Σ p) has the same bits every run, as a parallel group-by's would not; integer columns stay
+    integers (exact below 2**53)."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    out = {}
+    for name, values in columns.items():
+        summed = np.bincount(inverse, weights=values, minlength=len(uniq))
+        out[name] = summed.astype(values.dtype) if values.dtype.kind in "iu" else summed
+    return uniq, out
+
+
+def histogram_frame(rows: np.ndarray, merge: bool) -> pl.DataFrame:
+    """The compiled pass's histogram rows ``(partition, bin, n, n_pos, Σp)`` (floats) as a frame ``(__part, bin,
+    n, n_pos, sum_p)``; with ``merge``, a partition's bins that several flushes wrote are added up (in their order:
+    the same bits every run), one row a bin."""
+    part, bins = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+    sums = {"n": rows[:, 2].astype(np.int64), "n_pos": rows[:, 3].astype(np.int64), "sum_p": rows[:, 4]}
+    if merge:
+        key, sums = add_up_rows(part * HIST_BINS + bins, sums)
+        part, bins = key // HIST_BINS, key % HIST_BINS
+    return pl.DataFrame({"__part": part.astype(np.uint32), "bin": bins.astype(np.int32), **sums})
+
+
 def merge_histograms(histograms: Iterable[pl.DataFrame]) -> pl.DataFrame:
-    """Add up per-bin score counts (and Σ p, where every histogram has it)."""
+    """Add up per-bin score counts (and Σ p, where every histogram has it), in the histograms' order."""
     kept = [h for h in histograms if h.height]
     sums = [c for c in HIST_SUMS if all(c in h.columns for h in kept)]
     if not kept:
         return pl.DataFrame(schema={"bin": pl.Int32, "n": pl.Int64, "n_pos": pl.Int64, "sum_p": pl.Float64})
-    frames = [h.select("bin", *sums) for h in kept]
-    return pl.concat(frames).group_by("bin").agg(pl.col(sums).sum()).sort("bin")
+    bins = np.concatenate([h.get_column("bin").to_numpy() for h in kept])
+    uniq, added = add_up_rows(bins, {c: np.concatenate([h.get_column(c).to_numpy() for h in kept]) for c in sums})
+    return pl.DataFrame({"bin": uniq.astype(np.int32), **added})
 
 
 def auc_from_sums(P: np.ndarray, N: np.ndarray, A: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

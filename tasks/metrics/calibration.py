@@ -80,7 +80,7 @@ CALIBRATION_FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "ece",
-        "ECE",
+        "ECE (equal width)",
         _ece,
         f"expected calibration error over {CAL_BINS} equal-width bins of p: Σ |Σ w·p − Σ w·y| / Σ w",
         better="lower",

@@ -7,8 +7,8 @@ row of a batch its cell's number, the same number for the same cell in every bat
 (:func:`tasks.metrics.cell_kernel.sum_cells`) and keeps one score histogram per cell.
 
 Sums are added batch by batch in batch order, so they do not depend on the number of threads. The
-histograms add up exactly for unweighted rows (integer counts); weighted bins are sums of floats
-whose last bit may depend on how the batches were shared among threads.
+histograms' counts add up exactly for unweighted rows; weighted bins, and every bin's Σ w·p, are sums of
+floats whose last bit may depend on how the batches were shared among threads.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The per-row pass over a chunk's batches, shared by threads: the compiled loops of
 :mod:`tasks.metrics.kernels`, driven batch by batch, with the same sums to the last bit whatever the number
-of threads. Imported only when a reduce runs.
+of threads (the score bins' Σ p aside: a float sum per lane, whose last bits depend on how the lanes shared the
+rows). Imported only when a reduce runs.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ class Reducer:
     :attr:`stats`
     in batch order. The pieces of a batch do not depend on the lane or on ``threads``, nor does the
     order they are added in: the same sums to the last bit whatever ``threads`` is. Each lane keeps
-    a histogram of its own; :meth:`finish` merges them per partition.
+    a histogram of its own; :meth:`finish` merges them per partition (counts exactly; Σ p, a float, to its
+    last bits as the lanes shared the rows).
     """
 
     def __init__(self, threads: int, capacity: int = 131_072, figures: bool = True) -> None:

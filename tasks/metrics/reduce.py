@@ -34,6 +34,7 @@ from tasks.metrics.auc import (
     auc_from_histogram,
     auc_from_sums,
     exact_auc_by_partition,
+    histogram_frame,
     merge_histograms,
 )
 from tasks.metrics.bad_input import raise_bad_input
@@ -45,7 +46,7 @@ from tasks.models.scoring import Scorer, model_input
 #: Columns of a record that add up exactly across files, chunks and runs (from the metric schema)
 SUM_COLUMNS = metrics.SUM_COLUMNS
 #: Version of the metric code; part of every cache key (bump when a formula changes).
-METRIC_VERSION = "2"
+METRIC_VERSION = "3"
 
 _S, _Y = "__score", "__y"
 
@@ -322,17 +323,7 @@ def _histogram_and_auc(
     """Per-partition bin counts keyed by the partition columns, and each partition's binned AUC."""
     key_columns = keys_frame.columns[1:]
     whole = len(np.unique(flushes[:, 0])) == len(flushes)
-    histogram = pl.DataFrame(
-        {
-            "__part": bins[:, 0].astype(np.uint32),
-            "bin": bins[:, 1].astype(np.int32),
-            "n": bins[:, 2].astype(np.int64),
-            "n_pos": bins[:, 3].astype(np.int64),
-            "sum_p": bins[:, 4],
-        }
-    )
-    if not whole:
-        histogram = histogram.group_by("__part", "bin").agg(pl.col(HIST_SUMS).sum())
+    histogram = histogram_frame(bins, merge=not whole)
     index = histogram.get_column("__part")
     histogram = histogram.select(*(keys_frame.get_column(k).gather(index) for k in key_columns), "bin", *HIST_SUMS)
     if whole:

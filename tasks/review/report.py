@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from tasks.metrics.late_labels import ESTIMATE_COLUMNS, has_estimates
+from tasks.review.report_sections import ReportSection
 from tasks.tracking.content import png_bytes
 
 # the table's columns in the order a reviewer reads them (those present are shown)
@@ -183,6 +184,14 @@ def _figures_note(figures: dict[str, Any], shown: str) -> str:
     return "The table and the figures use every row."
 
 
+def _figure_html(name: str, figures: dict[str, Any]) -> str:
+    caption = dict(_FIGURES)[name]
+    return (
+        f'<figure id="{html.escape(name)}"><img alt="{html.escape(name)}" src="data:image/png;base64,'
+        f'{figure_png(figures[name])}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
+
+
 def render_report(
     *,
     title: str,
@@ -194,8 +203,10 @@ def render_report(
     gate_message: str = "",
     extra_tables: dict[str, pl.DataFrame] | None = None,
     columns: tuple[str, ...] = _COLUMNS,
+    sections: tuple[ReportSection, ...] = (),
 ) -> str:
-    """The whole report as one HTML document (``shown``: which rows the row-level figures show, in words)."""
+    """The whole report as one HTML document (``shown``: which rows the row-level figures show, in words;
+    ``sections``: parts after the figures, each with its own figures and tables)."""
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{_verdict_badge(gate)}</p>",
@@ -206,12 +217,8 @@ def render_report(
     parts += ["<h2>By partition</h2>", f"<p>{html.escape(_table_note(table, columns))}</p>", table_html(table, columns)]
     if figures:
         parts += ["<h2>Figures</h2>", f"<p>{html.escape(_figures_note(figures, shown))}</p>"]
-    for name, caption in _FIGURES:
-        if name in figures:
-            parts.append(
-                f'<figure id="{html.escape(name)}"><img alt="{html.escape(name)}" src="data:image/png;base64,'
-                f'{figure_png(figures[name])}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-            )
+    in_sections = {name for s in sections for name in s.figures}
+    parts += [_figure_html(name, figures) for name, _ in _FIGURES if name in figures and name not in in_sections]
     for name in (n for n in figures if n.startswith("plots/slices/")):  # one forest plot per declared slicing
         parts.append(
             f'<figure id="{html.escape(name)}"><img alt="{html.escape(name)}" src="data:image/png;base64,'
@@ -219,6 +226,11 @@ def render_report(
             f"{html.escape(name.removeprefix('plots/slices/bce_by_').removesuffix('.png'))}, 95% intervals"
             "</figcaption></figure>"
         )
+    for section in sections:
+        parts += [f"<h2>{html.escape(section.heading)}</h2>", *(f"<p>{html.escape(p)}</p>" for p in section.paragraphs)]
+        parts += [_figure_html(name, figures) for name in section.figures if name in figures]
+        for caption, t in section.tables.items():
+            parts += [f"<h3>{html.escape(caption)}</h3>", table_html(t, tuple(t.columns))]
     for heading, extra in (extra_tables or {}).items():
         parts += [f"<h2>{html.escape(heading)}</h2>", table_html(extra, tuple(extra.columns))]
     body = "\n".join(parts)

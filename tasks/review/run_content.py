@@ -22,6 +22,7 @@ from tasks.metrics.schema import Z95
 from tasks.redact import redact_uri
 from tasks.review.plots import plot_series
 from tasks.review.report import render_report
+from tasks.review.report_sections import calibration_section, decisions_section
 from tasks.review.results import ModelInfo, clean_value, table_columns
 from tasks.review.sample import describe_sample
 from tasks.review.slices import slice_figures, slice_metrics, slice_report_tables, slice_tables
@@ -313,6 +314,7 @@ def _evaluation_report(
             **extra,
         }
     extra = {**(slice_report_tables(slices) if slices is not None else {}), **extra}
+    sliced = slices.tables if slices is not None else {}
     return render_report(
         title=title,
         summary=summary,
@@ -322,6 +324,7 @@ def _evaluation_report(
         gate=tags.get("quality_gate"),
         gate_message=tags.get("quality_gate.failures", ""),
         extra_tables=extra,
+        sections=(calibration_section(table, sliced, overall), decisions_section(table, sliced, overall)),
     )
 
 

@@ -9,6 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tasks.metrics.auc import (
+    HIST_BINS,
+    add_up_rows,
     auc_by_partition,
     auc_from_histogram,
     auc_from_sums,
@@ -80,6 +82,20 @@ def test_merged_histograms_equal_the_histogram_of_all_rows():
     whole = _histogram(p, y)
     assert merged.sort("bin").to_dicts() == whole.sort("bin").to_dicts()
     assert merge_histograms([]).height == 0
+
+
+def test_rows_of_one_bin_add_up_in_their_order_to_the_bit_and_counts_stay_integers():
+    rng = np.random.default_rng(8)
+    keys = rng.integers(0, 50, 20_000) * HIST_BINS + rng.integers(0, 7, 20_000)
+    sum_p, n = rng.random(20_000) * 10.0 ** rng.integers(-8, 3, 20_000), rng.integers(1, 4, 20_000)
+    uniq, added = add_up_rows(keys, {"sum_p": sum_p, "n": n})
+    assert np.array_equal(uniq, np.unique(keys)) and added["n"].dtype == np.int64
+    for k in uniq[::25]:
+        total = 0.0
+        for v in sum_p[keys == k]:  # one running sum, in row order: the bits every run gives
+            total += v
+        assert added["sum_p"][np.searchsorted(uniq, k)] == total
+        assert added["n"][np.searchsorted(uniq, k)] == n[keys == k].sum()
 
 
 def test_auc_by_partition_from_pieces_equals_each_partitions_histogram_and_sklearn():

@@ -105,7 +105,9 @@ def test_a_calibrated_model_passes_a_gate_on_it_and_an_over_confident_one_fails(
     )
     assert (over.table.get_column(ECE_EQUAL_MASS) > 0.02).all()
     assert set(over.table.get_column("verdict")) == {"failed"} and not over.passed
-    passed = evaluate(_rows(40_000, seed=23), label="y", model="z", score_kind="logit", partition_by=["part"], gates=gate)
+    passed = evaluate(
+        _rows(40_000, seed=23), label="y", model="z", score_kind="logit", partition_by=["part"], gates=gate
+    )
     assert passed.passed
 
 

@@ -228,6 +228,8 @@ def test_chunking_invariance(tmp_path: Path, target_rows: int):
     for k, v in one_overall.items():
         if isinstance(v, float):
             assert overall[k] == pytest.approx(v, rel=1e-12, abs=1e-300), k
+        elif isinstance(v, dict) and k == "reliability":  # lists of floats (a bin's Σ p: float sums)
+            assert all(overall[k][name] == pytest.approx(x, rel=1e-12) for name, x in v.items()), k
         else:
             assert overall[k] == v, k
 
