@@ -334,12 +334,18 @@ def _numpy_calibration(y: np.ndarray, p: np.ndarray, losses: np.ndarray) -> dict
     se = excess.std(ddof=1) / math.sqrt(len(y))
     bins = np.minimum((p * 10).astype(int), 9)
     ece = sum(abs(p[bins == b].sum() - y[bins == b].sum()) for b in range(10)) / len(y)
+    # equal-mass bins on the 1/4096 grid: a score bin goes to ⌊10 · (rows in lower score bins) / rows⌋
+    grid = np.minimum((p * 4096).astype(int), 4095)
+    below = np.searchsorted(np.sort(grid), grid, side="left")  # rows in lower score bins
+    mass = np.minimum(10 * below // len(y), 9)
+    ece_mass = sum(abs(p[mass == b].sum() - y[mass == b].sum()) for b in range(10)) / len(y)
     return {
         "expected_bce": float(entropy.mean()),
         "calibration_gap": float(excess.mean()),
         "calibration_gap_low": float(excess.mean() - 1.959963984540054 * se),
         "calibration_gap_high": float(excess.mean() + 1.959963984540054 * se),
         "ece": float(ece),
+        "ece_equal_mass": float(ece_mass),
     }
 
 
