@@ -152,7 +152,7 @@ class EvaluateSettings(BaseModel):
         Rules on a setting that has a default (``dask_workers``, ``score_kind``) compare with that
         default: a dumped-and-reloaded settings object (a served deployment) must still be valid.
         """
-        for rule in (self._model_rules, self._fit_rules, self._run_rules):
+        for rule in (self._model_rules, self._fit_rules, self._run_rules, self._slice_rules):
             message = rule()
             if message:
                 raise ValueError(message)
@@ -206,6 +206,17 @@ class EvaluateSettings(BaseModel):
             return (
                 f"--C / --max-iter configure the fitted LogisticRegression (given: {given}); they cannot be used with "
                 "--model-uri or --score-col (settings: model_params with model_uri or score_col)."
+            )
+        return None
+
+    def _slice_rules(self) -> str | None:
+        """A gate on slices needs a slicing to judge: without one it would pass, having judged nothing."""
+        on_slices = [g for g in self.gates.all_gates() if g.scope == "slice"]
+        if on_slices and not self.slices:
+            g = on_slices[0]
+            return (
+                f"--gate '{g.figure} {g.op} {g.bound:g} per slice' judges slices, but no --slice is declared: add "
+                "--slice COLUMN, or judge it 'per partition' (settings: a per-slice gate needs slices)."
             )
         return None
 

@@ -43,7 +43,7 @@ class ReportSection:
 
 def with_confidence(table: pl.DataFrame) -> pl.DataFrame:
     """``table`` with ``confidence``: over-confident where the gap's 95% interval is above 0, under-confident where
-    below, consistent where it covers 0 (null where there is no interval)."""
+    below, within chance where it covers 0 (the gap tests confidence, not bias); null where there is no interval."""
     low, high = pl.col("calibration_gap_low"), pl.col("calibration_gap_high")
     words = (
         pl.when(low > 0)
@@ -51,7 +51,7 @@ def with_confidence(table: pl.DataFrame) -> pl.DataFrame:
         .when(high < 0)
         .then(pl.lit("under-confident"))
         .when(low.is_not_null() & high.is_not_null())
-        .then(pl.lit("consistent"))
+        .then(pl.lit("within chance"))
     )
     return table.with_columns(words.alias("confidence"))
 
@@ -62,7 +62,11 @@ def _figure_table(table: pl.DataFrame, label: str, figures: tuple[str, ...]) -> 
     keep = [c for c in figures if c in table.columns and table.get_column(c).null_count() < table.height]
     shown = {f.name: f.display for f in (*metrics.FIGURES, *metrics.HISTOGRAM_FIGURES) if f.name in keep}
     shown |= {"confidence": "the gap's interval says"}
-    return table.filter(pl.col("n_rows") > 0).select(label, *(pl.col(c).alias(shown.get(c, c)) for c in keep))
+    rows = table.filter(pl.col("n_rows") > 0)
+    # counts of unweighted rows are whole numbers: shown as such, not as 948.0000
+    whole = [c for c in COUNTS if c in keep and rows.select((pl.col(c) == pl.col(c).round()).all()).item()]
+    rows = rows.with_columns(pl.col(whole).cast(pl.Int64))
+    return rows.select(label, *(pl.col(c).alias(shown.get(c, c)) for c in keep))
 
 
 def _tables(

@@ -63,7 +63,7 @@ def calibration_line(o: dict) -> str:
         if low > 0
         else "under-confident (less loss than its probabilities promise)"
         if high < 0
-        else "consistent with calibrated probabilities"
+        else "neither over- nor under-confident beyond chance (the gap tests confidence, not bias: see the ECE)"
     )
     return (
         f"calibration: realized BCE − expected (mean H(p) {o['expected_bce']:.4f}) = {gap:+.4f} "

@@ -134,6 +134,12 @@ EVALUATE_RULES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
         "(settings: gates.baseline_run_id needs gates.max_regression).",
         ["--features", "f1,f2,f3", "--baseline-run", "abc123"],
     ),
+    "a per-slice gate without a slicing": (
+        {**FEATURES, "gates": {"rules": ["ece_equal_mass <= 0.02 per slice"]}},
+        "--gate 'ece_equal_mass <= 0.02 per slice' judges slices, but no --slice is declared: add --slice COLUMN, or "
+        "judge it 'per partition' (settings: a per-slice gate needs slices).",
+        ["--features", "f1,f2,f3", "--gate", "ece_equal_mass <= 0.02 per slice"],
+    ),
 }
 
 COMPARE = {**BASE, "champion": "models:/churn@champion", "challenger": "models:/churn/2"}
