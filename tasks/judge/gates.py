@@ -18,6 +18,7 @@ only then does the flow fail, naming the partitions at fault.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -59,9 +60,11 @@ class Gate(BaseModel):
     @model_validator(mode="after")
     def _known_figure(self) -> "Gate":
         if self.figure not in gate_targets():
+            near = difflib.get_close_matches(self.figure, gate_targets(), n=1)
             raise ValueError(
-                f"--gate {self.describe()!r}: {self.figure!r} is not a figure of the metric schema; "
-                f"gate one of {', '.join(gate_targets())}."
+                f"--gate {self.describe()!r}: {self.figure!r} is not a figure of the metric schema"
+                + (f"; did you mean {near[0]!r}? Gate" if near else "; gate")
+                + f" one of {', '.join(gate_targets())}."
             )
         if self.scope == "drift" and self.figure not in SERIES_FIGURES:
             raise ValueError(
@@ -88,6 +91,11 @@ def parse_gate(text: str) -> Gate:
     partition``, ``vs baseline`` (the figure minus the baseline run's), or ``FIGURE drift <= K``;
     ``on point`` or ``on interval`` overrides ``--judge-on``. :class:`ValueError` naming the text otherwise."""
     m = _GATE.match(text.lower())
+    if m is None and re.match(r"^\s*at_[^/\s]+/", text):  # a figure at a further threshold (--also-at)
+        raise ValueError(
+            f"--gate {text!r}: figures at a further threshold (at_<t>/…) are reported, not gated; gate the first "
+            "threshold's figure instead, e.g. --threshold 0.3 --gate 'recall >= 0.9'."
+        )
     if m is None:
         raise ValueError(
             f"--gate {text!r}: expected 'FIGURE <=|>= BOUND [overall|per partition|per slice|vs baseline] [on point|on "

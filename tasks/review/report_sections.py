@@ -11,7 +11,7 @@ import polars as pl
 
 from tasks.metrics import schema as metrics
 from tasks.metrics.calibration import ECE_EQUAL_MASS
-from tasks.metrics.decisions import COSTS, COUNTS, RATES
+from tasks.metrics.decisions import COSTS, COUNTS, RATES, further_columns
 from tasks.metrics.rollup import SLICE_LABEL
 from tasks.review.summary import calibration_line, decisions_line
 
@@ -64,7 +64,8 @@ def _figure_table(table: pl.DataFrame, label: str, figures: tuple[str, ...]) -> 
     shown |= {"confidence": "the gap's interval says"}
     rows = table.filter(pl.col("n_rows") > 0)
     # counts of unweighted rows are whole numbers: shown as such, not as 948.0000
-    whole = [c for c in COUNTS if c in keep and rows.select((pl.col(c) == pl.col(c).round()).all()).item()]
+    counts = [c for c in keep if c.rsplit("/", 1)[-1] in COUNTS]  # at the threshold and at each further one
+    whole = [c for c in counts if rows.select((pl.col(c) == pl.col(c).round()).all()).item()]
     rows = rows.with_columns(pl.col(whole).cast(pl.Int64))
     return rows.select(label, *(pl.col(c).alias(shown.get(c, c)) for c in keep))
 
@@ -105,5 +106,5 @@ def decisions_section(
         "Decisions",
         (f"Overall, {line}." if line else "No labelled row: no decision to count.",),
         ("plots/cost_curve.png",),
-        _tables(table, slices, DECISION_COLUMNS, "Decisions"),
+        _tables(table, slices, (*DECISION_COLUMNS, *further_columns(table.columns)), "Decisions"),
     )

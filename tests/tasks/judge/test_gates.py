@@ -408,3 +408,14 @@ def test_a_gate_names_its_figure_and_the_remedy_when_it_is_not_one(cli, hive_dat
         and "'auc' is not a figure" in err[-1]
         and "roc_auc" in err[-1]
     )
+
+
+def test_a_misspelled_figure_gets_the_nearest_name_and_a_further_thresholds_figure_is_not_gated():
+    from tasks.judge.gates import parse_gate
+
+    with pytest.raises(ValueError, match=r"'ece_equalmass' is not a figure .*; did you mean 'ece_equal_mass'\?"):
+        parse_gate("ece_equalmass <= 0.02 per partition")
+    with pytest.raises(ValueError, match=r"'zzz' is not a figure of the metric schema; gate one of bce"):
+        parse_gate("zzz >= 1")
+    with pytest.raises(ValueError, match=r"further threshold \(at_<t>/…\) are reported, not gated"):
+        parse_gate("at_0.3/recall >= 0.95")

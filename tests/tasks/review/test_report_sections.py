@@ -85,7 +85,7 @@ def test_the_decisions_section_holds_the_cost_curve_and_each_slices_counts_equal
     rows = _rows(seed=32)
     r = evaluate(
         rows, label="y", model="z", score_kind="logit", partition_by=["part"], slices=["g"], weights="w",
-        decide={"costs": "fp=1,fn=4"},
+        decide={"costs": "fp=1,fn=4", "also_at": 0.3},
     )  # fmt: skip
     decisions = _section(r.report_html, "Decisions")
     assert 'id="plots/cost_curve.png"' in decisions and "cost (fp=1, fn=4)" in decisions
@@ -97,6 +97,10 @@ def test_the_decisions_section_holds_the_cost_curve_and_each_slices_counts_equal
         tn, fp, fn, tp = confusion_matrix(g["y"], pred, labels=[0, 1], sample_weight=g["w"]).ravel()
         got = [float(row[k]) for k in ("TP", "FP", "FN", "TN")]
         assert got == pytest.approx([tp, fp, fn, tn], rel=1e-12)
+        # the further threshold, at its grid edge 1229/4096
+        at = (1 / (1 + np.exp(-g["z"].to_numpy())) >= 1229 / 4096).astype(int)
+        tn, fp, fn, tp = confusion_matrix(g["y"], at, labels=[0, 1], sample_weight=g["w"]).ravel()
+        assert float(row["at 0.3/tp"]) == pytest.approx(tp, rel=1e-12) and float(row["at 0.3/fp"]) == pytest.approx(fp)
         assert {"precision", "recall", "F1", "FPR", "recall at FPR", "cost", "best t", "lowest cost"} <= row.keys()
 
 
