@@ -22,7 +22,20 @@ from tasks.review.plots import plot_partition_bce
 from tasks.review.results import clean_value
 
 #: the figures each slice's MLflow metrics hold (all of them stay in its table)
-SLICE_METRICS = ("bce", "normalized_entropy", "d2_log_loss", "accuracy", "roc_auc", "n_rows")
+SLICE_METRICS = (
+    "bce",
+    "normalized_entropy",
+    "d2_log_loss",
+    "accuracy",
+    "roc_auc",
+    "n_rows",
+    # calibration and the decision at the threshold, to chart a slice's over a series of runs
+    "calibration_gap",
+    "ece",
+    "ece_equal_mass",
+    "precision",
+    "recall",
+)
 #: the gaps each slicing's MLflow metrics hold
 GAP_METRICS = ("difference", "ratio", "difference_to_overall")
 

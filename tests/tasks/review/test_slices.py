@@ -65,3 +65,19 @@ def test_a_binned_slice_reads_as_its_column_and_bounds_in_its_metric_key():
     # the same column raw and binned in one cross: the binned one keeps its bracketed name, no two keys merge
     both = readable_slice({"age": 40, name: "[30.5, 65)"})
     assert set(both) == {"age", name}
+
+
+def test_each_slices_calibration_and_decision_figures_are_metrics_equal_to_its_table():
+    from flows.api import evaluate
+
+    rng = np.random.default_rng(12)
+    z = rng.normal(0, 1.5, 6000)
+    rows = pl.DataFrame(
+        {"z": z * 2, "y": (rng.random(6000) < 1 / (1 + np.exp(-z))).astype(int), "g": rng.choice(["a", "b"], 6000)}
+    )
+    r = evaluate(rows, label="y", model="z", score_kind="logit", slices=["g"])
+    metrics = slice_metrics(r.judgement, limit=100)
+    for row in r.slices["g"].iter_rows(named=True):
+        where = row["slice"].replace("=", "_")  # g=a → g_a
+        for figure in ("calibration_gap", "ece", "ece_equal_mass", "precision", "recall"):
+            assert metrics[f"slice.g.{where}.{figure}"] == row[figure], (where, figure)
