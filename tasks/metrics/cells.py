@@ -288,7 +288,7 @@ class CellReducer:
         if not self.keyed:
             hist = hist[:n_cells] if hist.shape[0] >= n_cells else np.zeros((n_cells, HIST_BINS, 3))
             size = int(np.count_nonzero(hist[:, :, 0]))
-            rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size), np.empty(size)
+            rows = _histogram_arrays(size)
             histogram_rows(hist, n_cells, *rows, sums)
             return stats, rows, sums
         # every batch's rows in batch order (after the dense rounds' bins, which came first)
@@ -302,7 +302,7 @@ class CellReducer:
         else:
             o_bin, o_n, o_pos, o_p = (np.concatenate([seg[i] for seg in segments]) for i in (1, 2, 3, 4))
         size = int(np.count_nonzero(hist[:, :, 0])) + len(o_bin)
-        rows = np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size), np.empty(size)
+        rows = _histogram_arrays(size)
         size = rows_from_segments(hist, starts, o_bin, o_n, o_pos, o_p, *rows, sums)
         return stats, tuple(r[:size] for r in rows), sums
 
@@ -317,6 +317,11 @@ class CellReducer:
             self._used = at + rows
             return (start, *(b[at : at + rows] for b in self._buffer))
         return start, np.empty(rows, np.int32), np.empty(rows), np.empty(rows), np.empty(rows)
+
+
+def _histogram_arrays(size: int) -> tuple[np.ndarray, ...]:
+    """Room for ``size`` histogram rows ``(cell, bin, n, n_pos, sum_p)``, as the compiled writers fill them."""
+    return np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size), np.empty(size), np.empty(size)
 
 
 #: a batch summed into dense histograms keeps no rows: it writes no bins

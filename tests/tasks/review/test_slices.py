@@ -7,6 +7,7 @@ import re
 import numpy as np
 import polars as pl
 
+from flows.api import evaluate
 from tasks.judge.gates import GateSettings
 from tasks.judge.slice_gates import judge_slices
 from tasks.review.slices import artifact_key, format_slices, slice_metrics, slice_report_tables, slice_tables
@@ -68,8 +69,6 @@ def test_a_binned_slice_reads_as_its_column_and_bounds_in_its_metric_key():
 
 
 def test_each_slices_calibration_and_decision_figures_are_metrics_equal_to_its_table():
-    from flows.api import evaluate
-
     rng = np.random.default_rng(12)
     z = rng.normal(0, 1.5, 6000)
     rows = pl.DataFrame(
